@@ -1,0 +1,123 @@
+/**
+ * The error model shared by every mixz package.
+ *
+ * Every error carries a stable `code` (tests and tools match on it, never on the prose), a
+ * `category` saying whose fault it is (the taxonomy of torch.distributed.elastic), and the context
+ * that locates it (file, line, JSON path, host, rank).
+ */
+
+/** Whose fault an error is: decides the exit code and how the launcher reports it. */
+export type ErrorCategory =
+    /** A mistake in what the user gave us (flags, config, hostfile): exit 2, nothing started. */
+    | "user"
+    /** A rank's own failure (its script threw, it was killed). */
+    | "worker"
+    /** A defect or broken installation of mixz itself. */
+    | "platform"
+    /** Hosts, network, SSH: the job could not start or was lost. */
+    | "infra";
+
+/** Where a problem sits in the user's input. Every field is optional; present ones are printed. */
+export interface ProblemLocation {
+    /** The file the problem is in, as the user named it. */
+    readonly file?: string;
+    /** 1-based line. */
+    readonly line?: number;
+    /** 1-based column. */
+    readonly column?: number;
+    /** JSON path in dotted form (`zero_optimization.stage`), or a flag name (`--num_gpus`). */
+    readonly path?: string;
+}
+
+/** One thing wrong with the user's input. */
+export interface Problem extends ProblemLocation {
+    readonly code: string;
+    readonly message: string;
+}
+
+export interface MixzErrorOptions {
+    readonly category?: ErrorCategory;
+    readonly context?: Readonly<Record<string, unknown>>;
+    readonly cause?: unknown;
+}
+
+/** Base class of every error mixz raises on purpose. */
+export class MixzError extends Error {
+    readonly code: string;
+    readonly category: ErrorCategory;
+    readonly context: Readonly<Record<string, unknown>>;
+
+    constructor(code: string, message: string, options: MixzErrorOptions = {}) {
+        super(message, options.cause === undefined ? undefined : {cause: options.cause});
+        this.name = "MixzError";
+        this.code = code;
+        this.category = options.category ?? "platform";
+        this.context = options.context ?? {};
+    }
+}
+
+/**
+ * The user's input is wrong in one or more places. Collecting problems instead of stopping at the
+ * first lets `mixz config check` list everything that needs fixing in one run.
+ */
+export class InputError extends MixzError {
+    readonly problems: readonly Problem[];
+
+    constructor(problems: readonly Problem[]) {
+        if (problems.length === 0) throw new RangeError("InputError needs at least one problem");
+        const first = problems[0]!;
+        super(first.code, problems.map(formatProblem).join("\n"), {category: "user"});
+        this.name = "InputError";
+        this.problems = problems;
+    }
+}
+
+/** One line for a problem: `file:line:col: path: message`, leaving out what is unknown. */
+export function formatProblem(problem: Problem): string {
+    let where = "";
+    if (problem.file !== undefined) {
+        where = problem.file;
+        if (problem.line !== undefined) {
+            where += `:${problem.line}`;
+            if (problem.column !== undefined) where += `:${problem.column}`;
+        }
+        where += ": ";
+    }
+    const path = problem.path !== undefined && problem.path !== "" ? `${problem.path}: ` : "";
+    return `${where}${path}${problem.message}`;
+}
+
+/** Stable error codes. Add, never rename: tools match on these strings. */
+export const ErrorCodes = {
+    /** Command-line flags are wrong or conflict. */
+    usage: "MIXZ_ERR_USAGE",
+    /** A file could not be read. */
+    fileRead: "MIXZ_ERR_FILE_READ",
+    /** A config file is not valid JSON. */
+    configSyntax: "MIXZ_ERR_CONFIG_SYNTAX",
+    /** A key appears twice in one JSON object. */
+    configDuplicateKey: "MIXZ_ERR_CONFIG_DUPLICATE_KEY",
+    /** A key that is not part of the DeepSpeed config mixz understands. */
+    configUnknownKey: "MIXZ_ERR_CONFIG_UNKNOWN_KEY",
+    /** A value has the wrong type or is out of range (JSON Schema pass). */
+    configInvalidValue: "MIXZ_ERR_CONFIG_INVALID_VALUE",
+    /** Cross-field rules: batch arithmetic, fp16 and bf16, hpZ size. */
+    configConflict: "MIXZ_ERR_CONFIG_CONFLICT",
+    /** A Hugging Face "auto" value that mixz cannot derive. */
+    configUnresolvedAuto: "MIXZ_ERR_CONFIG_UNRESOLVED_AUTO",
+    /** A hostfile line is malformed, or a host is repeated. */
+    hostfileSyntax: "MIXZ_ERR_HOSTFILE_SYNTAX",
+    /** The hostfile names no usable host. */
+    hostfileEmpty: "MIXZ_ERR_HOSTFILE_EMPTY",
+    /** An --include/--exclude spec is malformed or names a host or slot that does not exist. */
+    filter: "MIXZ_ERR_FILTER",
+    /** The resource selection leaves no rank to run. */
+    emptyWorld: "MIXZ_ERR_EMPTY_WORLD",
+    /** The native addon is missing or cannot be loaded. */
+    nativeMissing: "MIXZ_ERR_NATIVE_MISSING",
+    nativeLoad: "MIXZ_ERR_NATIVE_LOAD",
+    /** A capability that a later release of mixz delivers. */
+    notYetAvailable: "MIXZ_ERR_NOT_YET_AVAILABLE"
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

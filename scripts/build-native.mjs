@@ -1,0 +1,2 @@
+// placeholder until the native build lands
+process.exit(0);
