@@ -1,1 +1,10 @@
-export {};
+export {buildPlan, defaultPlanEnvironment} from "./buildPlan.js";
+export type {PlanEnvironment, PlanRequest} from "./buildPlan.js";
+export {formatPlanJson, formatPlanTable} from "./formatPlan.js";
+export {kMaxSlotsPerHost, parseHostfile, readHostfile} from "./hostfile.js";
+export type {HostEntry, Hostfile} from "./hostfile.js";
+export {isLocalHost} from "./isLocalHost.js";
+export {applyResourceFilter, formatIdList, parseResourceFilter} from "./resourceFilter.js";
+export type {ResourceFilter, SelectedHost} from "./resourceFilter.js";
+export {kDefaultMasterPort} from "./WorldPlan.js";
+export type {PlanNode, WorldPlan} from "./WorldPlan.js";

@@ -1,0 +1,42 @@
+import {formatIdList} from "./resourceFilter.js";
+import type {WorldPlan} from "./WorldPlan.js";
+
+/** The plan as the one-line JSON object of DESIGN.md §4 (`--dry-run --json`). */
+export function formatPlanJson(plan: WorldPlan): string {
+    return JSON.stringify({
+        world_size: plan.world_size,
+        master_addr: plan.master_addr,
+        master_port: plan.master_port,
+        nodes: plan.nodes.map((node) => ({
+            host: node.host,
+            node_rank: node.node_rank,
+            slots: node.slots,
+            ranks: node.ranks,
+            local_ranks: node.local_ranks,
+            spawn: node.spawn
+        }))
+    });
+}
+
+/** The plan as a readable table (`--dry-run` without `--json`). */
+export function formatPlanTable(plan: WorldPlan): string {
+    const port = plan.master_port === 0 ? "0 (a free port at launch)" : String(plan.master_port);
+    const nodes = plan.nodes.length === 1 ? "1 node" : `${plan.nodes.length} nodes`;
+    const header = ["node", "host", "spawn", "slots", "ranks", "local ranks"];
+    const rows = plan.nodes.map((node) => [
+        String(node.node_rank),
+        node.host,
+        node.spawn,
+        formatIdList(node.slots),
+        formatIdList(node.ranks),
+        formatIdList(node.local_ranks)
+    ]);
+    const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+    const line = (cells: readonly string[]): string =>
+        cells.map((cell, column) => (column === 0 ? cell.padStart(widths[column]!) : cell.padEnd(widths[column]!))).join("  ").trimEnd();
+    return [
+        `world size ${plan.world_size} on ${nodes}; coordinator ${plan.master_addr}:${port}`,
+        line(header),
+        ...rows.map(line)
+    ].join("\n");
+}
