@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+// `npm run bench`: runs every benchmark script registered below, each of which measures mixz next
+// to a peer in the same run and rewrites its section of docs/BENCHMARKS.md.
+import {spawnSync} from "node:child_process";
+import {fileURLToPath} from "node:url";
+
+/** [name, script path relative to the repo root, arguments]. */
+const benchmarks = [];
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+if (benchmarks.length === 0) {
+    console.log("bench: no benchmarks are registered yet; the communication benchmarks (mixz bench allgather, " +
+        "scripts/bench/allgather-peers against OpenMPI and PyTorch gloo) come with the communication layer");
+    process.exit(0);
+}
+let failed = 0;
+for (const [name, script, args] of benchmarks) {
+    console.log(`bench: ${name}`);
+    const result = spawnSync(script, args, {cwd: root, stdio: "inherit"});
+    if (result.status !== 0) failed++;
+}
+process.exit(failed === 0 ? 0 : 1);
