@@ -10,7 +10,7 @@
 // (<prefix>/include/node, e.g. Debian's /usr/include/node), and node-gyp is told so with --nodedir.
 // A second run with nothing changed skips `configure` and lets make find nothing to do.
 import {spawnSync} from "node:child_process";
-import {existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync} from "node:fs";
+import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from "node:fs";
 import {availableParallelism} from "node:os";
 import {dirname, join, relative} from "node:path";
 import {fileURLToPath} from "node:url";
@@ -54,9 +54,11 @@ function findOpenblasHeader() {
     return candidates.find((path) => existsSync(path));
 }
 
+const glooHeader = "/usr/include/gloo/context.h";
+
 function checkPrerequisites() {
     const missing = [];
-    if (!existsSync("/usr/include/gloo/context.h")) missing.push("Gloo headers (/usr/include/gloo/context.h)");
+    if (!existsSync(glooHeader)) missing.push(`Gloo headers (${glooHeader})`);
     if (findOpenblasHeader() === undefined) missing.push("OpenBLAS headers (cblas-openblas.h)");
     if (missing.length > 0) fail(`missing ${missing.join(" and ")}: ${bootstrapHint}`);
     if (!existsSync(nodeGyp)) fail(`node-gyp is not installed (${relative(root, nodeGyp)}): run \`npm ci\``);
@@ -111,7 +113,9 @@ const configured =
 
 const started = process.hrtime.bigint();
 if (!configured) {
-    runNodeGyp("configure", commonArgs, [`-Dasan=${options.asan ? 1 : 0}`]);
+    // The stamp goes first and comes back only after success, so a failed configure is redone.
+    rmSync(stampPath, {force: true});
+    runNodeGyp("configure", commonArgs, [`-Dmixz_asan=${options.asan ? 1 : 0}`]);
     mkdirSync(buildDir, {recursive: true});
     writeFileSync(stampPath, mode);
 }

@@ -1,1 +1,18 @@
-export {};
+// @mixz/engine: the only package that touches the native addon.
+export {bindingExportTypes, NativeErrorCodes} from "./AddonTypes.js";
+export type {
+    BindingModule,
+    NativeBlasInfo,
+    NativeBlasParallelism,
+    NativeBuildInfo,
+    NativeCpuInfo,
+    NativeErrorCode,
+    NativeGlooInfo
+} from "./AddonTypes.js";
+export {loadBinding} from "./loadBinding.js";
+export type {LoadBindingOptions} from "./loadBinding.js";
+export {nativeInfo} from "./nativeInfo.js";
+export {probeBinding} from "./probeBinding.js";
+export type {ProbeBindingOptions} from "./probeBinding.js";
+export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./resolveBindingPath.js";
+export type {BindingLocation} from "./resolveBindingPath.js";

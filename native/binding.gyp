@@ -1,0 +1,68 @@
+# The native addon of mixz: one shared object, mixz.node, built by scripts/build-native.mjs.
+#
+#   node scripts/build-native.mjs                  Release: -O2, NDEBUG
+#   node scripts/build-native.mjs --debug          Debug: -O0 -g
+#   node scripts/build-native.mjs --debug --asan   Debug with -Dmixz_asan=1: AddressSanitizer + UBSan
+#
+# Flags inherited from Node's common.gypi that this project does not want are removed with the
+# "!" lists below; see native/README.md for why each one matters.
+{
+  "variables": {
+    # 1: compile and link with AddressSanitizer and UndefinedBehaviorSanitizer.
+    # Not called "asan": Node's common.gypi has an "asan" variable meaning "Node itself was built
+    # with ASan", and node-gyp's build/config.gypi pins it to the running Node's value (0), which
+    # silently overrides -Dasan=1 on the command line.
+    "mixz_asan%": 0
+  },
+  "targets": [
+    {
+      "target_name": "mixz",
+      # Listed one by one: gyp has no globbing, and an explicit list makes a forgotten file a
+      # link error instead of a silently missing feature.
+      "sources": [
+        "addon/addon.cc",
+        "addon/convertError.cc",
+        "src/common/error.cc",
+        "src/common/probe.cc"
+      ],
+      "include_dirs": [
+        "include",
+        "<!(node -p \"require('node-addon-api').include_dir\")"
+      ],
+      "defines": [
+        # Napi::Error is thrown as a C++ exception; the engine's error model relies on exceptions.
+        "NAPI_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED"
+      ],
+      # Node builds itself without exceptions and RTTI and with GNU extensions; the engine needs
+      # C++ exceptions (its error model and Gloo's) and RTTI (dynamic_cast across Gloo's transport
+      # interfaces), and is written in standard C++17. -Wno-unused-parameter goes too: -Wextra in
+      # full.
+      "cflags!": ["-fno-exceptions", "-fno-rtti", "-Wno-unused-parameter"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      # No -Werror: a newer compiler's new warning must not break a user's install.
+      # No -march: the binary must run on any x86-64; SIMD kernels are chosen at run time
+      # (__builtin_cpu_supports, see mixz/common/probe.h).
+      "cflags": ["-Wall", "-Wextra"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti"],
+      "libraries": ["-lgloo", "-lopenblas"],
+      "configurations": {
+        "Release": {
+          # -O2 rather than Node's -O3: predictable code size, and hot loops get explicit
+          # vectorized kernels anyway.
+          "cflags!": ["-O3"],
+          "cflags": ["-O2"],
+          "defines": ["NDEBUG"]
+        }
+      },
+      "conditions": [
+        ["mixz_asan==1", {
+          "cflags": ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"],
+          "ldflags": ["-fsanitize=address,undefined"],
+          # GCC predefines __SANITIZE_ADDRESS__ but nothing for UBSan; the probe reports this.
+          "defines": ["MIXZ_SANITIZE_UNDEFINED=1"]
+        }]
+      ]
+    }
+  ]
+}

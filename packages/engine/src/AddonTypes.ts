@@ -1,0 +1,97 @@
+/**
+ * The hand-written type of everything the native addon (`native/build/<type>/mixz.node`) exports.
+ *
+ * The addon is plain C++ (native/addon/addon.cc); nothing checks these types against it at compile
+ * time. They are kept honest by `loadBinding`, which verifies that every export listed in
+ * `bindingExportTypes` has its type, and by the engine's tests, which call each one.
+ *
+ * Only @mixz/engine imports the binding; other packages use the engine's typed functions.
+ */
+
+/** What `version()` reports about Gloo, the transport between hosts. */
+export interface NativeGlooInfo {
+    /** Gloo's version from the headers the addon was compiled against, e.g. "0.5.0". */
+    readonly version: string;
+    /** Transports compiled into libgloo: "tcp", "tcp_tls", "ibverbs", "uv". */
+    readonly transports: readonly string[];
+    /**
+     * Description of a TCP device the probe created on 127.0.0.1, e.g.
+     * "tcp, pci=, iface=lo, speed=-1, addr=[127.0.0.1]"; null when creating it failed.
+     */
+    readonly tcpDevice: string | null;
+    /** Why creating the TCP device failed; null when it succeeded. */
+    readonly tcpDeviceError: string | null;
+}
+
+/** How OpenBLAS runs its own threads (openblas_get_parallel). */
+export type NativeBlasParallelism = "sequential" | "pthreads" | "openmp" | "unknown";
+
+/** What `version()` reports about the BLAS library that serves GEMM. */
+export interface NativeBlasInfo {
+    /** First word of `config`: "OpenBLAS". */
+    readonly name: string;
+    /** openblas_get_config(): version and build options. */
+    readonly config: string;
+    /** The kernel set OpenBLAS chose for this CPU, e.g. "Haswell". */
+    readonly corename: string;
+    /** OpenBLAS's thread count. */
+    readonly threads: number;
+    readonly parallel: NativeBlasParallelism;
+    /**
+     * Canonical path of the shared library that actually defines cblas_sgemm in this process.
+     * Debian's alternatives can swap libblas, so this, not the link line, says what runs. Empty
+     * when the dynamic linker cannot tell.
+     */
+    readonly library: string;
+    /** Whether a small sgemm with a known exact result was correct. */
+    readonly sgemmOk: boolean;
+}
+
+/** Run-time CPU features; the binary targets baseline x86-64 and dispatches on these. */
+export interface NativeCpuInfo {
+    readonly avx2: boolean;
+    readonly fma: boolean;
+}
+
+/** The result of the addon's `version()`: what the binary is built from and whether its libraries work. */
+export interface NativeBuildInfo {
+    /** The native engine's version; equals the mixz package version. */
+    readonly version: string;
+    /** Compiler and version, e.g. "gcc 12.2.0". */
+    readonly compiler: string;
+    readonly buildType: "Release" | "Debug";
+    /** Sanitizers compiled in ("address", "undefined"); empty for normal builds. */
+    readonly sanitizers: readonly string[];
+    readonly gloo: NativeGlooInfo;
+    readonly blas: NativeBlasInfo;
+    readonly cpu: NativeCpuInfo;
+}
+
+/** Everything the `.node` file exports. */
+export interface BindingModule {
+    /** Probes the build and its libraries (creates one loopback Gloo device, runs one tiny sgemm). */
+    version(): NativeBuildInfo;
+}
+
+/**
+ * The JS type each export must have. A Record over `keyof BindingModule`, so adding an export to
+ * BindingModule without listing it here fails to compile, and `loadBinding` checks all of them.
+ */
+export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function">> = {
+    version: "function"
+};
+
+/**
+ * The `code` of errors thrown by native functions (native/include/mixz/common/error.h). Together
+ * with the codes in @mixz/protocol's ErrorCodes they form the set tools match on.
+ */
+export const NativeErrorCodes = {
+    /** A transport or file operation failed; rebuild the communicator before retrying. */
+    io: "MIXZ_ERR_IO",
+    /** Bad input reached native code (a gap in the TS validation). */
+    invalidArgument: "MIXZ_ERR_INVALID_ARGUMENT",
+    /** A broken invariant inside the native engine: a bug. */
+    internal: "MIXZ_ERR_INTERNAL"
+} as const;
+
+export type NativeErrorCode = (typeof NativeErrorCodes)[keyof typeof NativeErrorCodes];
