@@ -1,0 +1,196 @@
+import assert from "node:assert/strict";
+import {mkdtempSync, rmSync, writeFileSync} from "node:fs";
+import {tmpdir} from "node:os";
+import {join} from "node:path";
+import {after, describe, it} from "node:test";
+import {fileURLToPath} from "node:url";
+import {runCli} from "@mixz/cli";
+
+const root = fileURLToPath(new URL("../../..", import.meta.url));
+const configs = join(root, "configs");
+const scratch = mkdtempSync(join(tmpdir(), "mixz-cli-"));
+after(() => rmSync(scratch, {recursive: true, force: true}));
+
+interface Run {
+    readonly code: number;
+    readonly out: string;
+    readonly err: string;
+}
+
+async function mixz(...argv: string[]): Promise<Run> {
+    let out = "";
+    let err = "";
+    const code = await runCli(argv, {out: (text) => (out += text), err: (text) => (err += text)});
+    return {code, out, err};
+}
+
+function file(name: string, text: string): string {
+    const path = join(scratch, name);
+    writeFileSync(path, text);
+    return path;
+}
+
+/** A user mistake: exit 2, every stderr line a `mixz: …` diagnostic, never a stack trace. */
+function assertUserError(run: Run, pattern: RegExp): void {
+    assert.equal(run.code, 2, `exit code; stderr: ${run.err}`);
+    assert.match(run.err, pattern);
+    for (const line of run.err.trimEnd().split("\n")) assert.match(line, /^mixz: /);
+    assert.doesNotMatch(run.err, /\n\s+at /, "no stack trace");
+}
+
+describe("mixz launch --dry-run", () => {
+    it("prints the plan of the issue's example as the §4 JSON object", async () => {
+        const run = await mixz("launch", "--hostfile", join(configs, "hostfile.example"), "--dry-run", "--json",
+            "--config", join(configs, "mixzpp.json"), "x.ts");
+        assert.equal(run.code, 0, run.err);
+        const plan = JSON.parse(run.out) as Record<string, unknown>;
+        assert.deepEqual(Object.keys(plan), ["world_size", "master_addr", "master_port", "nodes"]);
+        assert.equal(plan["world_size"], 16);
+        assert.equal(plan["master_port"], 29500);
+        const nodes = plan["nodes"] as Array<Record<string, unknown>>;
+        assert.deepEqual(nodes.map((n) => [n["host"], n["node_rank"], n["spawn"]]), [["worker-0", 0, "ssh"], ["worker-1", 1, "ssh"]]);
+        assert.deepEqual(nodes[1]!["ranks"], [8, 9, 10, 11, 12, 13, 14, 15]);
+        assert.deepEqual(nodes[1]!["local_ranks"], [0, 1, 2, 3, 4, 5, 6, 7]);
+    });
+    it("prints a readable table without --json", async () => {
+        const run = await mixz("launch", "--nproc", "3", "--dry-run", "train.ts", "--lr", "1");
+        assert.equal(run.code, 0, run.err);
+        assert.match(run.out, /^world size 3 on 1 node; coordinator 127\.0\.0\.1:29500\n/);
+        assert.match(run.out, /0 +localhost +local +0-2 +0-2 +0-2/);
+    });
+    it("accepts DeepSpeed's underscore spellings and torchrun's dashes", async () => {
+        const hosts = join(configs, "hostfile.example");
+        const a = await mixz("launch", "-H", hosts, "--num_nodes", "1", "--num_gpus", "2", "--master_port", "0", "--dry-run", "--json", "t.ts");
+        const b = await mixz("launch", "-H", hosts, "--num-nodes", "1", "--num-gpus", "2", "--master-port", "0", "--dry-run", "--json", "t.ts");
+        assert.equal(a.code, 0, a.err);
+        assert.equal(a.out, b.out);
+        assert.deepEqual(JSON.parse(a.out).nodes[0].slots, [0, 1]);
+        assert.equal(JSON.parse(a.out).master_port, 0);
+    });
+    it("options after the script belong to the script", async () => {
+        const run = await mixz("launch", "--nproc", "1", "--dry-run", "train.ts", "--nproc", "bogus", "--include", "x");
+        assert.equal(run.code, 0, run.err);
+    });
+    it("checks the config against the plan's world", async () => {
+        const config = file("hpz3.json", JSON.stringify({
+            train_micro_batch_size_per_gpu: 1,
+            zero_optimization: {stage: 3, zero_hpz_partition_size: 3}
+        }, null, 2));
+        const run = await mixz("launch", "--nproc", "4", "--config", config, "--dry-run", "t.ts");
+        assertUserError(run, /hpz3\.json:\d+:\d+: zero_optimization\.zero_hpz_partition_size: 3 does not divide world size 4/);
+        assert.equal(run.out, "", "nothing printed as a plan");
+    });
+});
+
+describe("mixz launch: bad input exits 2 with one line per problem", () => {
+    const cases: Array<[string, string[], RegExp]> = [
+        ["missing hostfile", ["-H", "/nonexistent/hosts"], /mixz: \/nonexistent\/hosts: --hostfile: cannot read hostfile: no such file/],
+        ["include with exclude", ["--nproc", "2", "-i", "localhost", "-e", "localhost:0"], /--include: --include and --exclude are mutually exclusive/],
+        ["non-numeric count", ["--nproc", "two"], /--nproc: 'two' is not a whole number/],
+        ["count with trailing text", ["--num_gpus", "4abc"], /--num_gpus: '4abc' is not a whole number/],
+        ["conflicting aliases", ["--num-gpus", "2", "--num_gpus", "3"], /--num_gpus: given twice with different values/],
+        ["unknown flag", ["--nprocs", "2"], /^mixz: unknown option '--nprocs' \(Did you mean --nproc\?\)$/m],
+        ["missing script", [], /missing required argument 'script'/],
+        ["unknown host", ["-H", "HOSTS", "-i", "worker-9"], /Hostname 'worker-9' not found/]
+    ];
+    for (const [name, argv, pattern] of cases) {
+        it(name, async () => {
+            const args = argv.map((arg) => (arg === "HOSTS" ? join(configs, "hostfile.example") : arg));
+            const run = await mixz("launch", ...args, "--dry-run", ...(name === "missing script" ? [] : ["t.ts"]));
+            assertUserError(run, pattern);
+        });
+    }
+    it("a bad hostfile: every bad line, with file and line", async () => {
+        const hosts = file("bad-hosts", "good slots=2\nbad slots=4abc\nworker\n");
+        const run = await mixz("launch", "-H", hosts, "--dry-run", "t.ts");
+        assertUserError(run, /bad-hosts:2:5: slots=4abc is not a whole number/);
+        assert.match(run.err, /bad-hosts:3:1: host 'worker' has no slot count/);
+        assert.equal(run.err.trimEnd().split("\n").length, 2);
+    });
+});
+
+describe("mixz launch without --dry-run", () => {
+    it("shows the plan and says clearly that starting ranks is not available yet", async () => {
+        const run = await mixz("launch", "--nproc", "2", "t.ts");
+        assert.equal(run.code, 1);
+        assert.match(run.out, /world size 2/);
+        assert.match(run.err, /not available in this version of mixz yet.*\[MIXZ_ERR_NOT_YET_AVAILABLE\]/);
+    });
+});
+
+describe("mixz config check", () => {
+    it("accepts every shipped config", async () => {
+        for (const name of ["zero3.json", "zeropp.json", "mixzpp.json", "mixzpp-local.json"]) {
+            const run = await mixz("config", "check", join(configs, name));
+            assert.equal(run.code, 0, `${name}: ${run.err}`);
+            const resolved = JSON.parse(run.out) as {zero_optimization: {stage: number}};
+            assert.equal(resolved.zero_optimization.stage, 3);
+        }
+    });
+    it("fills in defaults and the world-dependent values", async () => {
+        const run = await mixz("config", "check", join(configs, "mixzpp.json"), "--world-size", "16", "--gpus-per-node", "8");
+        assert.equal(run.code, 0, run.err);
+        const resolved = JSON.parse(run.out) as Record<string, unknown>;
+        assert.equal(resolved["train_batch_size"], 64);
+        assert.equal((resolved["fp16"] as Record<string, unknown>)["initial_scale_power"], 16);
+        assert.equal((resolved["zero_optimization"] as Record<string, unknown>)["reduce_bucket_size"], 5e8);
+    });
+    it("--json reports success as one object", async () => {
+        const run = await mixz("config", "check", join(configs, "zero3.json"), "--json");
+        assert.equal(run.code, 0);
+        const report = JSON.parse(run.out) as {ok: boolean; config: unknown};
+        assert.equal(report.ok, true);
+        assert.ok(report.config);
+    });
+    it("the DESIGN.md §4 message for hpZ", async () => {
+        const config = file("hpz.json", '{\n  "train_micro_batch_size_per_gpu": 1,\n  "zero_optimization": {\n    "stage": 3,\n    "zero_hpz_partition_size": 3\n  }\n}\n');
+        const run = await mixz("config", "check", config, "--world-size", "8");
+        assertUserError(run, /^mixz: .*hpz\.json:5:32: zero_optimization\.zero_hpz_partition_size: 3 does not divide world size 8$/m);
+    });
+    it("every problem of a file, one line each; --json lists them on stdout", async () => {
+        const config = file("many.json", JSON.stringify({
+            train_batch_size: 30,
+            train_micro_batch_size_per_gpu: 4,
+            fp16: {enabled: true},
+            bf16: {enabled: true},
+            zero_optimization: {stage: 3, stage3_prefetch_bucketsize: 1}
+        }, null, 2));
+        const run = await mixz("config", "check", config, "--world-size", "8");
+        assert.equal(run.code, 2);
+        assert.ok(run.err.trimEnd().split("\n").length >= 2, run.err);
+        assert.match(run.err, /did you mean "stage3_prefetch_bucket_size"\?/);
+        const json = await mixz("config", "check", config, "--world-size", "8", "--json");
+        assert.equal(json.code, 2);
+        assert.equal(json.err, "");
+        const report = JSON.parse(json.out) as {ok: boolean; problems: Array<{code: string; path: string; line: number}>};
+        assert.equal(report.ok, false);
+        assert.ok(report.problems.every((p) => typeof p.code === "string" && p.code.startsWith("MIXZ_ERR_")));
+    });
+    const bad: Array<[string, string, RegExp]> = [
+        ["malformed JSON with line and column", '{\n  "train_batch_size": 8,\n}\n', /bad\.json:2:24: unexpected ',' \(trailing commas are not allowed in JSON\)/],
+        ["duplicate key", '{"train_batch_size": 8,\n "train_batch_size": 16}', /bad\.json:2:2: .*duplicate key "train_batch_size"/],
+        ["wrong type", '{"train_batch_size": "eight"}', /train_batch_size: /]
+    ];
+    for (const [name, text, pattern] of bad) {
+        it(name, async () => assertUserError(await mixz("config", "check", file("bad.json", text)), pattern));
+    }
+    it("a missing file", async () => assertUserError(await mixz("config", "check", "/nonexistent.json"), /nonexistent\.json/));
+    it("bad flag values", async () => assertUserError(await mixz("config", "check", join(configs, "zero3.json"), "--world-size", "0"), /--world-size: 0 is not a whole number ≥ 1/));
+});
+
+describe("mixz itself", () => {
+    it("--version prints the version and exits 0", async () => {
+        const run = await mixz("--version");
+        assert.equal(run.code, 0);
+        assert.match(run.out, /^\d+\.\d+\.\d+\n$/);
+    });
+    it("--help exits 0 and lists the commands", async () => {
+        const run = await mixz("--help");
+        assert.equal(run.code, 0);
+        assert.match(run.out, /launch/);
+        assert.match(run.out, /config/);
+    });
+    it("an unknown command exits 2", async () => {
+        assertUserError(await mixz("lanuch"), /unknown command 'lanuch'.*\n?.*launch/);
+    });
+});

@@ -1,0 +1,52 @@
+/**
+ * The JSON Schema of the DeepSpeed config subset mixz understands, `configs/ds_config.schema.json`:
+ * editors use it through `"$schema"`, and it is the first validation pass (with Ajv). Its
+ * `default`s are the only place plain defaults are written down; Ajv fills them in.
+ */
+import {readFileSync} from "node:fs";
+import {fileURLToPath} from "node:url";
+import {Ajv, type AnySchemaObject, type ValidateFunction} from "ajv";
+import {ErrorCodes, MixzError} from "@mixz/protocol";
+
+/** Absolute path of configs/ds_config.schema.json (this file is in packages/config/src or dist). */
+export const configSchemaPath: string = fileURLToPath(new URL("../../../configs/ds_config.schema.json", import.meta.url));
+
+/**
+ * Keywords that only editors read (VS Code shows them); registered so that Ajv's strict mode
+ * accepts them without giving them meaning.
+ */
+const editorKeywords = ["deprecationMessage", "patternErrorMessage", "markdownDescription"];
+
+let schema: AnySchemaObject | undefined;
+let validator: ValidateFunction | undefined;
+
+/** The schema as a JSON object (read once). Throws a platform MixzError when the installation lacks it. */
+export function loadConfigSchema(): AnySchemaObject {
+    if (schema === undefined) {
+        let text: string;
+        try {
+            text = readFileSync(configSchemaPath, "utf8");
+        } catch (error) {
+            throw new MixzError(ErrorCodes.fileRead, `mixz is missing its config schema ${configSchemaPath}`, {
+                category: "platform",
+                cause: error
+            });
+        }
+        schema = JSON.parse(text) as AnySchemaObject;
+    }
+    return schema;
+}
+
+/**
+ * The compiled validator: all errors, defaults filled in place, Ajv's strict mode on (a schema
+ * mistake is a startup error, not a silently ignored keyword). `verbose` keeps the failing schema
+ * and data on each error, which the error translation needs.
+ */
+export function configValidator(): ValidateFunction {
+    if (validator === undefined) {
+        const ajv = new Ajv({allErrors: true, useDefaults: true, strict: true, allowUnionTypes: true, verbose: true});
+        ajv.addVocabulary(editorKeywords);
+        validator = ajv.compile(loadConfigSchema());
+    }
+    return validator;
+}

@@ -1,0 +1,41 @@
+// The installed command end to end: bin/mixz → built dist → exit codes and streams of a real process.
+import assert from "node:assert/strict";
+import {spawnSync} from "node:child_process";
+import {join} from "node:path";
+import {describe, it} from "node:test";
+import {fileURLToPath} from "node:url";
+
+const root = fileURLToPath(new URL("../..", import.meta.url));
+const bin = join(root, "bin", "mixz");
+
+function mixz(...argv: string[]): {status: number | null; stdout: string; stderr: string} {
+    const result = spawnSync(bin, argv, {cwd: root, encoding: "utf8", timeout: 60_000});
+    return {status: result.status, stdout: result.stdout, stderr: result.stderr};
+}
+
+describe("bin/mixz", () => {
+    it("the issue's dry run prints the plan as JSON and exits 0", () => {
+        const run = mixz("launch", "--hostfile", "configs/hostfile.example", "--dry-run", "--json", "--config", "configs/mixzpp.json", "x.ts");
+        assert.equal(run.status, 0, run.stderr);
+        assert.equal(JSON.parse(run.stdout).world_size, 16);
+        assert.equal(run.stderr, "");
+    });
+    it("accepts every file in configs/", () => {
+        for (const name of ["zero3.json", "zeropp.json", "mixzpp.json", "mixzpp-local.json"]) {
+            const run = mixz("config", "check", `configs/${name}`);
+            assert.equal(run.status, 0, `${name}: ${run.stderr}`);
+        }
+    });
+    it("a user mistake exits 2 with one line and no stack trace", () => {
+        const run = mixz("launch", "--hostfile", "no-such-hostfile", "--dry-run", "t.ts");
+        assert.equal(run.status, 2);
+        assert.equal(run.stdout, "");
+        assert.equal(run.stderr, "mixz: no-such-hostfile: --hostfile: cannot read hostfile: no such file\n");
+    });
+    it("the main job command exists and says what is not available yet", () => {
+        const run = mixz("launch", "--hostfile", "configs/hostfile.local", "--config", "configs/mixzpp-local.json", "packages/examples/src/mixzppDemo.ts");
+        assert.equal(run.status, 1);
+        assert.match(run.stdout, /world size 4 on 2 nodes/);
+        assert.match(run.stderr, /MIXZ_ERR_NOT_YET_AVAILABLE/);
+    });
+});
