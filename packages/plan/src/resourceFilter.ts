@@ -1,3 +1,4 @@
+import {suggestName} from "@mixz/config";
 import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
 
 /**
@@ -84,7 +85,7 @@ export function applyResourceFilter(
     for (const [name, slots] of filter) {
         const host = byName.get(name);
         if (host === undefined) {
-            const near = nearestName(name, [...byName.keys()]);
+            const near = suggestName(name, byName.keys());
             problems.push({
                 code: ErrorCodes.filter,
                 path: flag,
@@ -142,30 +143,4 @@ export function formatIdList(ids: readonly number[]): string {
         i = j + 1;
     }
     return parts.join(",");
-}
-
-/** The candidate closest to `name` by edit distance, when it is close enough to be a likely typo. */
-function nearestName(name: string, candidates: readonly string[]): string | undefined {
-    let best: string | undefined;
-    let bestDistance = Infinity;
-    for (const candidate of candidates) {
-        const distance = editDistance(name, candidate);
-        if (distance < bestDistance) {
-            best = candidate;
-            bestDistance = distance;
-        }
-    }
-    return bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
-}
-
-function editDistance(a: string, b: string): number {
-    let previous = Array.from({length: b.length + 1}, (_, j) => j);
-    for (let i = 1; i <= a.length; i++) {
-        const current = [i];
-        for (let j = 1; j <= b.length; j++) {
-            current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-        }
-        previous = current;
-    }
-    return previous[b.length]!;
 }
