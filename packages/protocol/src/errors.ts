@@ -116,6 +116,26 @@ export const ErrorCodes = {
     /** The native addon is missing or cannot be loaded. */
     nativeMissing: "MIXZ_ERR_NATIVE_MISSING",
     nativeLoad: "MIXZ_ERR_NATIVE_LOAD",
+    /** A frame that is not a valid message, a wrong token or protocol version, a duplicate rank. */
+    protocol: "MIXZ_ERR_PROTOCOL",
+    /** Ranks did not all join in time. */
+    rendezvousTimeout: "MIXZ_ERR_RDZV_TIMEOUT",
+    /** A key-value wait or barrier timed out. */
+    storeTimeout: "MIXZ_ERR_STORE_TIMEOUT",
+    /** The coordinator connection was lost or refused. */
+    coordinatorLost: "MIXZ_ERR_COORDINATOR_LOST",
+    /** A rank missed its heartbeat deadline. */
+    heartbeatLost: "MIXZ_ERR_HEARTBEAT_LOST",
+    /** The job was aborted (another rank failed, Ctrl-C). */
+    aborted: "MIXZ_ERR_ABORTED",
+    /** The coordinator's address cannot be bound (in use, not local). */
+    addressInUse: "MIXZ_ERR_ADDRESS_IN_USE",
+    /** A host cannot be reached or used over SSH (DNS, refused, timeout, auth, host key). */
+    ssh: "MIXZ_ERR_SSH",
+    /** The daemon's mixz version differs from the launcher's. */
+    versionMismatch: "MIXZ_ERR_VERSION_MISMATCH",
+    /** A rank process failed (non-zero exit, signal). */
+    rankFailed: "MIXZ_ERR_RANK_FAILED",
     /** A capability that a later release of mixz delivers. */
     notYetAvailable: "MIXZ_ERR_NOT_YET_AVAILABLE"
 } as const;
