@@ -1,5 +1,5 @@
 import {readFileSync} from "node:fs";
-import {Command, CommanderError} from "commander";
+import {Command} from "commander";
 import type {CliIo} from "./CliIo.js";
 import {createConfigCommand} from "./commands/configCommand.js";
 import {createDoctorCommand} from "./commands/doctorCommand.js";
@@ -37,4 +37,3 @@ function configureTree(command: Command, io: CliIo): void {
     for (const sub of command.commands) configureTree(sub, io);
 }
 
-export {CommanderError};

@@ -1,17 +1,16 @@
-import {ErrorCodes, InputError} from "@mixz/protocol";
+import {ErrorCodes, InputError, wholeNumberProblem} from "@mixz/protocol";
 
 /**
  * A whole-number flag value. Commander hands over strings; `Number("")` is 0 and `parseInt("4abc")`
  * is 4, so neither is safe for user input: only an optional minus sign and digits are accepted.
  */
-export function parseIntegerFlag(value: string, flag: string, min?: number): number {
-    if (!/^-?\d+$/.test(value.trim())) {
+export function parseIntegerFlag(value: string, flag: string, min = Number.MIN_SAFE_INTEGER): number {
+    const number = Number(value.trim());
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(number)) {
         throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not a whole number`}]);
     }
-    const number = Number(value.trim());
-    if (min !== undefined && number < min) {
-        throw new InputError([{code: ErrorCodes.usage, path: flag, message: `${number} is not a whole number ≥ ${min}`}]);
-    }
+    const problem = wholeNumberProblem(number, min);
+    if (problem !== undefined) throw new InputError([{code: ErrorCodes.usage, path: flag, message: problem}]);
     return number;
 }
 

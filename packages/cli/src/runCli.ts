@@ -2,7 +2,7 @@ import {CommanderError} from "commander";
 import {InputError, MixzError} from "@mixz/protocol";
 import {processIo, type CliIo} from "./CliIo.js";
 import {createProgram} from "./createProgram.js";
-import {ExitCode} from "./exitCodes.js";
+import {ExitCode} from "./ExitCode.js";
 import {formatProblems} from "./formatDiagnostics.js";
 
 /**

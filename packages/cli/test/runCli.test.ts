@@ -91,7 +91,9 @@ describe("mixz launch: bad input exits 2 with one line per problem", () => {
         ["conflicting aliases", ["--num-gpus", "2", "--num_gpus", "3"], /--num_gpus: given twice with different values/],
         ["unknown flag", ["--nprocs", "2"], /^mixz: unknown option '--nprocs' \(Did you mean --nproc\?\)$/m],
         ["missing script", [], /missing required argument 'script'/],
-        ["unknown host", ["-H", "HOSTS", "-i", "worker-9"], /Hostname 'worker-9' not found/]
+        ["unknown host", ["-H", "HOSTS", "-i", "worker-9"], /Hostname 'worker-9' not found/],
+        ["empty hostfile name", ["-H", ""], /--hostfile: is empty/],
+        ["huge count", ["--nproc", "99999999999999999999999"], /--nproc: '99999999999999999999999' is not a whole number/]
     ];
     for (const [name, argv, pattern] of cases) {
         it(name, async () => {
@@ -107,6 +109,11 @@ describe("mixz launch: bad input exits 2 with one line per problem", () => {
         assert.match(run.err, /bad-hosts:3:1: host 'worker' has no slot count/);
         assert.equal(run.err.trimEnd().split("\n").length, 2);
     });
+});
+
+describe("mixz launch flag combinations", () => {
+    it("--json without --dry-run", async () => assertUserError(await mixz("launch", "--nproc", "1", "--json", "t.ts"), /--json: only applies to --dry-run/));
+    it("an empty script name", async () => assertUserError(await mixz("launch", "--nproc", "1", "--dry-run", ""), /<script>: is empty/));
 });
 
 describe("mixz launch without --dry-run", () => {
@@ -176,6 +183,14 @@ describe("mixz config check", () => {
     }
     it("a missing file", async () => assertUserError(await mixz("config", "check", "/nonexistent.json"), /nonexistent\.json/));
     it("bad flag values", async () => assertUserError(await mixz("config", "check", join(configs, "zero3.json"), "--world-size", "0"), /--world-size: 0 is not a whole number ≥ 1/));
+    it("bad flag values with --json still give one JSON object on stdout", async () => {
+        const run = await mixz("config", "check", join(configs, "zero3.json"), "--world-size", "0", "--json");
+        assert.equal(run.code, 2);
+        assert.equal(run.err, "");
+        const report = JSON.parse(run.out) as {ok: boolean; problems: Array<{code: string; path: string}>};
+        assert.equal(report.ok, false);
+        assert.deepEqual(report.problems.map((p) => [p.code, p.path]), [["MIXZ_ERR_USAGE", "--world-size"]]);
+    });
 });
 
 describe("mixz itself", () => {

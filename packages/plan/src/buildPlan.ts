@@ -1,7 +1,7 @@
 import {hostname} from "node:os";
-import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
+import {ErrorCodes, InputError, wholeNumberProblem, type Problem} from "@mixz/protocol";
 import type {Hostfile} from "./hostfile.js";
-import {isLocalHost} from "./isLocalHost.js";
+import {localHostPredicate} from "./localHostPredicate.js";
 import {applyResourceFilter, parseResourceFilter, type SelectedHost} from "./resourceFilter.js";
 import {kDefaultMasterPort, type PlanNode, type WorldPlan} from "./WorldPlan.js";
 
@@ -31,6 +31,8 @@ export interface PlanEnvironment {
 }
 
 const kMaxRanks = 65536;
+/** Slots a hostfile may offer in total before filtering; more is surely a generated mistake. */
+const kMaxPoolSlots = 1 << 20;
 
 /**
  * Turns the resource flags into the world: nodes in hostfile order, global ranks node by node,
@@ -72,6 +74,10 @@ export function buildPlan(request: PlanRequest, environment: PlanEnvironment = d
     if (problems.length > 0) throw new InputError(problems);
 
     // The pool: every host with all its slots, in hostfile order. Without a hostfile, this machine.
+    const poolSlots = hostfile?.hosts.reduce((sum, host) => sum + host.slots, 0) ?? 0;
+    if (poolSlots > kMaxPoolSlots) {
+        throw new InputError([{code: ErrorCodes.usage, path: "--hostfile", message: `${hostfile!.file} offers ${poolSlots} slots; mixz supports at most ${kMaxPoolSlots}`}]);
+    }
     const source = hostfile === undefined ? "the local pool (no --hostfile)" : `hostfile ${hostfile.file}`;
     const localSlots = request.nproc ?? request.numGpus ?? 1;
     const pool: SelectedHost[] = hostfile === undefined
@@ -105,6 +111,10 @@ export function buildPlan(request: PlanRequest, environment: PlanEnvironment = d
         }
         selected = selected.map((host) => ({name: host.name, slots: range(numGpus)}));
     }
+    const total = selected.reduce((sum, host) => sum + host.slots.length, 0);
+    if (total > kMaxRanks) {
+        throw new InputError([{code: ErrorCodes.usage, message: `${total} ranks is more than mixz supports (${kMaxRanks})`}]);
+    }
     if (selected.length === 0) {
         throw new InputError([{
             code: ErrorCodes.emptyWorld,
@@ -114,21 +124,20 @@ export function buildPlan(request: PlanRequest, environment: PlanEnvironment = d
     }
 
     let nextRank = 0;
+    let allLocal = true;
     const nodes: PlanNode[] = selected.map((host, nodeRank) => {
         const ranks = host.slots.map(() => nextRank++);
+        const local = environment.isLocal(host.name);
+        allLocal &&= local;
         return {
             host: host.name,
             node_rank: nodeRank,
             slots: [...host.slots],
             ranks,
             local_ranks: host.slots.map((_, index) => index),
-            spawn: environment.isLocal(host.name) && request.forceSsh !== true ? "local" : "ssh"
+            spawn: local && request.forceSsh !== true ? "local" : "ssh"
         };
     });
-    if (nextRank > kMaxRanks) {
-        throw new InputError([{code: ErrorCodes.usage, message: `${nextRank} ranks is more than mixz supports (${kMaxRanks})`}]);
-    }
-    const allLocal = nodes.every((node) => environment.isLocal(node.host));
     return {
         world_size: nextRank,
         master_addr: request.masterAddr ?? (allLocal ? "127.0.0.1" : environment.launcherHost),
@@ -138,13 +147,12 @@ export function buildPlan(request: PlanRequest, environment: PlanEnvironment = d
 }
 
 export function defaultPlanEnvironment(): PlanEnvironment {
-    return {isLocal: isLocalHost, launcherHost: hostname()};
+    return {isLocal: localHostPredicate(), launcherHost: hostname()};
 }
 
 function checkCount(value: number | undefined, flag: string, max: number, usage: (path: string, message: string) => void): void {
-    if (value === undefined) return;
-    if (!Number.isInteger(value) || value < 1) usage(flag, `${value} is not a whole number ≥ 1`);
-    else if (value > max) usage(flag, `${value} is more than ${max}`);
+    const problem = value === undefined ? undefined : wholeNumberProblem(value, 1, max);
+    if (problem !== undefined) usage(flag, problem);
 }
 
 function range(count: number): number[] {

@@ -1,4 +1,4 @@
-import {formatIdList} from "./resourceFilter.js";
+import {formatIdList} from "./formatIdList.js";
 import type {WorldPlan} from "./WorldPlan.js";
 
 /** The plan as the one-line JSON object of DESIGN.md §4 (`--dry-run --json`). */

@@ -1,11 +1,20 @@
 import {suggestName} from "@mixz/config";
+import {formatIdList} from "./formatIdList.js";
 import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
 
+/** What a filter names of one host: the whole host (a bare name) and/or particular slots. */
+export interface HostSelection {
+    /** A bare name was given: all of the host's slots. */
+    readonly all: boolean;
+    /** Slots named explicitly, sorted and de-duplicated; they must exist even when `all` is set. */
+    readonly slots: readonly number[];
+}
+
 /**
- * One parsed `--include`/`--exclude` value: host name → the slots named for it, or `"all"` for a
- * bare host name. Several specs for one host are merged (DeepSpeed does the same).
+ * One parsed `--include`/`--exclude` value: host name → what is named of it. Several specs for
+ * one host are merged (DeepSpeed does the same), keeping every named slot so that each is checked.
  */
-export type ResourceFilter = ReadonlyMap<string, "all" | readonly number[]>;
+export type ResourceFilter = ReadonlyMap<string, HostSelection>;
 
 /**
  * Parses DeepSpeed's filter syntax `NAME[:SLOT[,SLOT…]][@NAME[:SLOT[,SLOT…]]…]`, e.g.
@@ -17,14 +26,21 @@ export function parseResourceFilter(spec: string, flag: "--include" | "--exclude
     const problem = (message: string): void => {
         problems.push({code: ErrorCodes.filter, path: flag, message});
     };
-    const result = new Map<string, "all" | number[]>();
+    const result = new Map<string, HostSelection>();
+    const merge = (name: string, all: boolean, slots: readonly number[]): void => {
+        const previous = result.get(name);
+        result.set(name, {
+            all: all || previous?.all === true,
+            slots: [...new Set([...(previous?.slots ?? []), ...slots])].sort((a, b) => a - b)
+        });
+    };
     if (spec.trim() === "") problem("is empty: expected NAME[:SLOT[,SLOT…]][@NAME…]");
+    else if (spec.split("@").some((nodeSpec) => nodeSpec.trim() === "")) {
+        problem(`'${spec}' has an empty host name before or after an '@' separator`);
+    }
 
     for (const nodeSpec of spec.trim() === "" ? [] : spec.split("@")) {
-        if (nodeSpec.trim() === "") {
-            problem(`'${spec}' has an empty host between '@' separators`);
-            continue;
-        }
+        if (nodeSpec.trim() === "") continue;
         const parts = nodeSpec.split(":");
         const name = parts[0]!.trim();
         if (name === "") {
@@ -36,7 +52,7 @@ export function parseResourceFilter(spec: string, flag: "--include" | "--exclude
             continue;
         }
         if (parts.length === 1) {
-            result.set(name, "all");
+            merge(name, true, []);
             continue;
         }
         const slotText = parts[1]!;
@@ -47,15 +63,13 @@ export function parseResourceFilter(spec: string, flag: "--include" | "--exclude
         const slots: number[] = [];
         for (const item of slotText.split(",")) {
             const trimmed = item.trim();
-            if (!/^\d+$/.test(trimmed)) {
+            if (!/^\d+$/.test(trimmed) || !Number.isSafeInteger(Number(trimmed))) {
                 problem(`slot '${item}' of host '${name}' is not a whole number ≥ 0`);
                 continue;
             }
             slots.push(Number(trimmed));
         }
-        const previous = result.get(name);
-        if (previous === "all") continue;
-        result.set(name, [...new Set([...(previous ?? []), ...slots])].sort((a, b) => a - b));
+        merge(name, false, slots);
     }
     if (problems.length > 0) throw new InputError(problems);
     return result;
@@ -82,7 +96,7 @@ export function applyResourceFilter(
     const flag = mode === "include" ? "--include" : "--exclude";
     const problems: Problem[] = [];
     const byName = new Map(pool.map((host) => [host.name, host]));
-    for (const [name, slots] of filter) {
+    for (const [name, selection] of filter) {
         const host = byName.get(name);
         if (host === undefined) {
             const near = suggestName(name, byName.keys());
@@ -93,13 +107,10 @@ export function applyResourceFilter(
             });
             continue;
         }
-        if (slots === "all") {
-            if (mode === "include" && host.slots.length === 0) {
-                problems.push({code: ErrorCodes.filter, path: flag, message: `host '${name}' has slots=0 and takes no part`});
-            }
-            continue;
+        if (selection.all && mode === "include" && host.slots.length === 0) {
+            problems.push({code: ErrorCodes.filter, path: flag, message: `host '${name}' has slots=0 and takes no part`});
         }
-        for (const slot of slots) {
+        for (const slot of selection.slots) {
             if (!host.slots.includes(slot)) {
                 problems.push({
                     code: ErrorCodes.filter,
@@ -117,10 +128,10 @@ export function applyResourceFilter(
         let slots: readonly number[];
         if (mode === "include") {
             if (named === undefined) continue;
-            slots = named === "all" ? host.slots : named;
+            slots = named.all ? host.slots : named.slots;
         } else {
-            if (named === "all") continue;
-            slots = named === undefined ? host.slots : host.slots.filter((slot) => !named.includes(slot));
+            if (named?.all === true) continue;
+            slots = named === undefined ? host.slots : host.slots.filter((slot) => !named.slots.includes(slot));
         }
         if (slots.length > 0) selected.push({name: host.name, slots});
     }
@@ -130,17 +141,4 @@ export function applyResourceFilter(
 function describeSlots(slots: readonly number[]): string {
     if (slots.length === 0) return "it has slots=0";
     return `its slots are ${formatIdList(slots)}`;
-}
-
-/** `[0,1,2,3,5]` → `0-3,5`: compact and unambiguous for slot and rank lists. */
-export function formatIdList(ids: readonly number[]): string {
-    const parts: string[] = [];
-    let i = 0;
-    while (i < ids.length) {
-        let j = i;
-        while (j + 1 < ids.length && ids[j + 1] === ids[j]! + 1) j++;
-        parts.push(j > i + 1 ? `${ids[i]}-${ids[j]}` : j === i + 1 ? `${ids[i]},${ids[j]}` : `${ids[i]}`);
-        i = j + 1;
-    }
-    return parts.join(",");
 }

@@ -62,10 +62,14 @@ describe("resource selection errors", () => {
         ["non-numeric slot", {hostfile: cluster, include: "worker-0:a"}, ErrorCodes.filter, "--include", /slot 'a'/],
         ["two colons", {hostfile: cluster, include: "worker-0:1:2"}, ErrorCodes.filter, "--include", /more than one ':'/],
         ["colon without slots", {hostfile: cluster, include: "worker-0:"}, ErrorCodes.filter, "--include", /no slots after ':'/],
-        ["empty spec between @", {hostfile: cluster, include: "worker-0@@worker-1"}, ErrorCodes.filter, "--include", /empty host between '@'/],
-        ["trailing @", {hostfile: cluster, exclude: "worker-0@"}, ErrorCodes.filter, "--exclude", /empty host/],
+        ["empty spec between @", {hostfile: cluster, include: "worker-0@@worker-1"}, ErrorCodes.filter, "--include", /empty host name before or after an .@. separator/],
+        ["trailing @", {hostfile: cluster, exclude: "worker-0@"}, ErrorCodes.filter, "--exclude", /empty host name/],
         ["empty include", {hostfile: cluster, include: ""}, ErrorCodes.filter, "--include", /is empty/],
         ["colon without a name", {hostfile: cluster, include: ":1"}, ErrorCodes.filter, "--include", /no host name before ':'/],
+        ["a bare name does not hide a missing slot of the same host", {hostfile: cluster, include: "worker-2:5@worker-2"}, ErrorCodes.filter, "--include", /No slot '5' specified on host 'worker-2'/],
+        ["excluded missing slot next to the bare name", {hostfile: cluster, exclude: "worker-2@worker-2:5"}, ErrorCodes.filter, "--exclude", /No slot '5' specified on host 'worker-2'/],
+        ["slot beyond 2^53", {hostfile: cluster, include: "worker-0:99999999999999999999999"}, ErrorCodes.filter, "--include", /slot '99999999999999999999999' of host 'worker-0' is not a whole number/],
+        ["only '@'", {hostfile: cluster, include: "@"}, ErrorCodes.filter, "--include", /empty host name before or after an '@'/],
         ["exclude everything", {hostfile: cluster, exclude: "worker-0@worker-1@worker-2@worker-3"}, ErrorCodes.emptyWorld, undefined, /no ranks to run/],
         ["num_gpus above a host's slots", {hostfile: cluster, numGpus: 4}, ErrorCodes.usage, "--num_gpus", /4 exceeds the 2 slot\(s\) of host 'worker-2'/],
         ["num_nodes above the host count", {hostfile: cluster, numNodes: 5}, ErrorCodes.usage, "--num_nodes", /5 nodes requested but hostfile hosts has 4 host\(s\) with slots/],
@@ -88,6 +92,18 @@ describe("resource selection errors", () => {
             assert.match(problem.message, message);
         });
     }
+    it("'@' alone is reported once", () => {
+        assert.equal(problemsOf({hostfile: cluster, include: "@"}).length, 1);
+    });
+    it("a hostfile offering more than 2^20 slots is refused before any list is built", () => {
+        const text = Array.from({length: 300}, (_, i) => `n${i} slots=4000`).join("\n");
+        const problems = problemsOf({hostfile: parseHostfile(text, "big"), include: "n0"});
+        assert.match(problems[0]!.message, /big offers 1200000 slots; mixz supports at most 1048576/);
+    });
+    it("more than 65536 selected ranks is an error", () => {
+        const text = Array.from({length: 20}, (_, i) => `n${i} slots=4000`).join("\n");
+        assert.match(problemsOf({hostfile: parseHostfile(text, "h")})[0]!.message, /80000 ranks is more than mixz supports \(65536\)/);
+    });
     it("all host and slot problems of one filter are reported together", () => {
         const problems = problemsOf({hostfile: cluster, include: "worker-0:9@nope@worker-2:5"});
         assert.equal(problems.length, 3);

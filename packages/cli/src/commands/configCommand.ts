@@ -2,7 +2,7 @@ import {Command} from "commander";
 import {readConfigFile, type ConfigContext} from "@mixz/config";
 import {InputError} from "@mixz/protocol";
 import type {CliIo} from "../CliIo.js";
-import {ExitCode} from "../exitCodes.js";
+import {ExitCode} from "../ExitCode.js";
 import {formatWarnings} from "../formatDiagnostics.js";
 import {parseIntegerFlag} from "../parseFlags.js";
 
@@ -30,14 +30,14 @@ export function createConfigCommand(io: CliIo, setExitCode: (code: number) => vo
 }
 
 function runConfigCheck(file: string, flags: CheckFlags, io: CliIo): number {
-    const context: ConfigContext = {
+    const context = (): ConfigContext => ({
         file,
         ...(flags.worldSize === undefined ? {} : {worldSize: positive(flags.worldSize, "--world-size")}),
         ...(flags.gpusPerNode === undefined ? {} : {gpusPerNode: positive(flags.gpusPerNode, "--gpus-per-node")}),
         ...(flags.hiddenSize === undefined ? {} : {hiddenSize: positive(flags.hiddenSize, "--hidden-size")})
-    };
+    });
     if (flags.json !== true) {
-        const result = readConfigFile(file, context);
+        const result = readConfigFile(file, context());
         io.err(formatWarnings(result.warnings));
         for (const item of result.unchecked) io.err(`mixz: note: not checked: ${item}\n`);
         io.out(`${JSON.stringify(result.config, null, 2)}\n`);
@@ -45,7 +45,7 @@ function runConfigCheck(file: string, flags: CheckFlags, io: CliIo): number {
     }
     // --json: a machine reads stdout, so problems go there too, inside the one object.
     try {
-        const result = readConfigFile(file, context);
+        const result = readConfigFile(file, context());
         io.out(`${JSON.stringify({ok: true, file, config: result.config, warnings: result.warnings, unchecked: result.unchecked})}\n`);
         return ExitCode.ok;
     } catch (error) {

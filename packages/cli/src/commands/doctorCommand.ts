@@ -1,7 +1,7 @@
 import {Command} from "commander";
 import {probeBinding, type NativeBuildInfo} from "@mixz/engine";
 import type {CliIo} from "../CliIo.js";
-import {ExitCode} from "../exitCodes.js";
+import {ExitCode} from "../ExitCode.js";
 
 /**
  * `mixz doctor`: is this installation able to run ranks? Loads the native addon in a child process

@@ -1,9 +1,9 @@
 import {Command, Option} from "commander";
 import {readConfigFile, type ConfigResult} from "@mixz/config";
 import {buildPlan, formatPlanJson, formatPlanTable, readHostfile, type PlanRequest, type WorldPlan} from "@mixz/plan";
-import {ErrorCodes, MixzError} from "@mixz/protocol";
+import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 import type {CliIo} from "../CliIo.js";
-import {ExitCode} from "../exitCodes.js";
+import {ExitCode} from "../ExitCode.js";
 import {formatWarnings} from "../formatDiagnostics.js";
 import {parseIntegerFlag, pickAlias} from "../parseFlags.js";
 
@@ -56,6 +56,16 @@ export function createLaunchCommand(io: CliIo, setExitCode: (code: number) => vo
         });
 }
 
+/** Flag combinations and values that no plan can fix. */
+function checkLaunchFlags(script: string, flags: LaunchFlags): void {
+    const problems: Problem[] = [];
+    if (script.trim() === "") problems.push({code: ErrorCodes.usage, path: "<script>", message: "is empty: name the training script to run"});
+    if (flags.hostfile?.trim() === "") problems.push({code: ErrorCodes.usage, path: "--hostfile", message: "is empty: name a hostfile, or leave the flag out to run on this machine"});
+    if (flags.config?.trim() === "") problems.push({code: ErrorCodes.usage, path: "--config", message: "is empty: name a DeepSpeed JSON config"});
+    if (flags.json === true && flags.dryRun !== true) problems.push({code: ErrorCodes.usage, path: "--json", message: "only applies to --dry-run"});
+    if (problems.length > 0) throw new InputError(problems);
+}
+
 /** Turns the flags into a plan request; every number is checked here, at the edge. */
 export function planRequestFromFlags(flags: LaunchFlags): PlanRequest {
     const integer = (flag: string, ...values: Array<string | undefined>): number | undefined => {
@@ -91,7 +101,8 @@ export function checkConfigAgainstPlan(file: string, plan: WorldPlan): ConfigRes
     });
 }
 
-function runLaunch(_script: string, _args: readonly string[], flags: LaunchFlags, io: CliIo): number {
+function runLaunch(script: string, _args: readonly string[], flags: LaunchFlags, io: CliIo): number {
+    checkLaunchFlags(script, flags);
     const plan = buildPlan(planRequestFromFlags(flags));
     const config = flags.config === undefined ? undefined : checkConfigAgainstPlan(flags.config, plan);
     if (config !== undefined) io.err(formatWarnings(config.warnings));
