@@ -20,10 +20,13 @@
       # Listed one by one: gyp has no globbing, and an explicit list makes a forgotten file a
       # link error instead of a silently missing feature.
       "sources": [
+        "addon/AddonWatchdog.cc",
         "addon/addon.cc",
         "addon/convertError.cc",
         "src/common/error.cc",
-        "src/common/probe.cc"
+        "src/common/probe.cc",
+        "src/runtime/process.cc",
+        "src/runtime/watchdog.cc"
       ],
       "include_dirs": [
         "include",

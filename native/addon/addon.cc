@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "AddonWatchdog.h"
 #include "convertError.h"
 #include "mixz/common/error.h"
 #include "mixz/common/probe.h"
@@ -65,6 +66,9 @@ Napi::Value version(const Napi::CallbackInfo& info) {
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("version", Napi::Function::New(env, mixz::addon::guarded<version>, "version"));
+    exports.Set("processGroup",
+                Napi::Function::New(env, mixz::addon::guarded<mixz::addon::processGroup>, "processGroup"));
+    exports.Set("Watchdog", mixz::addon::AddonWatchdog::define(env));
     return exports;
 }
 

@@ -67,10 +67,51 @@ export interface NativeBuildInfo {
     readonly cpu: NativeCpuInfo;
 }
 
+/**
+ * What `new Watchdog(options)` takes: a complete descriptor, validated by startWatchdog first
+ * (the addon checks again and throws MIXZ_ERR_INVALID_ARGUMENT).
+ */
+export interface NativeWatchdogOptions {
+    /** Descriptor whose end of file (or hang-up) kills the process; -1 for none. Must be open. */
+    readonly fd: number;
+    /** Lease in milliseconds, an integer in [0, 2^31 - 1]; 0 arms none. */
+    readonly leaseMs: number;
+    /** Names the process in the watchdog's stderr line ("rank 3"): 1 to 256 bytes, no control characters. */
+    readonly label: string;
+}
+
+/** A running native watchdog thread (native/include/mixz/runtime/watchdog.h). */
+export interface NativeWatchdog {
+    /** Deadline = now + leaseMs (steady clock); 0 removes the lease. Does nothing once stopped. */
+    renew(leaseMs: number): void;
+    /** Stops and joins the thread; idempotent. A collected instance is stopped by its finalizer. */
+    stop(): void;
+}
+
+export interface NativeWatchdogConstructor {
+    /** Starts the thread. Throws MIXZ_ERR_INVALID_ARGUMENT for bad options or a closed fd. */
+    new (options: NativeWatchdogOptions): NativeWatchdog;
+}
+
+/** The result of the addon's `processGroup()`. */
+export interface NativeProcessGroup {
+    /** getpgrp(): this process's process group id. */
+    readonly pgid: number;
+    /** Whether this process leads that group (pgid === pid): the watchdog then kills the whole group. */
+    readonly leader: boolean;
+}
+
 /** Everything the `.node` file exports. */
 export interface BindingModule {
     /** Probes the build and its libraries (creates one loopback Gloo device, runs one tiny sgemm). */
     version(): NativeBuildInfo;
+    /**
+     * The lifeline watchdog: a native thread that SIGKILLs this process (its process group when it
+     * leads one) on end of file of `fd` or when the lease runs out, even while JS is blocked.
+     */
+    readonly Watchdog: NativeWatchdogConstructor;
+    /** This process's process group and whether it leads it. */
+    processGroup(): NativeProcessGroup;
 }
 
 /**
@@ -78,7 +119,9 @@ export interface BindingModule {
  * BindingModule without listing it here fails to compile, and `loadBinding` checks all of them.
  */
 export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function">> = {
-    version: "function"
+    version: "function",
+    Watchdog: "function",
+    processGroup: "function"
 };
 
 /**

@@ -7,7 +7,11 @@ export type {
     NativeBuildInfo,
     NativeCpuInfo,
     NativeErrorCode,
-    NativeGlooInfo
+    NativeGlooInfo,
+    NativeProcessGroup,
+    NativeWatchdog,
+    NativeWatchdogConstructor,
+    NativeWatchdogOptions
 } from "./AddonTypes.js";
 export {loadBinding} from "./loadBinding.js";
 export type {LoadBindingOptions} from "./loadBinding.js";
@@ -16,3 +20,5 @@ export {probeBinding} from "./probeBinding.js";
 export type {ProbeBindingOptions} from "./probeBinding.js";
 export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./resolveBindingPath.js";
 export type {BindingLocation} from "./resolveBindingPath.js";
+export {maxWatchdogLabelBytes, maxWatchdogLeaseMs, processGroup, startWatchdog} from "./startWatchdog.js";
+export type {ProcessGroup, ProcessWatchdog, WatchdogOptions} from "./startWatchdog.js";
