@@ -1,12 +1,10 @@
-import {readFileSync} from "node:fs";
 import {Command} from "commander";
 import type {CliIo} from "./CliIo.js";
 import {createConfigCommand} from "./commands/configCommand.js";
 import {createDoctorCommand} from "./commands/doctorCommand.js";
 import {createLaunchCommand} from "./commands/launchCommand.js";
+import {mixzVersion} from "./mixzVersion.js";
 
-/** The installed mixz version (the CLI package's; all workspace packages move together). */
-export const mixzVersion: string = (JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as {version: string}).version;
 
 /**
  * A fresh command tree per call, so tests can run many CLIs in one process (commander #1565).

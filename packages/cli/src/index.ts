@@ -1,5 +1,6 @@
 export {processIo} from "./CliIo.js";
 export type {CliIo} from "./CliIo.js";
-export {createProgram, mixzVersion} from "./createProgram.js";
+export {createProgram} from "./createProgram.js";
+export {mixzVersion} from "./mixzVersion.js";
 export {ExitCode} from "./ExitCode.js";
 export {runCli} from "./runCli.js";

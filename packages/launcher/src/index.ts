@@ -1,1 +1,11 @@
-export {};
+export {exitCodeOf, formatFailureReport} from "./FailureReport.js";
+export type {FailureKind, RankFailure} from "./FailureReport.js";
+export {JobConsole, kStderrTailLines} from "./JobConsole.js";
+export type {ConsoleSink, JobConsoleOptions} from "./JobConsole.js";
+export {forwardedEnvironment, kEnvFileNames, kForwardedPrefixes, parseEnvFile, readEnvFiles} from "./rankEnvFiles.js";
+export {LineSplitter, splitLines} from "./RankOutput.js";
+export {startLocalRank} from "./RankProcess.js";
+export type {RankExit, RankProcess} from "./RankProcess.js";
+export {runJob} from "./runJob.js";
+export type {JobOptions} from "./runJob.js";
+export * from "./ssh/index.js";

@@ -1,6 +1,7 @@
 export {buildPlan, defaultPlanEnvironment} from "./buildPlan.js";
 export type {PlanEnvironment, PlanRequest} from "./buildPlan.js";
 export {formatPlanJson, formatPlanTable} from "./formatPlan.js";
+export type {SshReach} from "./formatPlan.js";
 export {kMaxSlotsPerHost, parseHostfile, readHostfile} from "./hostfile.js";
 export type {HostEntry, Hostfile} from "./hostfile.js";
 export {localHostPredicate} from "./localHostPredicate.js";

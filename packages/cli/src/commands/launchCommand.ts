@@ -1,7 +1,11 @@
+import {resolve} from "node:path";
 import {Command, Option} from "commander";
 import {readConfigFile, type ConfigResult} from "@mixz/config";
-import {buildPlan, formatPlanJson, formatPlanTable, readHostfile, type PlanRequest, type WorldPlan} from "@mixz/plan";
-import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
+import {readEnvFiles, resolveSshTarget, runJob} from "@mixz/launcher";
+import {createLogger, type LogFormat, type LogLevel} from "@mixz/log";
+import {buildPlan, formatPlanJson, formatPlanTable, readHostfile, type PlanRequest, type SshReach, type WorldPlan} from "@mixz/plan";
+import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
+import {mixzVersion} from "../mixzVersion.js";
 import type {CliIo} from "../CliIo.js";
 import {ExitCode} from "../ExitCode.js";
 import {formatWarnings} from "../formatDiagnostics.js";
@@ -26,6 +30,15 @@ export interface LaunchFlags {
     forceSsh?: boolean;
     dryRun?: boolean;
     json?: boolean;
+    joinTimeout?: string;
+    heartbeatInterval?: string;
+    heartbeatMisses?: string;
+    gracePeriod?: string;
+    logDir?: string;
+    consoleRanks?: string;
+    logFormat?: string;
+    sshPort?: string;
+    sshAcceptNewHostKeys?: boolean;
 }
 
 export function createLaunchCommand(io: CliIo, setExitCode: (code: number) => void): Command {
@@ -48,11 +61,20 @@ export function createLaunchCommand(io: CliIo, setExitCode: (code: number) => vo
         .addOption(new Option("--master_port <port>").hideHelp())
         .option("-c, --config <file>", "DeepSpeed JSON config, validated against the world before anything starts")
         .option("--force-ssh", "reach local hosts over SSH too")
+        .option("--ssh-port <port>", "SSH port for every host (default: ~/.ssh/config Port, else 22)")
+        .option("--ssh-accept-new-host-keys", "accept and record host keys not yet in ~/.ssh/known_hosts (changed keys are always refused)")
+        .option("--join-timeout <seconds>", "how long every rank has to join (default 300)")
+        .option("--heartbeat-interval <seconds>", "ranks send a heartbeat this often (default 2)")
+        .option("--heartbeat-misses <n>", "a rank is lost after this many missed heartbeats (default 3)")
+        .option("--grace-period <seconds>", "between SIGTERM and SIGKILL when stopping ranks (default 5)")
+        .option("--log-dir <dir>", "also write each rank's output to DIR/rank-<RANK>.log")
+        .option("--console-ranks <list>", "show only these ranks' output on the console, e.g. 0 or 0,2-3")
+        .option("--log-format <format>", "the launcher's own logs: pretty or json (default pretty)")
         .option("--dry-run", "print the world plan and start nothing")
         .option("--json", "with --dry-run: print the plan as one JSON object")
         .passThroughOptions()
-        .action((script: string, args: string[], flags: LaunchFlags) => {
-            setExitCode(runLaunch(script, args, flags, io));
+        .action(async (script: string, args: string[], flags: LaunchFlags) => {
+            setExitCode(await runLaunch(script, args, flags, io));
         });
 }
 
@@ -101,20 +123,91 @@ export function checkConfigAgainstPlan(file: string, plan: WorldPlan): ConfigRes
     });
 }
 
-function runLaunch(script: string, _args: readonly string[], flags: LaunchFlags, io: CliIo): number {
+/** Job settings from flags, checked at the edge (seconds may be fractional; counts may not). */
+function jobSettings(flags: LaunchFlags) {
+    const seconds = (value: string | undefined, flag: string, fallback: number): number => {
+        if (value === undefined) return fallback * 1000;
+        const number = Number(value.trim());
+        if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(number > 0) || number > 86_400) {
+            throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not a number of seconds in (0, 86400]`}]);
+        }
+        return Math.round(number * 1000);
+    };
+    const format = flags.logFormat ?? "pretty";
+    if (format !== "pretty" && format !== "json") {
+        throw new InputError([{code: ErrorCodes.usage, path: "--log-format", message: `'${format}' is not pretty or json`}]);
+    }
+    return {
+        joinTimeoutMs: seconds(flags.joinTimeout, "--join-timeout", 300),
+        heartbeatIntervalMs: seconds(flags.heartbeatInterval, "--heartbeat-interval", 2),
+        heartbeatMisses: flags.heartbeatMisses === undefined ? 3 : parseIntegerFlag(flags.heartbeatMisses, "--heartbeat-misses", 1),
+        gracePeriodMs: seconds(flags.gracePeriod, "--grace-period", 5),
+        logFormat: format as LogFormat,
+        ...(flags.sshPort === undefined ? {} : {sshPort: parseIntegerFlag(flags.sshPort, "--ssh-port", 1)}),
+        ...(flags.consoleRanks === undefined ? {} : {consoleRanks: parseRankList(flags.consoleRanks)})
+    };
+}
+
+/** `0,2-3` → {0, 2, 3}. */
+function parseRankList(text: string): Set<number> {
+    const ranks = new Set<number>();
+    for (const part of text.split(",")) {
+        const match = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part);
+        const first = match === null ? NaN : Number(match[1]);
+        const last = match?.[2] === undefined ? first : Number(match[2]);
+        if (!Number.isSafeInteger(first) || !Number.isSafeInteger(last) || last < first || last - first > 65536) {
+            throw new InputError([{code: ErrorCodes.usage, path: "--console-ranks", message: `'${part}' is not a rank or a range like 2-5`}]);
+        }
+        for (let rank = first; rank <= last; rank++) ranks.add(rank);
+    }
+    return ranks;
+}
+
+/** How each SSH node will be reached, for the dry run (reads ~/.ssh/config; connects to nothing). */
+function sshReach(plan: WorldPlan, sshPort: number | undefined): Map<string, SshReach> {
+    const reach = new Map<string, SshReach>();
+    for (const node of plan.nodes) {
+        if (node.spawn !== "ssh") continue;
+        const target = resolveSshTarget(node.host, sshPort === undefined ? {} : {sshPort});
+        reach.set(node.host, {user: target.user, hostName: target.hostName, port: target.port});
+    }
+    return reach;
+}
+
+async function runLaunch(script: string, args: readonly string[], flags: LaunchFlags, io: CliIo): Promise<number> {
     checkLaunchFlags(script, flags);
     const plan = buildPlan(planRequestFromFlags(flags));
+    const settings = jobSettings(flags);
     const config = flags.config === undefined ? undefined : checkConfigAgainstPlan(flags.config, plan);
     if (config !== undefined) io.err(formatWarnings(config.warnings));
+    const cwd = process.cwd();
+    const envFiles = readEnvFiles(cwd);
     if (flags.dryRun === true) {
-        io.out(`${flags.json === true ? formatPlanJson(plan) : formatPlanTable(plan)}\n`);
+        const reach = sshReach(plan, settings.sshPort);
+        io.out(`${flags.json === true ? formatPlanJson(plan, reach) : formatPlanTable(plan, reach)}\n`);
         return ExitCode.ok;
     }
-    io.out(`${formatPlanTable(plan)}\n`);
-    throw new MixzError(
-        ErrorCodes.notYetAvailable,
-        "starting ranks is not available in this version of mixz yet (the coordinator and rank daemons are being built); " +
-            "`mixz launch --dry-run` shows the plan that would run",
-        {category: "platform"}
-    );
+    return runJob({
+        plan,
+        script: resolve(cwd, script),
+        args,
+        cwd,
+        config: config?.config ?? null,
+        mixzVersion,
+        envFiles,
+        joinTimeoutMs: settings.joinTimeoutMs,
+        heartbeatIntervalMs: settings.heartbeatIntervalMs,
+        heartbeatMisses: settings.heartbeatMisses,
+        gracePeriodMs: settings.gracePeriodMs,
+        ...(flags.logDir === undefined ? {} : {logDir: resolve(cwd, flags.logDir)}),
+        ...(settings.consoleRanks === undefined ? {} : {consoleRanks: settings.consoleRanks}),
+        logFormat: settings.logFormat,
+        ssh: {
+            acceptNewHostKeys: flags.sshAcceptNewHostKeys === true,
+            ...(settings.sshPort === undefined ? {} : {port: settings.sshPort})
+        },
+        sink: {out: io.out, err: io.err, interactive: process.stdout.isTTY === true},
+        logger: createLogger({component: "launcher", format: settings.logFormat, level: (process.env["MIXZ_LOG_LEVEL"] as LogLevel | undefined) ?? "warn"}),
+        handleSignals: true
+    });
 }

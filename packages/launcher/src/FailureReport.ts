@@ -1,0 +1,94 @@
+import {constants} from "node:os";
+
+/** Why a rank is counted as failed. */
+export type FailureKind =
+    /** The process exited non-zero or died by a signal. */
+    | "exit"
+    /** No heartbeat within interval × misses: stuck or unreachable. */
+    | "heartbeat"
+    /** Its coordinator connection closed while the process did not exit. */
+    | "disconnected"
+    /** It never joined within the join timeout. */
+    | "join_timeout"
+    /** It could not be started (SSH exec failed, spawn failed). */
+    | "start";
+
+export interface RankFailure {
+    readonly kind: FailureKind;
+    readonly rank: number;
+    readonly host: string;
+    readonly localRank: number;
+    readonly pid: number | null;
+    readonly time: Date;
+    readonly code: number | null;
+    readonly signal: string | null;
+    /** The error the script threw, when the daemon reported one. */
+    readonly error?: string;
+    /** What the launcher observed, for kinds other than "exit". */
+    readonly detail?: string;
+    readonly stderrTail: readonly string[];
+}
+
+/**
+ * The launcher's exit code for a failed job (DESIGN.md §4): the root cause's exit code; 128+n
+ * for signal n; 1 when the job was lost rather than failed (heartbeat, join timeout, start).
+ */
+export function exitCodeOf(failure: RankFailure): number {
+    if (failure.kind !== "exit") return 1;
+    if (failure.signal !== null) {
+        const number = (constants.signals as Record<string, number>)[failure.signal];
+        return number === undefined ? 1 : 128 + number;
+    }
+    if (failure.code !== null && failure.code > 0 && failure.code < 256) return failure.code;
+    return 1;
+}
+
+function describeExit(failure: RankFailure): string {
+    const pid = failure.pid === null ? "" : ` (pid: ${failure.pid})`;
+    if (failure.kind !== "exit") return `${failure.detail ?? failure.kind}${pid}`;
+    if (failure.signal !== null) {
+        const number = (constants.signals as Record<string, number>)[failure.signal];
+        return `killed by signal ${number ?? "?"} (${failure.signal})${pid}`;
+    }
+    return `${failure.code ?? "unknown"}${pid}`;
+}
+
+function timestamp(time: Date): string {
+    const pad = (n: number): string => String(n).padStart(2, "0");
+    return `${time.getFullYear()}-${pad(time.getMonth() + 1)}-${pad(time.getDate())}_${pad(time.getHours())}:${pad(time.getMinutes())}:${pad(time.getSeconds())}`;
+}
+
+function block(failure: RankFailure): string[] {
+    const lines = [
+        `  time      : ${timestamp(failure.time)}`,
+        `  host      : ${failure.host}`,
+        `  rank      : ${failure.rank} (local_rank: ${failure.localRank})`,
+        `  ${failure.kind === "exit" ? "exitcode  " : "reason    "}: ${describeExit(failure)}`
+    ];
+    if (failure.error !== undefined) lines.push(`  error     : ${failure.error.split("\n")[0]}`);
+    if (failure.stderrTail.length > 0) {
+        lines.push(`  stderr (last ${failure.stderrTail.length} lines):`);
+        for (const line of failure.stderrTail) lines.push(`    | ${line}`);
+    }
+    return lines;
+}
+
+/**
+ * The failure summary printed when a job fails, in the shape torchrun users know: the root
+ * cause (earliest failure) first, then any other rank that failed on its own before the job was
+ * stopped, then what was stopped.
+ */
+export function formatFailureReport(script: string, jobId: string, failures: readonly RankFailure[], stopped: number): string {
+    const sorted = [...failures].sort((a, b) => a.time.getTime() - b.time.getTime());
+    const [root, ...others] = sorted;
+    const body: string[] = [`mixz launch FAILED: ${script} (job ${jobId})`];
+    const rule = "-".repeat(60);
+    body.push(rule, "Root cause (first observed failure):");
+    if (root !== undefined) body.push(...block(root));
+    body.push(rule, "Other failures:");
+    if (others.length === 0) body.push("  <none>");
+    for (const failure of others) body.push(...block(failure), "");
+    body.push(rule, `Stopped by the launcher: ${stopped} rank(s) still running at the time`);
+    const equals = "=".repeat(60);
+    return [equals, ...body, equals].join("\n") + "\n";
+}
