@@ -26,7 +26,7 @@ export interface RankProcess {
      * script started). The group id is the daemon's pid, which the kernel does not reuse while
      * any member of the group is alive.
      */
-    reapGroup(pgid: number | null): void;
+    reapGroup(pgid: number | null): Promise<void>;
 }
 
 /**
@@ -66,7 +66,7 @@ export function startLocalRank(daemonArgv: readonly string[], descriptorLine: st
             signalGroup("SIGKILL");
             child.stdin.destroy();
         },
-        reapGroup: () => {
+        reapGroup: async () => {
             child.stdin.destroy();
             if (child.pid === undefined) return;
             try {

@@ -91,6 +91,8 @@ class Job {
         this.settle = resolve;
     });
     private readonly timers = new Set<NodeJS.Timeout>();
+    /** Kills of what exited ranks left in their process groups; awaited before SSH connections close. */
+    private readonly reapers: Array<Promise<void>> = [];
     private readonly signalHandlers = new Map<NodeJS.Signals, () => void>();
 
     constructor(private readonly options: JobOptions) {
@@ -225,7 +227,7 @@ class Job {
     private onRankExit(state: RankState, exit: RankExit): void {
         state.exit = exit;
         state.phase = "exited";
-        state.process?.reapGroup(state.pid);
+        if (state.process !== undefined) this.reapers.push(state.process.reapGroup(state.pid));
         const clean = exit.code === 0 && exit.signal === null;
         if (!clean && (this.phase === "starting" || this.phase === "running")) {
             this.fail({kind: "exit", ...this.identity(state), time: new Date(), code: exit.code, signal: exit.signal, ...(state.error === undefined ? {} : {error: state.error})});
@@ -298,7 +300,7 @@ class Job {
     private async stopEverything(code: string, reason: string): Promise<void> {
         if (this.phase === "stopping" || this.phase === "done") return;
         this.phase = "stopping";
-        this.coordinator?.abort(code, reason);
+        if (this.ranks.some((state) => state.process !== undefined)) this.coordinator?.abort(code, reason);
         const running = this.ranks.filter((state) => state.phase !== "exited" && state.process !== undefined);
         this.stoppedByLauncher = running.length;
         for (const state of running) state.process!.terminate();
@@ -320,6 +322,7 @@ class Job {
         for (const [signal, handler] of this.signalHandlers) process.off(signal, handler);
         // Output of exited ranks: let the last lines arrive (they explain failures), but never hang on a stream.
         await this.within(Promise.all(this.ranks.map((state) => state.output ?? Promise.resolve())), 2000);
+        await this.within(Promise.all(this.reapers), 5000);
         await this.coordinator?.close();
         for (const connection of this.connections.values()) connection.close();
         this.console.close();

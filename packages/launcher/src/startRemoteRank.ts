@@ -15,18 +15,19 @@ export async function startRemoteRank(connection: SshConnection, daemonArgv: rea
         exit: remote.exit,
         terminate: () => remote.closeStdin(),
         kill: () => remote.close(),
-        reapGroup: (pgid) => {
+        reapGroup: async (pgid) => {
             remote.close();
             if (pgid === null) return;
             // The daemon reported its pid (= its process group) when it joined; kill what is left of
-            // the group on that host, by id, never by name.
-            void connection.exec(["sh", "-c", `kill -KILL -- -${pgid} 2>/dev/null; true`], {cwd: "/", env: {}}).then(
-                (reaper) => {
-                    reaper.stdout.resume();
-                    reaper.stderr.resume();
-                },
-                () => undefined
-            );
+            // the group on that host, by id, never by name. `kill -9 -PGID`: dash rejects `--` and `-s KILL -PGID`.
+            try {
+                const reaper = await connection.exec(["sh", "-c", `kill -9 -${pgid} 2>/dev/null; true`], {cwd: "/", env: {}});
+                reaper.stdout.resume();
+                reaper.stderr.resume();
+                await reaper.exit;
+            } catch {
+                // The connection is gone; the host's watchdogs are the last line.
+            }
         }
     };
 }
