@@ -77,6 +77,20 @@ describe("launch over SSH", () => {
     });
 });
 
+describe("many ranks on one host", () => {
+    it("10 ranks on a host whose sshd allows 10 sessions per connection (stock MaxSessions)", async () => {
+        const stock = await SshServerFixture.start({maxSessions: 10});
+        try {
+            const hosts = hostfile("node-a slots=10\n");
+            const run = await runMixz(["launch", "-H", hosts, "--master-addr", "127.0.0.1", "--master-port", "0", rankWorld], {env: {HOME: stock.home, SSH_AUTH_SOCK: ""}});
+            assert.equal(run.code, 0, run.stderr);
+            assert.equal(run.stdout.match(/^\[node-a:\d+\] rank \d+\/10 .* ok /gm)?.length, 10, run.stdout);
+        } finally {
+            await stock.stop();
+        }
+    });
+});
+
 describe("SSH failures name the host and the cause; nothing starts", () => {
     const cases: Array<[string, string, string[], RegExp]> = [
         ["wrong key", "node-wrong-key slots=1\n", [], /node-wrong-key.*authentication failed/],

@@ -11,7 +11,7 @@ import {startLocalRank, type RankExit, type RankProcess} from "./RankProcess.js"
 import {forwardedEnvironment} from "./rankEnvFiles.js";
 import {probeHosts} from "./ssh/probeHosts.js";
 import {resolveSshTarget} from "./ssh/resolveSshTarget.js";
-import type {SshConnection} from "./ssh/SshConnection.js";
+import {SshConnection} from "./ssh/SshConnection.js";
 import {startRemoteRank} from "./startRemoteRank.js";
 
 export interface JobOptions {
@@ -63,6 +63,11 @@ interface RankState {
  */
 type JobPhase = "starting" | "running" | "stopping" | "done";
 
+/**
+ * Exec channels per SSH connection: OpenSSH's default MaxSessions is 10, and each rank holds one
+ * channel (plus one briefly to reap its process group), so 8 leaves room.
+ */
+const kSessionsPerConnection = 8;
 /** How long the launcher waits for a disconnected rank's process to report its exit. */
 const kDisconnectGraceMs = 5000;
 /** After SIGKILL, how long stopped ranks get to report their exit before the launcher gives up on them. */
@@ -84,7 +89,8 @@ class Job {
     private readonly failures: RankFailure[] = [];
     private interruptedBy: NodeJS.Signals | null = null;
     private coordinator?: Coordinator;
-    private connections = new Map<string, SshConnection>();
+    /** SSH connections per host: one per kSessionsPerConnection ranks (OpenSSH's MaxSessions default is 10). */
+    private readonly connections = new Map<string, SshConnection[]>();
     private stoppedByLauncher = 0;
     private settle!: () => void;
     private readonly finished = new Promise<void>((resolve) => {
@@ -135,7 +141,15 @@ class Job {
                     ...(this.options.ssh.port === undefined ? {} : {sshPort: this.options.ssh.port}),
                     ...(this.options.ssh.configPath === undefined ? {} : {configPath: this.options.ssh.configPath})
                 }));
-                this.connections = await probeHosts(targets, {acceptNewHostKeys: this.options.ssh.acceptNewHostKeys, logger: logger.child({component: "ssh"})});
+                const connectOptions = {acceptNewHostKeys: this.options.ssh.acceptNewHostKeys, logger: logger.child({component: "ssh"})};
+                const probed = await probeHosts(targets, connectOptions);
+                for (const [host, connection] of probed) this.connections.set(host, [connection]);
+                // Hosts with more ranks than one connection may carry get more connections.
+                await Promise.all(sshNodes.map(async (node, index) => {
+                    const needed = Math.ceil(node.ranks.length / kSessionsPerConnection);
+                    const list = this.connections.get(node.host)!;
+                    while (list.length < needed) list.push(await SshConnection.open(targets[index]!, connectOptions));
+                }));
             }
             if (this.phase === "starting") await this.startRanks();
             if (this.phase === "starting") this.phase = "running";
@@ -201,7 +215,8 @@ class Job {
             if (state.node.spawn === "local") {
                 started = startLocalRank(daemonArgv, line, this.options.cwd, {...process.env, ...this.options.envFiles});
             } else {
-                started = await startRemoteRank(this.connections.get(state.node.host)!, daemonArgv, line, this.options.cwd);
+                const connection = this.connections.get(state.node.host)![Math.floor(state.localRank / kSessionsPerConnection)]!;
+                started = await startRemoteRank(connection, daemonArgv, line, this.options.cwd);
             }
             this.attach(state, started);
         }
@@ -324,7 +339,7 @@ class Job {
         await this.within(Promise.all(this.ranks.map((state) => state.output ?? Promise.resolve())), 2000);
         await this.within(Promise.all(this.reapers), 5000);
         await this.coordinator?.close();
-        for (const connection of this.connections.values()) connection.close();
+        for (const list of this.connections.values()) for (const connection of list) connection.close();
         this.console.close();
         // Stderr tails of failures were captured when they were detected; refresh them now that all output is in.
         for (let i = 0; i < this.failures.length; i++) {
