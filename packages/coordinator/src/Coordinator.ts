@@ -243,7 +243,7 @@ export class Coordinator {
         reason = truncateText(reason);
         code = code.length > 0 && code.length <= kMaxNameChars ? code : ErrorCodes.aborted;
         this.aborted = {code, reason};
-        this.log.warn({code}, `aborting the job: ${reason}`);
+        this.log.info({code}, `aborting the job: ${reason}`);
         // Ranks told to stop stop heartbeating, and late joins no longer matter: neither the
         // heartbeat check nor the join deadline has news any more. Disconnects are still reported.
         clearInterval(this.heartbeatChecker);
@@ -492,7 +492,7 @@ export class Coordinator {
                 this.emit({type: "metrics", rank: session.rank, metrics: message});
                 return;
             case "failure":
-                this.log.error({rank: session.rank, host: session.host}, `rank ${session.rank} (host ${session.host}) reported a failure: ${message.message}`);
+                this.log.warn({rank: session.rank, host: session.host}, `rank ${session.rank} (host ${session.host}) reported a failure: ${message.message}`);
                 this.emit(message.stack === undefined
                     ? {type: "failure", rank: session.rank, message: message.message}
                     : {type: "failure", rank: session.rank, message: message.message, stack: message.stack});
@@ -578,7 +578,9 @@ export class Coordinator {
         session.cancels.clear();
         if (session.state === "active" && this.closing === undefined) {
             session.state = "lost";
-            this.log.error({rank: session.rank, host: session.host, code}, `rank ${session.rank} (host ${session.host}, pid ${session.pid}) disconnected without bye (close code ${code})`);
+            // After an abort, ranks going away is the teardown working, not news.
+            const level = this.aborted === undefined ? "error" : "debug";
+            this.log[level]({rank: session.rank, host: session.host, code}, `rank ${session.rank} (host ${session.host}, pid ${session.pid}) disconnected without bye (close code ${code})`);
             this.emit({type: "lost", rank: session.rank, host: session.host, reason: "disconnected"});
         } else {
             this.log.debug({rank: session.rank, code}, `rank ${session.rank} disconnected`);
