@@ -74,3 +74,44 @@ describe("coordinator port", () => {
         }
     });
 });
+
+describe("scripts wherever they live", () => {
+    it("a .ts file with import syntax in a folder without package.json, and a CommonJS .js requiring mixz", async () => {
+        const dir = mkdtempSync(join(tmpdir(), "mixz-plain-"));
+        try {
+            writeFileSync(join(dir, "esm.ts"), 'import {runtime} from "mixz";\nimport {sep} from "node:path";\nconst n: number = runtime.worldSize;\nconsole.log(`esm ${runtime.rank}/${n} ${sep}`);\n');
+            writeFileSync(join(dir, "plain.js"), 'const {runtime} = require("mixz");\nconsole.log(`cjs ${runtime.rank}/${runtime.worldSize}`);\n');
+            const esm = await runMixz(["launch", "--nproc", "2", "--master-port", "0", "esm.ts"], {cwd: dir});
+            assert.equal(esm.code, 0, esm.stderr);
+            assert.match(esm.stdout, /^\[localhost:1\] esm 1\/2 \/$/m);
+            const cjs = await runMixz(["launch", "--nproc", "2", "--master-port", "0", "plain.js"], {cwd: dir});
+            assert.equal(cjs.code, 0, cjs.stderr);
+            assert.match(cjs.stdout, /^\[localhost:0\] cjs 0\/2$/m);
+        } finally {
+            rmSync(dir, {recursive: true, force: true});
+        }
+    });
+});
+
+describe("launch mistakes exit 2 before anything starts", () => {
+    const cases: Array<[string, string[], RegExp]> = [
+        ["a script that does not exist", ["--nproc", "1", "no-such-script.ts"], /no-such-script\.ts: <script>: no such file/],
+        ["a directory as the script", ["--nproc", "1", "test"], /test: <script>: is not a file/],
+        ["--log-dir naming a file", ["--nproc", "1", "--log-dir", "package.json", script], /--log-dir: .*package\.json exists and is not a directory/],
+        ["--console-ranks outside the world", ["--nproc", "2", "--console-ranks", "5", script], /--console-ranks: rank 5 is not in this world of 2 rank\(s\)/],
+        ["a bad seconds value", ["--nproc", "1", "--heartbeat-interval", "0", script], /--heartbeat-interval: '0' is not a number of seconds/]
+    ];
+    for (const [name, args, pattern] of cases) {
+        it(name, async () => {
+            const run = await runMixz(["launch", ...args]);
+            assert.equal(run.code, 2, run.stderr);
+            assert.match(run.stderr, pattern);
+            assert.equal(run.stdout, "");
+        });
+    }
+    it("an unknown MIXZ_LOG_LEVEL", async () => {
+        const run = await runMixz(["launch", "--nproc", "1", script], {env: {MIXZ_LOG_LEVEL: "loud"}});
+        assert.equal(run.code, 2, run.stderr);
+        assert.match(run.stderr, /MIXZ_LOG_LEVEL: 'loud' is not one of trace, debug, info, warn, error, fatal, silent/);
+    });
+});

@@ -22,6 +22,8 @@ interface Waiter {
 }
 
 export class BarrierTable {
+    /** Ranks that have left the job (bye, lost) → how, for messages: barriers without them can never complete. */
+    private readonly departed = new Map<number, string>();
     /** name → rank → number of calls that rank has made to the name. */
     private readonly calls = new Map<string, Map<number, number>>();
     /** name → generation → state; a generation is removed once complete. */
@@ -49,6 +51,11 @@ export class BarrierTable {
         if (generation === undefined) generationsOfName.set(generationIndex, (generation = {arrived: new Set(), waiters: new Map()}));
         generation.arrived.add(rank);
 
+        const missing = this.departedAbsentees(generation);
+        if (missing !== undefined) {
+            done(this.cannotComplete(name, generationIndex, missing));
+            return () => {};
+        }
         if (generation.arrived.size === this.worldSize) {
             generationsOfName.delete(generationIndex);
             if (generationsOfName.size === 0) this.generations.delete(name);
@@ -77,6 +84,40 @@ export class BarrierTable {
             if (waiter === undefined) return;
             clearTimeout(waiter.timer);
             current.waiters.delete(rank);
+        };
+    }
+
+    /**
+     * `rank` has left the job (`how`: "said bye with exit code 0", "was lost: heartbeat"…). Every
+     * generation it has not arrived at can never complete: its waiters get an error naming the rank
+     * at once, rather than a timeout minutes later that blames the ranks still waiting.
+     */
+    rankDeparted(rank: number, how: string): void {
+        this.departed.set(rank, how);
+        for (const [name, generationsOfName] of this.generations) {
+            for (const [index, generation] of generationsOfName) {
+                if (generation.arrived.has(rank)) continue;
+                const waiters = [...generation.waiters.values()];
+                generation.waiters.clear();
+                for (const waiter of waiters) {
+                    clearTimeout(waiter.timer);
+                    waiter.done(this.cannotComplete(name, index, [rank]));
+                }
+            }
+        }
+    }
+
+    private departedAbsentees(generation: Generation): number[] | undefined {
+        const absent = [...this.departed.keys()].filter((rank) => !generation.arrived.has(rank));
+        return absent.length === 0 ? undefined : absent;
+    }
+
+    private cannotComplete(name: string, generationIndex: number, ranks: readonly number[]): WaitOutcome {
+        const who = ranks.map((rank) => `${this.describeRank(rank)} ${this.departed.get(rank) ?? "left"}`);
+        return {
+            ok: false,
+            code: ErrorCodes.rankDeparted,
+            message: `barrier ${JSON.stringify(name)} (call ${generationIndex + 1}) can never complete: ${listSome(who)}`
         };
     }
 

@@ -500,6 +500,7 @@ export class Coordinator {
             case "bye":
                 if (session.state === "active") session.state = "bye";
                 this.log.info({rank: session.rank, exitCode: message.exitCode}, `rank ${session.rank} said bye (exit code ${message.exitCode})`);
+                this.barriers.rankDeparted(session.rank, `has finished (exit code ${message.exitCode})`);
                 this.emit({type: "bye", rank: session.rank, exitCode: message.exitCode});
                 return;
         }
@@ -557,6 +558,7 @@ export class Coordinator {
                     {rank: session.rank, host: session.host, silentMs: Math.round(silentMs)},
                     `rank ${session.rank} (host ${session.host}, pid ${session.pid}) missed its heartbeats: nothing received for ${Math.round(silentMs)} ms (limit ${deadlineMs} ms)`
                 );
+                this.barriers.rankDeparted(session.rank, "was lost (missed heartbeats)");
                 this.emit({type: "lost", rank: session.rank, host: session.host, reason: "heartbeat"});
             }
         }
@@ -578,9 +580,10 @@ export class Coordinator {
         session.cancels.clear();
         if (session.state === "active" && this.closing === undefined) {
             session.state = "lost";
-            // After an abort, ranks going away is the teardown working, not news.
-            const level = this.aborted === undefined ? "error" : "debug";
-            this.log[level]({rank: session.rank, host: session.host, code}, `rank ${session.rank} (host ${session.host}, pid ${session.pid}) disconnected without bye (close code ${code})`);
+            // Usually the rank's process is exiting (process.exit skips bye); only its exit status,
+            // which the launcher sees, says whether that was a failure.
+            this.log.debug({rank: session.rank, host: session.host, code}, `rank ${session.rank} (host ${session.host}, pid ${session.pid}) disconnected without bye (close code ${code})`);
+            this.barriers.rankDeparted(session.rank, "has disconnected");
             this.emit({type: "lost", rank: session.rank, host: session.host, reason: "disconnected"});
         } else {
             this.log.debug({rank: session.rank, code}, `rank ${session.rank} disconnected`);

@@ -64,3 +64,38 @@ describe("BarrierTable", () => {
         assert.equal(table.pendingWaits, 0);
     });
 });
+
+describe("BarrierTable with ranks that left the job", () => {
+    it("a departure fails the waiting ranks at once, naming the rank that left", () => {
+        const table = new BarrierTable(3, describeRank);
+        const outcomes: WaitOutcome[] = [];
+        table.arrive("b", 1, 60_000, (outcome) => outcomes.push(outcome));
+        table.arrive("b", 2, 60_000, (outcome) => outcomes.push(outcome));
+        table.rankDeparted(0, "has finished (exit code 0)");
+        assert.equal(outcomes.length, 2);
+        for (const outcome of outcomes) {
+            assert.equal(outcome.ok, false);
+            if (!outcome.ok) {
+                assert.equal(outcome.code, ErrorCodes.rankDeparted);
+                assert.match(outcome.message, /barrier "b" \(call 1\) can never complete: rank 0 \(host h0\) has finished \(exit code 0\)/);
+            }
+        }
+        assert.equal(table.pendingWaits, 0);
+    });
+    it("a later arrival at a barrier the departed rank never reached fails immediately", () => {
+        const table = new BarrierTable(2, describeRank);
+        table.rankDeparted(1, "was lost (missed heartbeats)");
+        let outcome: WaitOutcome | undefined;
+        table.arrive("b", 0, 60_000, (o) => (outcome = o));
+        assert.equal(outcome?.ok, false);
+        assert.equal(table.pendingWaits, 0);
+    });
+    it("a generation the departed rank had already reached still completes", () => {
+        const table = new BarrierTable(2, describeRank);
+        const done: boolean[] = [];
+        table.arrive("b", 1, 60_000, (o) => done.push(o.ok));
+        table.rankDeparted(1, "has disconnected");
+        table.arrive("b", 0, 60_000, (o) => done.push(o.ok));
+        assert.deepEqual(done, [true, true]);
+    });
+});

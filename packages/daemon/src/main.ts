@@ -1,4 +1,4 @@
-// Entry point of a rank daemon (bin/mixz-daemon): started by `mixz launch`, locally or over SSH,
+// Entry point of a rank daemon (@mixz/daemon/main): started by `mixz launch`, locally or over SSH,
 // with the rank descriptor as the first line of stdin. Not meant to be run by hand.
 import {readFileSync} from "node:fs";
 import {parseRankDescriptor} from "@mixz/protocol";

@@ -1,11 +1,12 @@
-import {register} from "node:module";
+import Module, {register} from "node:module";
 import {isAbsolute} from "node:path";
-import {pathToFileURL} from "node:url";
+import {fileURLToPath, pathToFileURL} from "node:url";
 import {CoordinatorClient} from "@mixz/coordinator";
 import type {ResolvedConfig} from "@mixz/config";
 import {processGroup, startWatchdog, type ProcessWatchdog} from "@mixz/engine";
 import {createLogger, type Logger} from "@mixz/log";
 import type {RankDescriptor} from "@mixz/protocol";
+import {register as registerTsxCjs} from "tsx/cjs/api";
 import {register as registerTsx} from "tsx/esm/api";
 import {installRankContext, type RankContext} from "mixz";
 import {hostFacts, rankEnvironment} from "./rankEnvironment.js";
@@ -141,12 +142,23 @@ function rankContext(descriptor: RankDescriptor, client: CoordinatorClient, logg
     };
 }
 
-/** TypeScript through tsx, and `import "mixz"` pinned to this installation. */
+/**
+ * TypeScript through tsx for ES modules and CommonJS alike (a `.ts` file outside a `"type":
+ * "module"` package is CommonJS to Node), and `"mixz"` pinned to this installation for `import`
+ * and `require` both.
+ */
 function registerScriptLoader(): void {
     const mixzEntry = import.meta.resolve("mixz");
     register(new URL("./mixzResolveHooks.js", import.meta.url), {data: {mixzEntry}});
     // tsx registered last runs first; it hands bare specifiers such as "mixz" on to ours.
     registerTsx();
+    registerTsxCjs();
+    const mixzPath = fileURLToPath(mixzEntry);
+    const moduleInternals = Module as unknown as {_resolveFilename: (request: string, ...rest: unknown[]) => string};
+    const resolveFilename = moduleInternals._resolveFilename;
+    moduleInternals._resolveFilename = function (request: string, ...rest: unknown[]): string {
+        return request === "mixz" ? mixzPath : resolveFilename.call(this, request, ...rest);
+    };
 }
 
 function fatal(label: string, message: string): never {

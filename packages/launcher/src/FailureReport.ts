@@ -9,9 +9,7 @@ export type FailureKind =
     /** Its coordinator connection closed while the process did not exit. */
     | "disconnected"
     /** It never joined within the join timeout. */
-    | "join_timeout"
-    /** It could not be started (SSH exec failed, spawn failed). */
-    | "start";
+    | "join_timeout";
 
 export interface RankFailure {
     readonly kind: FailureKind;

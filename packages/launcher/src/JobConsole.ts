@@ -15,8 +15,10 @@ export interface JobConsoleOptions {
     readonly logDir?: string;
     /** Only these ranks reach the console (files and failure summaries keep everything). */
     readonly consoleRanks?: ReadonlySet<number>;
-    readonly worldSize: number;
 }
+
+/** Steps waiting for some rank's report, at most. */
+const kMaxPendingSteps = 64;
 
 /** How many stderr lines of each rank are kept for the failure summary. */
 export const kStderrTailLines = 20;
@@ -31,6 +33,8 @@ export class JobConsole {
     private readonly steps = new Map<number, Map<number, Omit<MetricsMessage, "kind">>>();
     private status = "";
     private lastPrintedStep = -1;
+    /** Ranks that have reported metrics at least once. */
+    private readonly reporters = new Set<number>();
 
     constructor(private readonly options: JobConsoleOptions) {
         if (options.logDir !== undefined) mkdirSync(options.logDir, {recursive: true});
@@ -46,7 +50,8 @@ export class JobConsole {
         if (this.options.logDir !== undefined) {
             let fd = this.files.get(rank);
             if (fd === undefined) {
-                fd = openSync(join(this.options.logDir, `rank-${rank}.log`), "a");
+                // A new job starts its files afresh: mixing two runs in one file misleads.
+                fd = openSync(join(this.options.logDir, `rank-${rank}.log`), "w");
                 this.files.set(rank, fd);
             }
             writeSync(fd, `${line}\n`);
@@ -65,16 +70,20 @@ export class JobConsole {
     }
 
     /**
-     * Step metrics of one rank. Once every rank has reported a step, one progress entry is shown:
-     * mean loss, summed tokens/s, and the slowest rank (the one every other rank waits for).
+     * Step metrics of one rank. Once every rank that reports metrics at all has reported a step
+     * (all ranks, or only rank 0 in scripts where only rank 0 reports), one progress entry is
+     * shown: mean loss, summed tokens/s, and the slowest rank (the one every other rank waits for).
      */
     metrics(rank: number, metrics: Omit<MetricsMessage, "kind">): void {
+        this.reporters.add(rank);
+        if (metrics.step <= this.lastPrintedStep) return;
         const byRank = this.steps.get(metrics.step) ?? new Map<number, Omit<MetricsMessage, "kind">>();
         byRank.set(rank, metrics);
         this.steps.set(metrics.step, byRank);
-        if (byRank.size < this.options.worldSize || metrics.step <= this.lastPrintedStep) return;
-        this.steps.delete(metrics.step);
-        for (const step of this.steps.keys()) if (step < metrics.step) this.steps.delete(step);
+        // Bounded memory: steps some reporter never completes are dropped, oldest first.
+        while (this.steps.size > kMaxPendingSteps) this.steps.delete(this.steps.keys().next().value!);
+        if (![...this.reporters].every((r) => byRank.has(r))) return;
+        for (const step of this.steps.keys()) if (step <= metrics.step) this.steps.delete(step);
         this.lastPrintedStep = metrics.step;
         const reports = [...byRank.entries()];
         const losses = reports.map(([, m]) => m.loss).filter((loss): loss is number => loss !== undefined);

@@ -1,4 +1,5 @@
 import {randomBytes, randomUUID} from "node:crypto";
+import {constants} from "node:os";
 import {fileURLToPath} from "node:url";
 import {Coordinator, type CoordinatorEvent} from "@mixz/coordinator";
 import type {Logger} from "@mixz/log";
@@ -6,9 +7,9 @@ import type {PlanNode, WorldPlan} from "@mixz/plan";
 import {ErrorCodes, MixzError, PROTOCOL_VERSION, type RankDescriptor} from "@mixz/protocol";
 import {exitCodeOf, formatFailureReport, type RankFailure} from "./FailureReport.js";
 import {JobConsole, type ConsoleSink} from "./JobConsole.js";
-import {splitLines} from "./RankOutput.js";
+import {splitLines} from "./LineSplitter.js";
 import {startLocalRank, type RankExit, type RankProcess} from "./RankProcess.js";
-import {forwardedEnvironment} from "./rankEnvFiles.js";
+import {forwardedEnvironment} from "./readEnvFiles.js";
 import {probeHosts} from "./ssh/probeHosts.js";
 import {resolveSshTarget} from "./ssh/resolveSshTarget.js";
 import {SshConnection} from "./ssh/SshConnection.js";
@@ -58,8 +59,9 @@ interface RankState {
 
 /**
  * The job's state machine: STARTING (coordinator up, hosts probed, ranks spawned) → RUNNING →
- * SUCCEEDED when every rank has exited 0; on the first failure, Ctrl-C or a lost rank → STOPPING
- * (abort broadcast, SIGTERM, grace, SIGKILL, by process group or SSH channel) → FAILED.
+ * DONE when every rank has exited; on the first failure, Ctrl-C or a lost rank → STOPPING (abort
+ * broadcast, SIGTERM, grace, SIGKILL, by process group or SSH channel) → DONE. Whether DONE is a
+ * success is decided from the recorded failures and the interrupting signal (verdict()).
  */
 type JobPhase = "starting" | "running" | "stopping" | "done";
 
@@ -73,7 +75,8 @@ const kDisconnectGraceMs = 5000;
 /** After SIGKILL, how long stopped ranks get to report their exit before the launcher gives up on them. */
 const kKillWaitMs = 5000;
 
-const daemonMain = fileURLToPath(new URL("../../daemon/dist/main.js", import.meta.url));
+/** The rank daemon's entry (the built file: daemons run plain node, never a TypeScript loader). */
+const daemonMain = fileURLToPath(import.meta.resolve("@mixz/daemon/main"));
 
 /** Runs a job to the end and returns the launcher's exit code (DESIGN.md §4). */
 export async function runJob(options: JobOptions): Promise<number> {
@@ -92,11 +95,18 @@ class Job {
     /** SSH connections per host: one per kSessionsPerConnection ranks (OpenSSH's MaxSessions default is 10). */
     private readonly connections = new Map<string, SshConnection[]>();
     private stoppedByLauncher = 0;
+    /** Ranks the launcher is stopping (SIGTERM sent or channel closed). */
+    private readonly stopping = new Set<number>();
     private settle!: () => void;
     private readonly finished = new Promise<void>((resolve) => {
         this.settle = resolve;
     });
     private readonly timers = new Set<NodeJS.Timeout>();
+    private signalInterrupt!: (value: "interrupted") => void;
+    /** Resolves on the first SIGINT/SIGTERM/SIGHUP, so that waits that cannot be cancelled can be abandoned. */
+    private readonly interrupted = new Promise<"interrupted">((resolve) => {
+        this.signalInterrupt = resolve;
+    });
     /** Kills of what exited ranks left in their process groups; awaited before SSH connections close. */
     private readonly reapers: Array<Promise<void>> = [];
     private readonly signalHandlers = new Map<NodeJS.Signals, () => void>();
@@ -107,7 +117,6 @@ class Job {
         );
         this.console = new JobConsole({
             sink: options.sink,
-            worldSize: options.plan.world_size,
             ...(options.logDir === undefined ? {} : {logDir: options.logDir}),
             ...(options.consoleRanks === undefined ? {} : {consoleRanks: options.consoleRanks})
         });
@@ -142,7 +151,14 @@ class Job {
                     ...(this.options.ssh.configPath === undefined ? {} : {configPath: this.options.ssh.configPath})
                 }));
                 const connectOptions = {acceptNewHostKeys: this.options.ssh.acceptNewHostKeys, logger: logger.child({component: "ssh"})};
-                const probed = await probeHosts(targets, connectOptions);
+                const probing = probeHosts(targets, connectOptions);
+                const probed = await Promise.race([probing, this.interrupted]);
+                if (probed === "interrupted") {
+                    // Connections that open after Ctrl-C are closed as soon as they do.
+                    void probing.then((late) => late.forEach((connection) => connection.close()), () => undefined);
+                    await this.cleanUp();
+                    return interruptCode(this.interruptedBy!);
+                }
                 for (const [host, connection] of probed) this.connections.set(host, [connection]);
                 // Hosts with more ranks than one connection may carry get more connections.
                 await Promise.all(sshNodes.map(async (node, index) => {
@@ -161,7 +177,7 @@ class Job {
             this.console.note(`mixz: ${error.message}`);
             await this.stopEverything(error.code, error.message);
             await this.cleanUp();
-            return 1;
+            return this.interruptedBy === null ? 1 : interruptCode(this.interruptedBy);
         }
         await this.cleanUp();
         return this.verdict();
@@ -244,8 +260,14 @@ class Job {
         state.phase = "exited";
         if (state.process !== undefined) this.reapers.push(state.process.reapGroup(state.pid));
         const clean = exit.code === 0 && exit.signal === null;
+        const failure: RankFailure = {kind: "exit", ...this.identity(state), time: new Date(), code: exit.code, signal: exit.signal, ...(state.error === undefined ? {} : {error: state.error})};
         if (!clean && (this.phase === "starting" || this.phase === "running")) {
-            this.fail({kind: "exit", ...this.identity(state), time: new Date(), code: exit.code, signal: exit.signal, ...(state.error === undefined ? {} : {error: state.error})});
+            this.fail(failure);
+        } else if (!clean && this.phase === "stopping" && !stoppedByUs(exit) && !this.interruptedBy) {
+            // Failed on its own while the job was being stopped (two ranks failing at once): not a
+            // consequence of the launcher's SIGTERM/SIGKILL or of the daemon's abort handling.
+            this.failures.push(failure);
+            if (this.stopping.has(state.rank)) this.stoppedByLauncher--;
         }
         if (this.ranks.every((s) => s.phase === "exited") && this.phase !== "starting") this.finish();
     }
@@ -268,7 +290,7 @@ class Job {
                     time: new Date(),
                     code: null,
                     signal: null,
-                    detail: `ranks that never joined within ${(this.options.joinTimeoutMs / 1000).toFixed(0)} s: ${list}`
+                    detail: `ranks that never joined within ${this.options.joinTimeoutMs / 1000} s: ${list}`
                 });
                 break;
             }
@@ -318,6 +340,7 @@ class Job {
         if (this.ranks.some((state) => state.process !== undefined)) this.coordinator?.abort(code, reason);
         const running = this.ranks.filter((state) => state.phase !== "exited" && state.process !== undefined);
         this.stoppedByLauncher = running.length;
+        for (const state of running) this.stopping.add(state.rank);
         for (const state of running) state.process!.terminate();
         const allExited = Promise.all(running.map((state) => state.process!.exit));
         if (await this.within(allExited, this.options.gracePeriodMs)) return;
@@ -358,6 +381,7 @@ class Job {
                     return;
                 }
                 this.interruptedBy = signal;
+                this.signalInterrupt("interrupted");
                 this.console.note(`mixz: ${signal} received: stopping ${this.ranks.filter((s) => s.phase !== "exited").length} rank(s) (again to kill them now)`);
                 void this.stopEverything(ErrorCodes.aborted, `the launcher received ${signal}`).then(() => this.finish());
             };
@@ -386,7 +410,21 @@ class Job {
     }
 }
 
+/** 128 + n for signal n (130 after Ctrl-C), as a shell reports it. */
 function interruptCode(signal: NodeJS.Signals): number {
-    return signal === "SIGINT" ? 130 : signal === "SIGTERM" ? 143 : 129;
+    return 128 + signalNumber(signal);
+}
+
+function signalNumber(signal: string): number {
+    return (constants.signals as Record<string, number>)[signal] ?? 0;
+}
+
+/**
+ * Exits that the teardown itself causes: SIGTERM/SIGKILL to the group, or the daemon ending
+ * itself on abort (128+SIGTERM) or on a lost lifeline (128+SIGKILL).
+ */
+function stoppedByUs(exit: RankExit): boolean {
+    if (exit.signal === "SIGTERM" || exit.signal === "SIGKILL") return true;
+    return exit.code === 128 + signalNumber("SIGTERM") || exit.code === 128 + signalNumber("SIGKILL");
 }
 

@@ -134,6 +134,8 @@ export const ErrorCodes = {
     ssh: "MIXZ_ERR_SSH",
     /** The daemon's mixz version differs from the launcher's. */
     versionMismatch: "MIXZ_ERR_VERSION_MISMATCH",
+    /** A barrier can never complete because a rank has left the job. */
+    rankDeparted: "MIXZ_ERR_RANK_DEPARTED",
     /** A rank process failed (non-zero exit, signal). */
     rankFailed: "MIXZ_ERR_RANK_FAILED",
     /** A capability that a later release of mixz delivers. */

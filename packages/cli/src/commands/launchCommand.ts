@@ -1,3 +1,4 @@
+import {existsSync, statSync, type Stats} from "node:fs";
 import {resolve} from "node:path";
 import {Command, Option} from "commander";
 import {readConfigFile, type ConfigResult} from "@mixz/config";
@@ -174,13 +175,45 @@ function sshReach(plan: WorldPlan, sshPort: number | undefined): Map<string, Ssh
     return reach;
 }
 
+/**
+ * What can be checked on this machine before anything starts: the script exists (remote hosts
+ * see the same path: mixz assumes a shared filesystem, as DeepSpeed does), the log directory can
+ * be one, the console filter names ranks of this world, the log level is one pino knows.
+ */
+function checkLaunchInputs(scriptPath: string, plan: WorldPlan, settings: ReturnType<typeof jobSettings>, logDir: string | undefined): void {
+    const problems: Problem[] = [];
+    let stat: Stats | undefined;
+    try {
+        stat = statSync(scriptPath);
+    } catch {
+        problems.push({code: ErrorCodes.fileRead, file: scriptPath, path: "<script>", message: "no such file: name the training script every rank runs"});
+    }
+    if (stat !== undefined && !stat.isFile()) problems.push({code: ErrorCodes.fileRead, file: scriptPath, path: "<script>", message: "is not a file"});
+    if (logDir !== undefined && existsSync(logDir) && !statSync(logDir).isDirectory()) {
+        problems.push({code: ErrorCodes.usage, path: "--log-dir", message: `${logDir} exists and is not a directory`});
+    }
+    const outside = [...(settings.consoleRanks ?? [])].filter((rank) => rank >= plan.world_size);
+    if (outside.length > 0) {
+        problems.push({code: ErrorCodes.usage, path: "--console-ranks", message: `rank ${outside[0]} is not in this world of ${plan.world_size} rank(s)`});
+    }
+    const level = process.env["MIXZ_LOG_LEVEL"];
+    if (level !== undefined && !kLogLevels.includes(level as LogLevel)) {
+        problems.push({code: ErrorCodes.usage, path: "MIXZ_LOG_LEVEL", message: `'${level}' is not one of ${kLogLevels.join(", ")}`});
+    }
+    if (problems.length > 0) throw new InputError(problems);
+}
+
+const kLogLevels: readonly LogLevel[] = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
+
 async function runLaunch(script: string, args: readonly string[], flags: LaunchFlags, io: CliIo): Promise<number> {
     checkLaunchFlags(script, flags);
     const plan = buildPlan(planRequestFromFlags(flags));
     const settings = jobSettings(flags);
+    const cwd = process.cwd();
+    const logDir = flags.logDir === undefined ? undefined : resolve(cwd, flags.logDir);
+    if (flags.dryRun !== true) checkLaunchInputs(resolve(cwd, script), plan, settings, logDir);
     const config = flags.config === undefined ? undefined : checkConfigAgainstPlan(flags.config, plan);
     if (config !== undefined) io.err(formatWarnings(config.warnings));
-    const cwd = process.cwd();
     const envFiles = readEnvFiles(cwd);
     if (flags.dryRun === true) {
         const reach = sshReach(plan, settings.sshPort);
@@ -199,7 +232,7 @@ async function runLaunch(script: string, args: readonly string[], flags: LaunchF
         heartbeatIntervalMs: settings.heartbeatIntervalMs,
         heartbeatMisses: settings.heartbeatMisses,
         gracePeriodMs: settings.gracePeriodMs,
-        ...(flags.logDir === undefined ? {} : {logDir: resolve(cwd, flags.logDir)}),
+        ...(logDir === undefined ? {} : {logDir}),
         ...(settings.consoleRanks === undefined ? {} : {consoleRanks: settings.consoleRanks}),
         logFormat: settings.logFormat,
         ssh: {

@@ -2,6 +2,7 @@ import {readFileSync} from "node:fs";
 import {homedir} from "node:os";
 import {join} from "node:path";
 import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
+import {kEnvNamePattern} from "./ssh/buildRemoteCommand.js";
 
 /**
  * Prefixes of launcher variables forwarded to every rank, local or remote: DeepSpeed's list
@@ -14,7 +15,6 @@ export const kForwardedPrefixes = ["NCCL", "PYTHON", "MLFLOW", "MV2", "UCX", "MI
 /** Env files read in this order, each from the home directory and then the working directory; later wins. */
 export const kEnvFileNames = [".deepspeed_env", ".mixz_env"] as const;
 
-const kName = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 export function forwardedEnvironment(env: NodeJS.ProcessEnv): Record<string, string> {
     const out: Record<string, string> = {};
@@ -39,7 +39,7 @@ export function parseEnvFile(text: string, file: string): Record<string, string>
         const body = line.startsWith("export ") ? line.slice(7).trimStart() : line;
         const equals = body.indexOf("=");
         const name = equals < 0 ? body : body.slice(0, equals).trim();
-        if (equals < 0 || !kName.test(name)) {
+        if (equals < 0 || !kEnvNamePattern.test(name)) {
             problems.push({
                 code: ErrorCodes.usage,
                 file,
