@@ -40,8 +40,12 @@ export class LineSplitter {
     }
 
     private emit(line: string): void {
-        // eslint-disable-next-line no-control-regex
-        this.onLine(line.replace(/\r$/, "").replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, "\ufffd"));
+        let clean = line.replace(/\r$/, "").replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, "\ufffd");
+        while (clean.length > kMaxLineChars) {
+            this.onLine(clean.slice(0, kMaxLineChars));
+            clean = clean.slice(kMaxLineChars);
+        }
+        this.onLine(clean);
     }
 }
 

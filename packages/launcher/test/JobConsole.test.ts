@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import {mkdtempSync, readFileSync, rmSync} from "node:fs";
+import {tmpdir} from "node:os";
+import {join} from "node:path";
+import {describe, it} from "node:test";
+import {JobConsole, kStderrTailLines} from "../src/JobConsole.js";
+
+function sink(interactive = false): {out: string[]; err: string[]; sink: {out: (t: string) => void; err: (t: string) => void; interactive: boolean}} {
+    const out: string[] = [];
+    const err: string[] = [];
+    return {out, err, sink: {out: (t) => out.push(t), err: (t) => err.push(t), interactive}};
+}
+
+describe("JobConsole", () => {
+    it("prefixes lines with [host:rank] on the right stream; filters the console only", () => {
+        const dir = mkdtempSync(join(tmpdir(), "mixz-console-"));
+        try {
+            const s = sink();
+            const console = new JobConsole({sink: s.sink, logDir: dir, consoleRanks: new Set([1])});
+            console.rankLine(0, "a", "stdout", "hidden");
+            console.rankLine(1, "b", "stderr", "shown");
+            console.close();
+            assert.deepEqual(s.err, ["[b:1] shown\n"]);
+            assert.deepEqual(s.out, []);
+            assert.equal(readFileSync(join(dir, "rank-0.log"), "utf8"), "hidden\n");
+        } finally {
+            rmSync(dir, {recursive: true, force: true});
+        }
+    });
+    it("keeps the last stderr lines of each rank", () => {
+        const console = new JobConsole({sink: sink().sink});
+        for (let i = 0; i < kStderrTailLines + 5; i++) console.rankLine(2, "h", "stderr", `line ${i}`);
+        console.rankLine(2, "h", "stdout", "not stderr");
+        assert.equal(console.stderrTail(2).length, kStderrTailLines);
+        assert.equal(console.stderrTail(2).at(-1), `line ${kStderrTailLines + 4}`);
+        assert.deepEqual(console.stderrTail(7), []);
+    });
+    it("a progress line once every reporting rank has reported a step", () => {
+        const s = sink();
+        const console = new JobConsole({sink: s.sink});
+        console.metrics(0, {step: 1, loss: 2, tokensPerSec: 100, stepTimeMs: 10});
+        assert.deepEqual(s.out, ["[mixz] step 1 | loss 2.0000 | 100 tokens/s | slowest rank 0 (10 ms)\n"], "only rank 0 reports so far");
+        console.metrics(1, {step: 2, loss: 3, tokensPerSec: 50, stepTimeMs: 30});
+        console.metrics(0, {step: 2, loss: 1, tokensPerSec: 100, stepTimeMs: 10});
+        assert.equal(s.out[1], "[mixz] step 2 | loss 2.0000 | 150 tokens/s | slowest rank 1 (30 ms)\n");
+        console.metrics(0, {step: 2, loss: 9});
+        assert.equal(s.out.length, 2, "an old step is not printed again");
+    });
+    it("an interactive terminal keeps the progress line last", () => {
+        const s = sink(true);
+        const console = new JobConsole({sink: s.sink});
+        console.metrics(0, {step: 1, loss: 1});
+        console.rankLine(0, "h", "stdout", "hello");
+        console.close();
+        assert.deepEqual(s.out, ["\r\x1b[K[mixz] step 1 | loss 1.0000", "\r\x1b[K", "[h:0] hello\n", "[mixz] step 1 | loss 1.0000", "\n"]);
+    });
+});
