@@ -5,7 +5,10 @@ import {spawnSync} from "node:child_process";
 import {fileURLToPath} from "node:url";
 
 /** [name, script path relative to the repo root, arguments]. */
-const benchmarks = [];
+const benchmarks = [
+    // Launch overhead (time to a joined world, total wall time) and failure detection, next to torchrun.
+    ["launch-peers", "scripts/bench/launch-peers", []]
+];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
 if (benchmarks.length === 0) {
