@@ -20,13 +20,21 @@
       # Listed one by one: gyp has no globbing, and an explicit list makes a forgotten file a
       # link error instead of a silently missing feature.
       "sources": [
+        "addon/AddonQuant.cc",
         "addon/AddonWatchdog.cc",
         "addon/addon.cc",
         "addon/convertError.cc",
         "src/common/error.cc",
         "src/common/probe.cc",
+        "src/common/thread_pool.cc",
+        "src/quant/benchmark.cc",
+        "src/quant/block_quant.cc",
+        "src/quant/kernels_avx2.cc",
+        "src/quant/kernels_scalar.cc",
         "src/runtime/process.cc",
-        "src/runtime/watchdog.cc"
+        "src/runtime/watchdog.cc",
+        "src/tensor/dtype.cc",
+        "src/tensor/simd.cc"
       ],
       "include_dirs": [
         "include",

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "AddonQuant.h"
 #include "AddonWatchdog.h"
 #include "convertError.h"
 #include "mixz/common/error.h"
@@ -69,6 +70,16 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("processGroup",
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::processGroup>, "processGroup"));
     exports.Set("Watchdog", mixz::addon::AddonWatchdog::define(env));
+    // Block quantization (AddonQuant.h).
+    exports.Set("quantize", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::quantize>, "quantize"));
+    exports.Set("dequantize", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::dequantize>, "dequantize"));
+    exports.Set("dequantizeSegments", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::dequantizeSegments>,
+                                                          "dequantizeSegments"));
+    exports.Set("convertFloats",
+                Napi::Function::New(env, mixz::addon::guarded<mixz::addon::convertFloats>, "convertFloats"));
+    exports.Set("quantBenchmark",
+                Napi::Function::New(env, mixz::addon::guarded<mixz::addon::quantBenchmark>, "quantBenchmark"));
+    exports.Set("quantInfo", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::quantInfo>, "quantInfo"));
     return exports;
 }
 

@@ -101,6 +101,120 @@ export interface NativeProcessGroup {
     readonly leader: boolean;
 }
 
+/** A floating-point element type; fp16 and bf16 travel as their bit patterns in a Uint16Array. */
+export type NativeFloatDType = "fp32" | "fp16" | "bf16";
+
+/** Bits per quantized value: int8, or int4 packed two per byte (element 2i in the high nibble). */
+export type NativeQuantBits = 8 | 4;
+
+/** Which kernels run: "auto" resolves (on the JS thread) to "avx2" when the CPU has it, unless MIXZ_SIMD=scalar. */
+export type NativeSimd = "auto" | "scalar" | "avx2";
+
+/**
+ * `quantize(input, q, scales, descriptor)`. Complete: every field is required. `input` is a
+ * Float32Array (fp32) or Uint16Array (fp16, bf16) of exactly `elements`; `q` an Int8Array (bits 8)
+ * or Uint8Array (bits 4) of exactly quantizedBytes(paddedElements, bits); `scales` a Float32Array
+ * of exactly ceil(paddedElements / blockSize).
+ */
+export interface NativeQuantizeDescriptor {
+    readonly dtype: NativeFloatDType;
+    readonly bits: NativeQuantBits;
+    /** A power of two in [8, 65536]. */
+    readonly blockSize: number;
+    readonly elements: number;
+    /** ≥ elements; the codes past `elements` are zero padding. */
+    readonly paddedElements: number;
+    readonly simd: NativeSimd;
+    /** 0 for the default (min(hardware, MIXZ_QUANT_THREADS)), else at most NativeQuantInfo.maxThreads. */
+    readonly threads: number;
+}
+
+/**
+ * `dequantize(q, scales, out, descriptor)`: `q` of exactly quantizedBytes(elements, bits), `scales`
+ * of exactly ceil(elements / blockSize), `out` (Float32Array or Uint16Array by outDtype) of exactly `elements`.
+ */
+export interface NativeDequantizeDescriptor {
+    readonly bits: NativeQuantBits;
+    readonly blockSize: number;
+    readonly elements: number;
+    readonly outDtype: NativeFloatDType;
+    readonly simd: NativeSimd;
+    readonly threads: number;
+}
+
+/** One parameter's slice of a coalesced quantized buffer (offsets in elements, scales by index). */
+export interface NativeDequantizeSegment {
+    readonly elements: number;
+    readonly blockSize: number;
+    /** Even for int4. */
+    readonly inputOffset: number;
+    readonly scaleOffset: number;
+    readonly outputOffset: number;
+}
+
+/** `dequantizeSegments(q, scales, out, descriptor)`: every range inside its buffer, output ranges disjoint. */
+export interface NativeDequantizeSegmentsDescriptor {
+    readonly bits: NativeQuantBits;
+    readonly outDtype: NativeFloatDType;
+    readonly segments: readonly NativeDequantizeSegment[];
+    readonly simd: NativeSimd;
+    readonly threads: number;
+}
+
+/** `convertFloats(input, output, descriptor)`: arrays of the dtypes' kinds and of equal length. */
+export interface NativeConvertFloatsDescriptor {
+    readonly from: NativeFloatDType;
+    readonly to: NativeFloatDType;
+    readonly simd: NativeSimd;
+    readonly threads: number;
+}
+
+/** `quantBenchmark(descriptor)`. */
+export interface NativeQuantBenchmarkDescriptor {
+    /** In [1, 2^32]. */
+    readonly elements: number;
+    readonly dtype: NativeFloatDType;
+    readonly bits: NativeQuantBits;
+    readonly blockSize: number;
+    /** Timed repetitions in [1, 10000], after one warm-up; medians are reported. */
+    readonly iterations: number;
+    readonly threads: number;
+    readonly simd: NativeSimd;
+}
+
+/** What `quantBenchmark` measured (GB = 10^9 bytes). */
+export interface NativeQuantBenchmarkResult {
+    /** elements × the dtype's size: what quantize consumes. */
+    readonly inputBytes: number;
+    /** Codes plus float32 scales: what dequantize consumes. */
+    readonly quantizedBytes: number;
+    readonly quantizeSeconds: number;
+    readonly dequantizeSeconds: number;
+    readonly memcpySeconds: number;
+    /** inputBytes / quantizeSeconds. */
+    readonly quantizeGBps: number;
+    /** quantizedBytes / dequantizeSeconds. */
+    readonly dequantizeGBps: number;
+    /** inputBytes / dequantizeSeconds: the tensor bytes dequantize writes (output dtype = input dtype). */
+    readonly dequantizeOutputGBps: number;
+    /** inputBytes / memcpySeconds, one thread. */
+    readonly memcpyGBps: number;
+    readonly simd: "scalar" | "avx2";
+    readonly threads: number;
+}
+
+/** `quantInfo()`. */
+export interface NativeQuantInfo {
+    /** Whether the AVX2 (+FMA, F16C) kernels can run on this CPU. */
+    readonly avx2: boolean;
+    /** What "auto" picks when MIXZ_SIMD is unset. */
+    readonly defaultSimd: "scalar" | "avx2";
+    /** Threads a call with threads = 0 uses for large buffers. */
+    readonly defaultThreads: number;
+    /** The most threads a call may ask for. */
+    readonly maxThreads: number;
+}
+
 /** Everything the `.node` file exports. */
 export interface BindingModule {
     /** Probes the build and its libraries (creates one loopback Gloo device, runs one tiny sgemm). */
@@ -112,6 +226,41 @@ export interface BindingModule {
     readonly Watchdog: NativeWatchdogConstructor;
     /** This process's process group and whether it leads it. */
     processGroup(): NativeProcessGroup;
+    /**
+     * Block-quantizes `input` into `q` and `scales` on a worker thread. Throws
+     * MIXZ_ERR_INVALID_ARGUMENT synchronously for a bad descriptor or arrays; rejects with it for
+     * non-finite input values.
+     */
+    quantize(
+        input: Float32Array | Uint16Array,
+        q: Int8Array | Uint8Array,
+        scales: Float32Array,
+        descriptor: NativeQuantizeDescriptor
+    ): Promise<void>;
+    /** Dequantizes `q` with one block size into `out` on a worker thread. */
+    dequantize(
+        q: Int8Array | Uint8Array,
+        scales: Float32Array,
+        out: Float32Array | Uint16Array,
+        descriptor: NativeDequantizeDescriptor
+    ): Promise<void>;
+    /** Dequantizes each segment of a coalesced buffer with its own block size and scales. */
+    dequantizeSegments(
+        q: Int8Array | Uint8Array,
+        scales: Float32Array,
+        out: Float32Array | Uint16Array,
+        descriptor: NativeDequantizeSegmentsDescriptor
+    ): Promise<void>;
+    /** Converts between fp32, fp16 and bf16 (round to nearest even) on a worker thread. */
+    convertFloats(
+        input: Float32Array | Uint16Array,
+        output: Float32Array | Uint16Array,
+        descriptor: NativeConvertFloatsDescriptor
+    ): Promise<void>;
+    /** Times quantize, dequantize and a single-threaded memcpy in native code. */
+    quantBenchmark(descriptor: NativeQuantBenchmarkDescriptor): Promise<NativeQuantBenchmarkResult>;
+    /** The quantization kernels and threads available. */
+    quantInfo(): NativeQuantInfo;
 }
 
 /**
@@ -121,7 +270,13 @@ export interface BindingModule {
 export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function">> = {
     version: "function",
     Watchdog: "function",
-    processGroup: "function"
+    processGroup: "function",
+    quantize: "function",
+    dequantize: "function",
+    dequantizeSegments: "function",
+    convertFloats: "function",
+    quantBenchmark: "function",
+    quantInfo: "function"
 };
 
 /**

@@ -5,10 +5,21 @@ export type {
     NativeBlasInfo,
     NativeBlasParallelism,
     NativeBuildInfo,
+    NativeConvertFloatsDescriptor,
     NativeCpuInfo,
+    NativeDequantizeDescriptor,
+    NativeDequantizeSegment,
+    NativeDequantizeSegmentsDescriptor,
     NativeErrorCode,
+    NativeFloatDType,
     NativeGlooInfo,
     NativeProcessGroup,
+    NativeQuantBenchmarkDescriptor,
+    NativeQuantBenchmarkResult,
+    NativeQuantBits,
+    NativeQuantInfo,
+    NativeQuantizeDescriptor,
+    NativeSimd,
     NativeWatchdog,
     NativeWatchdogConstructor,
     NativeWatchdogOptions
@@ -22,3 +33,36 @@ export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./res
 export type {BindingLocation} from "./resolveBindingPath.js";
 export {maxWatchdogLabelBytes, maxWatchdogLeaseMs, processGroup, startWatchdog} from "./startWatchdog.js";
 export type {ProcessGroup, ProcessWatchdog, WatchdogOptions} from "./startWatchdog.js";
+export {
+    convertFloats,
+    defaultQuantBlockSize,
+    dequantize,
+    dequantizeSegments,
+    maxQuantBlockSize,
+    minQuantBlockSize,
+    paddedSize,
+    quantBenchmark,
+    quantBlockCount,
+    quantInfo,
+    quantize,
+    quantizedBytes,
+    quantSimdEnvVar
+} from "./quantize.js";
+export type {
+    CodeArrayOf,
+    ConvertFloatsOptions,
+    DequantizeOptions,
+    DequantizeSegmentsOptions,
+    FloatArray,
+    FloatArrayOf,
+    FloatDType,
+    KernelOptions,
+    QuantBenchmarkOptions,
+    QuantBenchmarkResult,
+    QuantBits,
+    QuantInfo,
+    QuantizedTensor,
+    QuantizeOptions,
+    QuantSegment,
+    SimdMode
+} from "./quantize.js";
