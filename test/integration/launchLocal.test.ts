@@ -79,7 +79,8 @@ describe("scripts wherever they live", () => {
     it("a .ts file with import syntax in a folder without package.json, and a CommonJS .js requiring mixz", async () => {
         const dir = mkdtempSync(join(tmpdir(), "mixz-plain-"));
         try {
-            writeFileSync(join(dir, "esm.ts"), 'import {runtime} from "mixz";\nimport {sep} from "node:path";\nconst n: number = runtime.worldSize;\nconsole.log(`esm ${runtime.rank}/${n} ${sep}`);\n');
+            // Top-level await in a .ts file outside any "type": "module" package.
+            writeFileSync(join(dir, "esm.ts"), 'import {runtime} from "mixz";\nimport {sep} from "node:path";\nawait runtime.store.barrier("tla", 20_000);\nconst n: number = runtime.worldSize;\nconsole.log(`esm ${runtime.rank}/${n} ${sep}`);\n');
             writeFileSync(join(dir, "plain.js"), 'const {runtime} = require("mixz");\nconsole.log(`cjs ${runtime.rank}/${runtime.worldSize}`);\n');
             const esm = await runMixz(["launch", "--nproc", "2", "--master-port", "0", "esm.ts"], {cwd: dir});
             assert.equal(esm.code, 0, esm.stderr);

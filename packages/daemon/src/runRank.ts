@@ -82,7 +82,8 @@ export async function runRank(descriptor: RankDescriptor, ownVersion: string): P
     watchdog.renew(heartbeatLeaseMs);
 
     installRankContext(rankContext(descriptor, client, logger));
-    registerScriptLoader();
+    const scriptUrl = pathToFileURL(isAbsolute(descriptor.script) ? descriptor.script : `${descriptor.cwd}/${descriptor.script}`).href;
+    registerScriptLoader(scriptUrl);
     process.argv = [process.execPath, descriptor.script, ...descriptor.args];
 
     let failed = false;
@@ -98,7 +99,7 @@ export async function runRank(descriptor: RankDescriptor, ownVersion: string): P
     process.on("uncaughtException", fail);
 
     try {
-        await import(pathToFileURL(isAbsolute(descriptor.script) ? descriptor.script : `${descriptor.cwd}/${descriptor.script}`).href);
+        await import(scriptUrl);
     } catch (error) {
         fail(error);
         return new Promise<never>(() => undefined);
@@ -147,9 +148,9 @@ function rankContext(descriptor: RankDescriptor, client: CoordinatorClient, logg
  * "module"` package is CommonJS to Node), and `"mixz"` pinned to this installation for `import`
  * and `require` both.
  */
-function registerScriptLoader(): void {
+function registerScriptLoader(scriptUrl: string): void {
     const mixzEntry = import.meta.resolve("mixz");
-    register(new URL("./mixzResolveHooks.js", import.meta.url), {data: {mixzEntry}});
+    register(new URL("./mixzResolveHooks.js", import.meta.url), {data: {mixzEntry, scriptUrl}});
     // tsx registered last runs first; it hands bare specifiers such as "mixz" on to ours.
     registerTsx();
     registerTsxCjs();
