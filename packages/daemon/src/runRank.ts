@@ -57,6 +57,10 @@ export async function runRank(descriptor: RankDescriptor, ownVersion: string): P
         process.exit(signal === "SIGTERM" ? 143 : 137);
     };
 
+    // The loaders start their thread now, while this rank waits for the others to join, not after.
+    const scriptUrl = pathToFileURL(isAbsolute(descriptor.script) ? descriptor.script : `${descriptor.cwd}/${descriptor.script}`).href;
+    registerScriptLoader(scriptUrl);
+
     let client: CoordinatorClient;
     try {
         client = await CoordinatorClient.connect({
@@ -82,8 +86,6 @@ export async function runRank(descriptor: RankDescriptor, ownVersion: string): P
     watchdog.renew(heartbeatLeaseMs);
 
     installRankContext(rankContext(descriptor, client, logger));
-    const scriptUrl = pathToFileURL(isAbsolute(descriptor.script) ? descriptor.script : `${descriptor.cwd}/${descriptor.script}`).href;
-    registerScriptLoader(scriptUrl);
     process.argv = [process.execPath, descriptor.script, ...descriptor.args];
 
     let failed = false;

@@ -341,7 +341,12 @@ class Job {
         const running = this.ranks.filter((state) => state.phase !== "exited" && state.process !== undefined);
         this.stoppedByLauncher = running.length;
         for (const state of running) this.stopping.add(state.rank);
-        for (const state of running) state.process!.terminate();
+        // A rank lost to its heartbeat is stuck or stopped: it would only sit out the grace period.
+        const lost = new Set(this.failures.filter((f) => f.kind === "heartbeat").map((f) => f.rank));
+        for (const state of running) {
+            if (lost.has(state.rank)) state.process!.kill();
+            else state.process!.terminate();
+        }
         const allExited = Promise.all(running.map((state) => state.process!.exit));
         if (await this.within(allExited, this.options.gracePeriodMs)) return;
         for (const state of running) if (state.phase !== "exited") state.process!.kill();
