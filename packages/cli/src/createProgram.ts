@@ -1,5 +1,6 @@
 import {Command} from "commander";
 import type {CliIo} from "./CliIo.js";
+import {createBenchCommand} from "./commands/benchCommand.js";
 import {createConfigCommand} from "./commands/configCommand.js";
 import {createDoctorCommand} from "./commands/doctorCommand.js";
 import {createLaunchCommand} from "./commands/launchCommand.js";
@@ -20,6 +21,7 @@ export function createProgram(io: CliIo, setExitCode: (code: number) => void): C
     program.addCommand(createLaunchCommand(io, setExitCode));
     program.addCommand(createConfigCommand(io, setExitCode));
     program.addCommand(createDoctorCommand(io, setExitCode));
+    program.addCommand(createBenchCommand(io, setExitCode));
     configureTree(program, io);
     return program;
 }

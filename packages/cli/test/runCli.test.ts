@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import {mkdtempSync, rmSync, writeFileSync} from "node:fs";
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from "node:fs";
 import {tmpdir} from "node:os";
 import {join} from "node:path";
 import {after, describe, it} from "node:test";
@@ -199,4 +199,25 @@ describe("mixz itself", () => {
     it("an unknown command exits 2", async () => {
         assertUserError(await mixz("lanuch"), /unknown command 'lanuch'.*\n?.*launch/);
     });
+});
+
+describe("mixz bench", () => {
+    it("quantize: one row per size with GB/s columns, --json and --plot", async () => {
+        const plot = join(scratch, "q.svg");
+        const run = await mixz("bench", "quantize", "-b", "64K", "-e", "256K", "-f", "2", "-n", "2", "--dtype", "bf16", "--quant", "int4", "--json", "--plot", plot);
+        assert.equal(run.code, 0, run.err);
+        const report = JSON.parse(run.out) as {benchmark: string; rows: Array<{size: number; count: number; quantize_gbps: number; memcpy_gbps: number}>};
+        assert.equal(report.benchmark, "quantize");
+        assert.deepEqual(report.rows.map((r) => [r.size, r.count]), [[65536, 32768], [131072, 65536], [262144, 131072]]);
+        assert.ok(report.rows.every((r) => r.quantize_gbps > 0 && r.memcpy_gbps > 0));
+        assert.match(readFileSync(plot, "utf8"), /^<svg [\s\S]*throughput \(GB\/s\)[\s\S]*<\/svg>\n$/);
+    });
+    const bad: Array<[string[], RegExp]> = [
+        [["quantise"], /<what>: 'quantise' is not one of allgather, reducescatter, quantize/],
+        [["quantize", "--quant", "none"], /--quant: mixz bench quantize needs --quant int8 or int4/],
+        [["quantize", "--dtype", "fp8", "--quant", "int8"], /--dtype: 'fp8' is not one of fp32, fp16, bf16/],
+        [["quantize", "-b", "8M", "-e", "1M", "--quant", "int8"], /invalid sizes for 'minbytes' and 'maxbytes'/],
+        [["quantize", "-b", "1.5M", "--quant", "int8"], /-b: invalid size '1\.5M'/]
+    ];
+    for (const [args, pattern] of bad) it(`refuses ${args.join(" ")}`, async () => assertUserError(await mixz("bench", ...args), pattern));
 });
