@@ -7,7 +7,9 @@ import {fileURLToPath} from "node:url";
 /** [name, script path relative to the repo root, arguments]. */
 const benchmarks = [
     // Launch overhead (time to a joined world, total wall time) and failure detection, next to torchrun.
-    ["launch-peers", "scripts/bench/launch-peers", []]
+    ["launch-peers", "scripts/bench/launch-peers", []],
+    // qwZ quantize/dequantize throughput next to single-thread memcpy.
+    ["quantize-throughput", "scripts/bench/quantize-throughput", []]
 ];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
