@@ -20,10 +20,20 @@
       # Listed one by one: gyp has no globbing, and an explicit list makes a forgotten file a
       # link error instead of a silently missing feature.
       "sources": [
+        "addon/AddonCommunicator.cc",
         "addon/AddonQuant.cc",
         "addon/AddonWatchdog.cc",
         "addon/addon.cc",
         "addon/convertError.cc",
+        "src/comm/address.cc",
+        "src/comm/collectives.cc",
+        "src/comm/communicator.cc",
+        "src/comm/copy.cc",
+        "src/comm/gloo_transport.cc",
+        "src/comm/peer.cc",
+        "src/comm/reduce.cc",
+        "src/comm/self_test.cc",
+        "src/comm/shm_transport.cc",
         "src/common/error.cc",
         "src/common/probe.cc",
         "src/common/thread_pool.cc",

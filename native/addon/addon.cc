@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "AddonCommunicator.h"
 #include "AddonQuant.h"
 #include "AddonWatchdog.h"
 #include "convertError.h"
@@ -80,6 +81,13 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     exports.Set("quantBenchmark",
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::quantBenchmark>, "quantBenchmark"));
     exports.Set("quantInfo", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::quantInfo>, "quantInfo"));
+    // Collective communication (AddonCommunicator.h); the comm* functions are test support.
+    exports.Set("Communicator", mixz::addon::AddonCommunicator::define(env));
+    exports.Set("commSelfTest", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commSelfTest>, "commSelfTest"));
+    exports.Set("commFaultTest",
+                Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commFaultTest>, "commFaultTest"));
+    exports.Set("commBenchmark",
+                Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commBenchmark>, "commBenchmark"));
     return exports;
 }
 

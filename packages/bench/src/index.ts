@@ -7,3 +7,4 @@ export {formatBytes, plotBusBandwidth} from "./plotBusBandwidth.js";
 export type {PlotSeries} from "./plotBusBandwidth.js";
 export {formatQuantizeTable, runQuantizeBench} from "./runQuantizeBench.js";
 export type {QuantizeBenchOptions, QuantizeBenchRow} from "./runQuantizeBench.js";
+export type {CollectiveBenchParams} from "./CollectiveBenchParams.js";

@@ -8,6 +8,15 @@
  * Only @mixz/engine imports the binding; other packages use the engine's typed functions.
  */
 
+import type {
+    NativeCommBenchmarkDescriptor,
+    NativeCommFaultDescriptor,
+    NativeCommFaultReport,
+    NativeCommSelfTestDescriptor,
+    NativeCommSelfTestReport,
+    NativeCommunicatorConstructor
+} from "./AddonCommunicatorTypes.js";
+
 /** What `version()` reports about Gloo, the transport between hosts. */
 export interface NativeGlooInfo {
     /** Gloo's version from the headers the addon was compiled against, e.g. "0.5.0". */
@@ -261,6 +270,14 @@ export interface BindingModule {
     quantBenchmark(descriptor: NativeQuantBenchmarkDescriptor): Promise<NativeQuantBenchmarkResult>;
     /** The quantization kernels and threads available. */
     quantInfo(): NativeQuantInfo;
+    /** A collective communicator (prepare, exchange, connect); see AddonCommunicatorTypes.ts. */
+    readonly Communicator: NativeCommunicatorConstructor;
+    /** Test support: the collective suite on N ranks as threads of this process. */
+    commSelfTest(descriptor: NativeCommSelfTestDescriptor): Promise<NativeCommSelfTestReport>;
+    /** Test support: one misbehaving rank among N threads; what each rank's all-gather reported. */
+    commFaultTest(descriptor: NativeCommFaultDescriptor): Promise<NativeCommFaultReport>;
+    /** Test support: seconds per all-gather on N threads (the slowest rank's mean). */
+    commBenchmark(descriptor: NativeCommBenchmarkDescriptor): Promise<number>;
 }
 
 /**
@@ -276,7 +293,11 @@ export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function"
     dequantizeSegments: "function",
     convertFloats: "function",
     quantBenchmark: "function",
-    quantInfo: "function"
+    quantInfo: "function",
+    Communicator: "function",
+    commSelfTest: "function",
+    commFaultTest: "function",
+    commBenchmark: "function"
 };
 
 /**

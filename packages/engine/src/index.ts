@@ -66,3 +66,42 @@ export type {
     QuantSegment,
     SimdMode
 } from "./quantize.js";
+export {Communicator, maxCommTag, maxCommTimeoutMs} from "./Communicator.js";
+export type {
+    AddressExchange,
+    BroadcastOptions,
+    CollectiveOptions,
+    CommBuffer,
+    CommDType,
+    CommKind,
+    CommMember,
+    CommTransport,
+    CommunicatorOptions,
+    ReduceOp,
+    ReduceOptions
+} from "./Communicator.js";
+export {storeExchange} from "./storeExchange.js";
+export type {ExchangeStore, StoreExchangeOptions} from "./storeExchange.js";
+export type {
+    NativeAllGatherDescriptor,
+    NativeAllGatherVDescriptor,
+    NativeBroadcastDescriptor,
+    NativeCallDescriptor,
+    NativeCommBenchmarkDescriptor,
+    NativeCommBuffer,
+    NativeCommFaultDescriptor,
+    NativeCommFaultReport,
+    NativeCommMember,
+    NativeCommSelfTestDescriptor,
+    NativeCommSelfTestReport,
+    NativeCommTransport,
+    NativeCommunicator,
+    NativeCommunicatorConstructor,
+    NativeCommunicatorInfo,
+    NativeCommunicatorOptions,
+    NativeGroupDescriptor,
+    NativeReduceDescriptor,
+    NativeReduceOp
+} from "./AddonCommunicatorTypes.js";
+export {quantizedAllGather} from "./quantizedAllGather.js";
+export type {QuantizedAllGatherOptions, QuantizedAllGatherResult} from "./quantizedAllGather.js";

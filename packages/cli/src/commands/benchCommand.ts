@@ -1,13 +1,24 @@
 import {writeFileSync} from "node:fs";
 import {Command} from "commander";
-import {formatQuantizeTable, parseSize, plotBusBandwidth, runQuantizeBench, sizeSequence} from "@mixz/bench";
+import {fileURLToPath} from "node:url";
+import {averageBusBandwidth, formatBenchTable, formatQuantizeTable, parseSize, plotBusBandwidth, runQuantizeBench, sizeSequence, type BenchCollective, type BenchReport, type BenchRow, type CollectiveBenchParams} from "@mixz/bench";
+import {readEnvFiles, runJob} from "@mixz/launcher";
+import {createLogger} from "@mixz/log";
+import {buildPlan, readHostfile} from "@mixz/plan";
+import {mixzVersion} from "../mixzVersion.js";
 import type {FloatDType, QuantBits} from "@mixz/engine";
-import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
+import {ErrorCodes, InputError} from "@mixz/protocol";
 import type {CliIo} from "../CliIo.js";
 import {ExitCode} from "../ExitCode.js";
 import {parseIntegerFlag} from "../parseFlags.js";
 
 interface BenchFlags {
+    nproc?: string;
+    hostfile?: string;
+    masterPort?: string;
+    hpz: string;
+    transport: string;
+    timeout: string;
     minbytes: string;
     maxbytes: string;
     stepfactor: string;
@@ -42,6 +53,12 @@ export function createBenchCommand(io: CliIo, setExitCode: (code: number) => voi
         .option("-n, --iters <n>", "timed iterations per size", "20")
         .option("-w, --warmup-iters <n>", "untimed warm-up iterations per size", "1")
         .option("-c, --check <0|1>", "check results (the #wrong column)", "1")
+        .option("--nproc <n>", "ranks on this machine (allgather, reducescatter)", "2")
+        .option("-H, --hostfile <file>", "run the ranks on the hosts of a hostfile instead")
+        .option("--master-port <port>", "coordinator port (default: a free one)", "0")
+        .option("--hpz <h>", "all-gather over the hpZ group of h consecutive ranks (the intra-node path); 1 = the world", "1")
+        .option("--transport <t>", "auto (shared memory within a host, Gloo across), shm or gloo", "auto")
+        .option("--timeout <seconds>", "per-collective timeout", "120")
         .option("--dtype <type>", "fp32, fp16 or bf16", "fp32")
         .option("--quant <q>", "none, int8 or int4", "none")
         .option("--block-size <n>", "quantization block size (elements)", "4096")
@@ -64,8 +81,7 @@ async function runBench(what: string, flags: BenchFlags, io: CliIo): Promise<num
     const iterations = parseIntegerFlag(flags.iters, "-n", 1);
     parseIntegerFlag(flags.warmupIters, "-w", 0);
     if (target !== "quantize") {
-        throw new MixzError(ErrorCodes.notYetAvailable,
-            `mixz bench ${target} needs the communicator, which is not in this build yet; \`mixz bench quantize\` works`, {category: "platform"});
+        return runCollectiveBench(target, {dtype, quant, sizes, iterations, warmup: parseIntegerFlag(flags.warmupIters, "-w", 0)}, flags, io);
     }
     if (quant === "none") throw new InputError([{code: ErrorCodes.usage, path: "--quant", message: "mixz bench quantize needs --quant int8 or int4"}]);
     const rows = await runQuantizeBench({
@@ -86,6 +102,96 @@ async function runBench(what: string, flags: BenchFlags, io: CliIo): Promise<num
         ], `mixz bench quantize (${dtype}, ${quant})`).replace("bus bandwidth (GB/s)", "throughput (GB/s)"));
     }
     return ExitCode.ok;
+}
+
+interface CommonSettings {
+    readonly dtype: FloatDType;
+    readonly quant: "none" | "int8" | "int4";
+    readonly sizes: readonly number[];
+    readonly iterations: number;
+    readonly warmup: number;
+}
+
+/**
+ * allgather / reducescatter: the ranks are started through the launcher (like any job), run
+ * @mixz/bench's rank script, and rank 0 reports one row per size, which becomes the table.
+ */
+async function runCollectiveBench(collective: BenchCollective, settings: CommonSettings, flags: BenchFlags, io: CliIo): Promise<number> {
+    if (collective === "reducescatter" && settings.quant !== "none") {
+        throw new InputError([{code: ErrorCodes.usage, path: "--quant", message: "reducescatter runs unquantized; qgZ gradients come with the engine"}]);
+    }
+    const transport = oneOf(flags.transport, "--transport", ["auto", "shm", "gloo"] as const);
+    const hpz = parseIntegerFlag(flags.hpz, "--hpz", 1);
+    const plan = buildPlan({
+        ...(flags.hostfile === undefined ? {nproc: parseIntegerFlag(flags.nproc ?? "2", "--nproc", 1)} : {hostfile: readHostfile(flags.hostfile)}),
+        masterPort: parseIntegerFlag(flags.masterPort ?? "0", "--master-port", 0)
+    });
+    if (plan.world_size % hpz !== 0 || plan.nodes.some((node) => node.ranks.length % hpz !== 0)) {
+        throw new InputError([{code: ErrorCodes.usage, path: "--hpz", message: `${hpz} must divide the world size ${plan.world_size} and every host's rank count`}]);
+    }
+    const timeoutSeconds = Number(flags.timeout);
+    if (!(timeoutSeconds > 0 && timeoutSeconds <= 86_400)) throw new InputError([{code: ErrorCodes.usage, path: "--timeout", message: `'${flags.timeout}' is not a number of seconds in (0, 86400]`}]);
+    const params: CollectiveBenchParams = {
+        collective,
+        sizes: settings.sizes,
+        dtype: settings.dtype,
+        quant: settings.quant,
+        blockSize: parseIntegerFlag(flags.blockSize, "--block-size", 8),
+        iterations: settings.iterations,
+        warmup: settings.warmup,
+        check: parseIntegerFlag(flags.check, "-c", 0) !== 0,
+        hpz,
+        transport,
+        timeoutMs: Math.round(timeoutSeconds * 1000)
+    };
+    const rows: BenchRow[] = [];
+    const errors: string[] = [];
+    const rowPrefix = /^\[[^\]]*:0\] MIXZ_BENCH_ROW (.*)$/;
+    const code = await runJob({
+        plan,
+        script: fileURLToPath(import.meta.resolve("@mixz/bench/collectiveBenchRank")),
+        args: [JSON.stringify(params)],
+        cwd: process.cwd(),
+        config: null,
+        mixzVersion,
+        envFiles: readEnvFiles(process.cwd()),
+        joinTimeoutMs: 120_000,
+        heartbeatIntervalMs: 2000,
+        heartbeatMisses: 3,
+        gracePeriodMs: 5000,
+        logFormat: "pretty",
+        ssh: {acceptNewHostKeys: false},
+        sink: {
+            out: (text) => {
+                for (const line of text.split("\n")) {
+                    const match = rowPrefix.exec(line);
+                    if (match !== null) rows.push(JSON.parse(match[1]!) as BenchRow);
+                    else if (/MIXZ_BENCH_ERROR/.test(line)) errors.push(line);
+                    else if (line !== "") io.err(`${line}\n`);
+                }
+            },
+            err: io.err,
+            interactive: false
+        },
+        logger: createLogger({component: "bench", level: "warn"}),
+        handleSignals: true
+    });
+    for (const error of errors) io.err(`mixz: ${error}\n`);
+    if (code !== 0) return code;
+    const ranks = hpz > 1 ? hpz : plan.world_size;
+    const report: BenchReport = {collective, ranks, dtype: settings.dtype, quant: settings.quant, rows, avg_busbw: averageBusBandwidth(rows)};
+    if (flags.json === true) io.out(`${JSON.stringify(report)}\n`);
+    else {
+        io.out(formatBenchTable(report, [
+            `mixz bench ${collective}: ${ranks} ranks${hpz > 1 ? ` (hpZ groups of ${hpz} in a world of ${plan.world_size})` : ""}, transport ${transport}, ${settings.dtype}${settings.quant === "none" ? "" : ` quantized ${settings.quant} (block ${params.blockSize}; size and bandwidths count unquantized bytes)`}`,
+            `iterations ${settings.iterations}, warm-up ${settings.warmup}, check ${params.check ? 1 : 0}; GB/s = 1e9 B/s; busbw = algbw × (n-1)/n`
+        ]));
+    }
+    if (flags.plot !== undefined) {
+        writeFileSync(flags.plot, plotBusBandwidth([{label: `${settings.dtype}${settings.quant === "none" ? "" : ` ${settings.quant}`}, ${ranks} ranks`, points: rows}], `mixz bench ${collective}`));
+    }
+    const wrong = rows.reduce((sum, row) => sum + (row.wrong ?? 0), 0);
+    return wrong === 0 ? ExitCode.ok : ExitCode.failed;
 }
 
 function oneOf<T extends string>(value: string, flag: string, allowed: readonly T[]): T {

@@ -1,0 +1,136 @@
+// The rank script of `mixz bench allgather|reducescatter`: started on every rank by the launcher,
+// with the benchmark's parameters as one JSON argument. Rank 0 prints one
+// `MIXZ_BENCH_ROW <json>` line per size (a BenchRow), which the CLI collects; a failure prints
+// `MIXZ_BENCH_ERROR <message>` and exits 1.
+//
+// Timing follows nccl-tests: -w untimed warm-up calls, then -n timed calls back to back; the time
+// of a call is the mean over ranks (nccl-tests' -a 1 default) of wall time / n. The check (-c 1)
+// runs one extra, untimed call on fresh data and compares every element with the exact expected
+// value (for quantized gathers: dequantize(quantize(x_m)) of every member m, computed locally).
+import {Communicator, convertFloats, dequantize, quantize, quantizedAllGather, storeExchange, type FloatDType, type QuantBits} from "@mixz/engine";
+import {runtime} from "mixz";
+import {perRankCount} from "./benchSizes.js";
+import {busBandwidth} from "./busBandwidth.js";
+import type {CollectiveBenchParams} from "./CollectiveBenchParams.js";
+import type {BenchRow} from "./formatBenchTable.js";
+
+
+const kElementBytes: Record<FloatDType, number> = {fp32: 4, fp16: 2, bf16: 2};
+const kTypeNames: Record<FloatDType, string> = {fp32: "float", fp16: "half", bf16: "bfloat16"};
+
+/** Member m's data: small integers, exact in every dtype (fp16 and bf16 bit patterns of m·k + i mod 7). */
+function memberData(dtype: FloatDType, member: number, count: number, salt: number): Float32Array | Uint16Array {
+    const value = (i: number): number => ((member * 3 + salt + i) % 7) - 3;
+    if (dtype === "fp32") return Float32Array.from({length: count}, (_, i) => value(i));
+    const table = new Map<number, number>();
+    const bits = (v: number): number => {
+        let b = table.get(v);
+        if (b === undefined) {
+            const f = new Float32Array([v]);
+            const u = new Uint32Array(f.buffer)[0]!;
+            // Small integers are exact in both: bf16 is the top half of the float; fp16 from the exponent.
+            b = dtype === "bf16" ? u >>> 16 : v === 0 ? 0 : ((u >>> 16) & 0x8000) | ((((u >>> 23) & 0xff) - 112) << 10) | ((u >>> 13) & 0x3ff);
+            table.set(v, b);
+        }
+        return b;
+    };
+    return Uint16Array.from({length: count}, (_, i) => bits(value(i)));
+}
+
+async function main(): Promise<void> {
+    const params = JSON.parse(process.argv[2] ?? "{}") as CollectiveBenchParams;
+    const {rank, worldSize} = runtime;
+    const firstLocal = rank - runtime.localRank;
+    const localRanks = Array.from({length: runtime.localWorldSize}, (_, i) => firstLocal + i);
+    const world = await Communicator.create(
+        {rank, worldSize, host: runtime.host, jobId: runtime.jobId, localRanks, timeoutMs: params.timeoutMs, transport: params.transport},
+        storeExchange(runtime.store, {prefix: "bench/world", rank, worldSize, timeoutMs: params.timeoutMs})
+    );
+    const comm = params.hpz > 1 ? await world.group("hpz", params.hpz) : world;
+    const n = comm.size;
+    const me = comm.rank;
+    const elementBytes = kElementBytes[params.dtype];
+    const bits: QuantBits = params.quant === "int4" ? 4 : 8;
+    let tag = 1;
+
+    for (const size of params.sizes) {
+        const count = perRankCount(size, elementBytes, n);
+        const wrongTotal = new Float32Array(1);
+        let wireBytes = count * elementBytes;
+        // Buffers are made once per size, outside the timed loop: the loop times the collective only.
+        const inputLength = params.collective === "allgather" ? count : count * n;
+        const outputLength = params.collective === "allgather" ? count * n : count;
+        const fresh = (salt: number): Float32Array | Uint16Array => memberData(params.dtype, me, inputLength, salt);
+        let input = fresh(0);
+        const output = params.dtype === "fp32" ? new Float32Array(outputLength) : new Uint16Array(outputLength);
+        const run = async (): Promise<Float32Array | Uint16Array> => {
+            if (params.collective === "reducescatter") {
+                await comm.reduceScatter(input, output, {tag: tag++, op: "sum", dtype: params.dtype});
+                return output;
+            }
+            if (params.quant === "none") {
+                await comm.allGather(input, output, {tag: tag++});
+                return output;
+            }
+            const result = await quantizedAllGather(comm, input, {dtype: params.dtype, bits, blockSize: params.blockSize, tag: tag++, out: output as never});
+            wireBytes = result.wireBytesPerRank;
+            return result.output;
+        };
+        for (let i = 0; i < params.warmup; i++) await run();
+        await comm.barrier({tag: tag++});
+        const started = performance.now();
+        for (let i = 0; i < params.iterations; i++) await run();
+        const elapsed = new Float32Array([(performance.now() - started) / 1000 / params.iterations]);
+        const meanTime = new Float32Array(1);
+        await comm.allReduce(elapsed, meanTime, {tag: tag++, op: "mean"});
+
+        let wrong: number | null = null;
+        if (params.check) {
+            const salt = 1 + (size % 5);
+            input = fresh(salt);
+            wrongTotal[0] = await countWrong(await run(), salt, count);
+            const summed = new Float32Array(1);
+            await comm.allReduce(wrongTotal, summed, {tag: tag++, op: "sum"});
+            wrong = summed[0]!;
+        }
+        if (rank === 0) {
+            const {algbw, busbw} = busBandwidth(params.collective, count, elementBytes, n, meanTime[0]!);
+            const row: BenchRow = {size: count * elementBytes * n, count, type: kTypeNames[params.dtype], time_us: meanTime[0]! * 1e6, algbw, busbw, wire_bytes: wireBytes, wrong};
+            console.log(`MIXZ_BENCH_ROW ${JSON.stringify(row)}`);
+        }
+    }
+    if (comm !== world) await comm.dispose();
+    await world.dispose();
+
+    /** Elements of this member's output that differ from the exact expected values. */
+    async function countWrong(output: Float32Array | Uint16Array, salt: number, count: number): Promise<number> {
+        if (params.collective === "reducescatter") {
+            // Sums of small integers are exact in fp16 and bf16 too: compare as numbers.
+            const sums = new Float32Array(count);
+            for (let m = 0; m < n; m++) {
+                const data = memberData("fp32", m, count * n, salt);
+                for (let i = 0; i < count; i++) sums[i]! += data[me * count + i]!;
+            }
+            const got = params.dtype === "fp32" ? output : await convertFloats(output, {from: params.dtype, to: "fp32"});
+            return sums.reduce((bad, v, i) => bad + (got[i] === v ? 0 : 1), 0);
+        }
+        const expected = params.dtype === "fp32" ? new Float32Array(count * n) : new Uint16Array(count * n);
+        for (let m = 0; m < n; m++) {
+            const x = memberData(params.dtype, m, count, salt);
+            if (params.quant === "none") {
+                expected.set(x, m * count);
+            } else {
+                const q = await quantize(x, {dtype: params.dtype, bits, blockSize: params.blockSize});
+                expected.set(await dequantize(q.q, q.scales, {bits, blockSize: params.blockSize, elements: count, outDtype: params.dtype}), m * count);
+            }
+        }
+        let wrong = 0;
+        for (let i = 0; i < expected.length; i++) if (output[i] !== expected[i]) wrong++;
+        return wrong;
+    }
+}
+
+await main().catch((error: unknown) => {
+    console.log(`MIXZ_BENCH_ERROR ${(error as Error).message}`);
+    process.exit(1);
+});
