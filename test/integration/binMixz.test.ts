@@ -43,3 +43,25 @@ describe("bin/mixz", () => {
         assert.match(run.stderr, /LoRA training of this demo is not available yet/);
     });
 });
+
+describe("bin/mixz bench", () => {
+    it("allgather --nproc 2 --quant int8 --json: checked rows with wire bytes below the unquantized size", () => {
+        const run = mixz("bench", "allgather", "--nproc", "2", "--quant", "int8", "--dtype", "fp16", "-b", "64K", "-e", "1M", "-f", "4", "-n", "3", "--json");
+        assert.equal(run.status, 0, run.stderr);
+        const report = JSON.parse(run.stdout) as {collective: string; ranks: number; dtype: string; quant: string; avg_busbw: number; rows: Array<{size: number; count: number; wire_bytes: number; wrong: number; busbw: number}>};
+        assert.deepEqual([report.collective, report.ranks, report.dtype, report.quant], ["allgather", 2, "fp16", "int8"]);
+        assert.deepEqual(report.rows.map((r) => r.size), [65536, 262144, 1048576]);
+        for (const row of report.rows) {
+            assert.equal(row.wrong, 0);
+            assert.ok(row.wire_bytes < row.count * 2, "int8 codes and scales are smaller than fp16 data");
+            assert.ok(row.busbw > 0);
+        }
+    });
+    it("reducescatter over Gloo, fp32, checked", () => {
+        const run = mixz("bench", "reducescatter", "--nproc", "2", "--transport", "gloo", "-b", "1M", "-e", "1M", "-n", "2", "--json");
+        assert.equal(run.status, 0, run.stderr);
+        const report = JSON.parse(run.stdout) as {rows: Array<{wrong: number; count: number}>};
+        assert.equal(report.rows[0]!.wrong, 0);
+        assert.equal(report.rows[0]!.count, 131072);
+    });
+});

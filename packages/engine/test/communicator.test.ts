@@ -18,6 +18,7 @@ import {describe, test} from "node:test";
 import {MixzError} from "@mixz/protocol";
 
 import {Communicator, loadBinding, NativeErrorCodes, storeExchange} from "@mixz/engine";
+import {disposeAll, inProcessWorld} from "./helpers/inProcessWorld.js";
 import type {CommTransport, CommunicatorOptions} from "@mixz/engine";
 
 const big = 1 << 21;
@@ -89,34 +90,6 @@ describe("native fault scenarios, ranks as threads", () => {
 });
 
 /** Builds `n` communicators in this process, as ranks of one job, through an in-memory exchange. */
-async function inProcessWorld(n: number, options: Partial<CommunicatorOptions> & {jobId: string; hosts?: string[]}): Promise<Communicator[]> {
-    const hosts = options.hosts ?? Array.from({length: n}, () => "localhost");
-    const store = new Map<string, Uint8Array>();
-    const waiters: Array<() => void> = [];
-    const exchangeStore = {
-        async set(key: string, value: Uint8Array): Promise<void> {
-            store.set(key, value);
-            for (const wake of waiters.splice(0)) wake();
-        },
-        async wait(keys: readonly string[]): Promise<Uint8Array[]> {
-            while (!keys.every((key) => store.has(key))) await new Promise<void>((resolve) => waiters.push(resolve));
-            return keys.map((key) => store.get(key)!);
-        }
-    };
-    return Promise.all(Array.from({length: n}, (_, rank) => {
-        const localRanks = hosts.flatMap((host, r) => (host === hosts[rank] ? [r] : []));
-        const {hosts: _hosts, ...rest} = options;
-        return Communicator.create(
-            {rank, worldSize: n, host: hosts[rank]!, localRanks, timeoutMs: 20_000, bindAddress: "127.0.0.1", ...rest},
-            storeExchange(exchangeStore, {prefix: "world", rank, worldSize: n, timeoutMs: 20_000})
-        );
-    }));
-}
-
-async function disposeAll(comms: readonly Communicator[]): Promise<void> {
-    await Promise.all(comms.map((comm) => comm.dispose()));
-}
-
 function codeOf(error: unknown): string | undefined {
     return error instanceof MixzError ? error.code : undefined;
 }
