@@ -71,14 +71,30 @@ function block(failure: RankFailure): string[] {
     return lines;
 }
 
+/** How close after another failure a signal death still counts as the likelier root cause. */
+export const kSignalPreferenceMs = 250;
+
+/**
+ * The root cause: the earliest failure — except that a rank killed by a signal within
+ * kSignalPreferenceMs after an earlier failure is preferred to it. Peers of a killed rank notice
+ * its death inside their collectives within milliseconds and exit with an error, sometimes before
+ * the launcher has seen the killed process's own exit status.
+ */
+export function rootCauseOf(failures: readonly RankFailure[]): RankFailure | undefined {
+    const sorted = [...failures].sort((a, b) => a.time.getTime() - b.time.getTime());
+    const first = sorted[0];
+    if (first === undefined || first.signal !== null) return first;
+    return sorted.find((f) => f.signal !== null && f.time.getTime() - first.time.getTime() <= kSignalPreferenceMs) ?? first;
+}
+
 /**
  * The failure summary printed when a job fails, in the shape torchrun users know: the root
- * cause (earliest failure) first, then any other rank that failed on its own before the job was
- * stopped, then what was stopped.
+ * cause (rootCauseOf) first, then every other rank that failed on its own (before the job was
+ * stopped, or at the same moment), then how many ranks the launcher stopped.
  */
 export function formatFailureReport(script: string, jobId: string, failures: readonly RankFailure[], stopped: number): string {
-    const sorted = [...failures].sort((a, b) => a.time.getTime() - b.time.getTime());
-    const [root, ...others] = sorted;
+    const root = rootCauseOf(failures);
+    const others = [...failures].sort((a, b) => a.time.getTime() - b.time.getTime()).filter((f) => f !== root);
     const body: string[] = [`mixz launch FAILED: ${script} (job ${jobId})`];
     const rule = "-".repeat(60);
     body.push(rule, "Root cause (first observed failure):");

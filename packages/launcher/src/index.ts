@@ -1,4 +1,4 @@
-export {exitCodeOf, formatFailureReport} from "./FailureReport.js";
+export {exitCodeOf, formatFailureReport, kSignalPreferenceMs, rootCauseOf} from "./FailureReport.js";
 export type {FailureKind, RankFailure} from "./FailureReport.js";
 export {JobConsole, kStderrTailLines} from "./JobConsole.js";
 export type {ConsoleSink, JobConsoleOptions} from "./JobConsole.js";

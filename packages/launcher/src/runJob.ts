@@ -5,7 +5,7 @@ import {Coordinator, type CoordinatorEvent} from "@mixz/coordinator";
 import type {Logger} from "@mixz/log";
 import type {PlanNode, WorldPlan} from "@mixz/plan";
 import {ErrorCodes, MixzError, PROTOCOL_VERSION, type RankDescriptor} from "@mixz/protocol";
-import {exitCodeOf, formatFailureReport, type RankFailure} from "./FailureReport.js";
+import {exitCodeOf, formatFailureReport, rootCauseOf, type RankFailure} from "./FailureReport.js";
 import {JobConsole, type ConsoleSink} from "./JobConsole.js";
 import {splitLines} from "./LineSplitter.js";
 import {startLocalRank, type RankExit, type RankProcess} from "./RankProcess.js";
@@ -95,6 +95,8 @@ class Job {
     /** SSH connections per host: one per kSessionsPerConnection ranks (OpenSSH's MaxSessions default is 10). */
     private readonly connections = new Map<string, SshConnection[]>();
     private stoppedByLauncher = 0;
+    /** Ranks the launcher has SIGKILLed (or whose SSH channel it closed): their SIGKILL deaths are its own doing. */
+    private readonly killed = new Set<number>();
     /** Ranks the launcher is stopping (SIGTERM sent or channel closed). */
     private readonly stopping = new Set<number>();
     private settle!: () => void;
@@ -185,7 +187,7 @@ class Job {
 
     private verdict(): number {
         if (this.failures.length > 0) {
-            const root = [...this.failures].sort((a, b) => a.time.getTime() - b.time.getTime())[0]!;
+            const root = rootCauseOf(this.failures)!;
             this.options.sink.err(formatFailureReport(this.options.script, this.jobId, this.failures, this.stoppedByLauncher));
             return this.interruptedBy === null ? exitCodeOf(root) : interruptCode(this.interruptedBy);
         }
@@ -263,7 +265,7 @@ class Job {
         const failure: RankFailure = {kind: "exit", ...this.identity(state), time: new Date(), code: exit.code, signal: exit.signal, ...(state.error === undefined ? {} : {error: state.error})};
         if (!clean && (this.phase === "starting" || this.phase === "running")) {
             this.fail(failure);
-        } else if (!clean && this.phase === "stopping" && !stoppedByUs(exit) && !this.interruptedBy) {
+        } else if (!clean && this.phase === "stopping" && !stoppedByUs(exit, this.killed.has(state.rank)) && !this.interruptedBy) {
             // Failed on its own while the job was being stopped (two ranks failing at once): not a
             // consequence of the launcher's SIGTERM/SIGKILL or of the daemon's abort handling.
             this.failures.push(failure);
@@ -344,13 +346,18 @@ class Job {
         // A rank lost to its heartbeat is stuck or stopped: it would only sit out the grace period.
         const lost = new Set(this.failures.filter((f) => f.kind === "heartbeat").map((f) => f.rank));
         for (const state of running) {
-            if (lost.has(state.rank)) state.process!.kill();
+            if (lost.has(state.rank)) this.kill(state);
             else state.process!.terminate();
         }
         const allExited = Promise.all(running.map((state) => state.process!.exit));
         if (await this.within(allExited, this.options.gracePeriodMs)) return;
-        for (const state of running) if (state.phase !== "exited") state.process!.kill();
+        for (const state of running) if (state.phase !== "exited") this.kill(state);
         await this.within(allExited, kKillWaitMs);
+    }
+
+    private kill(state: RankState): void {
+        this.killed.add(state.rank);
+        state.process?.kill();
     }
 
     private finish(): void {
@@ -382,7 +389,7 @@ class Job {
             const handler = (): void => {
                 if (this.interruptedBy !== null) {
                     // A second Ctrl-C: stop waiting for the grace period.
-                    for (const state of this.ranks) if (state.phase !== "exited") state.process?.kill();
+                    for (const state of this.ranks) if (state.phase !== "exited") this.kill(state);
                     return;
                 }
                 this.interruptedBy = signal;
@@ -425,11 +432,12 @@ function signalNumber(signal: string): number {
 }
 
 /**
- * Exits that the teardown itself causes: SIGTERM/SIGKILL to the group, or the daemon ending
- * itself on abort (128+SIGTERM) or on a lost lifeline (128+SIGKILL).
+ * Exits that the teardown itself causes: SIGTERM to the group or the daemon ending itself on
+ * abort (128+SIGTERM); SIGKILL (or 128+SIGKILL) only when the launcher sent it to this rank — a
+ * SIGKILL from elsewhere during the teardown is a failure of its own (e.g. the kill that started it).
  */
-function stoppedByUs(exit: RankExit): boolean {
-    if (exit.signal === "SIGTERM" || exit.signal === "SIGKILL") return true;
-    return exit.code === 128 + signalNumber("SIGTERM") || exit.code === 128 + signalNumber("SIGKILL");
+function stoppedByUs(exit: RankExit, killedByUs: boolean): boolean {
+    if (exit.signal === "SIGTERM" || (exit.signal === "SIGKILL" && killedByUs)) return true;
+    return exit.code === 128 + signalNumber("SIGTERM") || (exit.code === 128 + signalNumber("SIGKILL") && killedByUs);
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import {describe, it} from "node:test";
-import {exitCodeOf, formatFailureReport, type RankFailure} from "../src/FailureReport.js";
+import {exitCodeOf, formatFailureReport, kSignalPreferenceMs, rootCauseOf, type RankFailure} from "../src/FailureReport.js";
 
 const base: RankFailure = {kind: "exit", rank: 3, host: "node-b", localRank: 1, pid: 4242, time: new Date(2026, 10, 25, 22, 59, 52), code: 3, signal: null, stderrTail: ["boom"]};
 
@@ -25,4 +25,19 @@ describe("formatFailureReport", () => {
         assert.match(text, / {2}reason {4}: no heartbeat for 6\.0 s \(pid: 4242\)\n {2}error {5}: Error: x\n/);
         assert.match(text, /Other failures:\n {2}<none>/);
     });
+});
+
+describe("rootCauseOf", () => {
+    it("the earliest failure", () => {
+        const a = {...base, rank: 1, time: new Date(1000)};
+        const b = {...base, rank: 2, time: new Date(5000), code: null, signal: "SIGKILL"};
+        assert.equal(rootCauseOf([b, a])?.rank, 1);
+    });
+    it("a signal death right after a peer's error exit is the likelier cause", () => {
+        const peer = {...base, rank: 0, time: new Date(1000), code: 3};
+        const killed = {...base, rank: 1, time: new Date(1000 + kSignalPreferenceMs - 10), code: null, signal: "SIGKILL"};
+        assert.equal(rootCauseOf([peer, killed])?.rank, 1);
+        assert.equal(exitCodeOf(rootCauseOf([peer, killed])!), 137);
+    });
+    it("nothing failed", () => assert.equal(rootCauseOf([]), undefined));
 });
