@@ -265,7 +265,7 @@ class Job {
         const failure: RankFailure = {kind: "exit", ...this.identity(state), time: new Date(), code: exit.code, signal: exit.signal, ...(state.error === undefined ? {} : {error: state.error})};
         if (!clean && (this.phase === "starting" || this.phase === "running")) {
             this.fail(failure);
-        } else if (!clean && this.phase === "stopping" && !stoppedByUs(exit, this.killed.has(state.rank)) && !this.interruptedBy) {
+        } else if (!clean && this.phase === "stopping" && !stoppedByUs(exit, this.killedByUs(state)) && !this.interruptedBy) {
             // Failed on its own while the job was being stopped (two ranks failing at once): not a
             // consequence of the launcher's SIGTERM/SIGKILL or of the daemon's abort handling.
             this.failures.push(failure);
@@ -353,6 +353,11 @@ class Job {
         if (await this.within(allExited, this.options.gracePeriodMs)) return;
         for (const state of running) if (state.phase !== "exited") this.kill(state);
         await this.within(allExited, kKillWaitMs);
+    }
+
+    /** Whether a SIGKILL death of this rank is the launcher's doing: it sent the SIGKILL, or it closed a remote rank's stdin, on which the daemon's watchdog SIGKILLs its group. */
+    private killedByUs(state: RankState): boolean {
+        return this.killed.has(state.rank) || (state.node.spawn === "ssh" && this.stopping.has(state.rank));
     }
 
     private kill(state: RankState): void {
