@@ -141,3 +141,13 @@ describe("rank processes without the launcher: every survivor of a SIGKILLed pee
         });
     }
 });
+
+describe("shared memory of a job that fails before its ranks connect", () => {
+    it("the launcher sweeps /dev/shm/mixz-<jobId>-* on its way out", async () => {
+        const run = await runMixz(["launch", "--nproc", "2", "--master-port", "0", "--grace-period", "1", fixture("integration/fixtures/communicatorEarlyExit.ts")]);
+        assert.equal(run.code, 5, run.stderr);
+        const jobId = /rank 0 job (\w+)/.exec(run.stdout)?.[1];
+        assert.ok(jobId !== undefined, run.stdout);
+        assert.deepEqual(readdirSync("/dev/shm").filter((name) => name.startsWith(`mixz-${jobId}-`)), []);
+    });
+});

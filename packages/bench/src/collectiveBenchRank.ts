@@ -18,9 +18,13 @@ import type {BenchRow} from "./formatBenchTable.js";
 const kElementBytes: Record<FloatDType, number> = {fp32: 4, fp16: 2, bf16: 2};
 const kTypeNames: Record<FloatDType, string> = {fp32: "float", fp16: "half", bf16: "bfloat16"};
 
-/** Member m's data: small integers, exact in every dtype (fp16 and bf16 bit patterns of m·k + i mod 7). */
-function memberData(dtype: FloatDType, member: number, count: number, salt: number): Float32Array | Uint16Array {
-    const value = (i: number): number => ((member * 3 + salt + i) % 7) - 3;
+/**
+ * Member m's data: small integers, exact in every dtype. Gathered data spans [-100, 100] and differs
+ * between any two members of up to 201 (so a swapped chunk is caught); data to be summed stays in
+ * [-3, 3] so that sums of many ranks remain exact even in bf16.
+ */
+function memberData(dtype: FloatDType, member: number, count: number, salt: number, wide: boolean): Float32Array | Uint16Array {
+    const value = wide ? (i: number): number => ((member * 37 + salt * 11 + i) % 201) - 100 : (i: number): number => ((member * 3 + salt + i) % 7) - 3;
     if (dtype === "fp32") return Float32Array.from({length: count}, (_, i) => value(i));
     const table = new Map<number, number>();
     const bits = (v: number): number => {
@@ -60,7 +64,8 @@ async function main(): Promise<void> {
         // Buffers are made once per size, outside the timed loop: the loop times the collective only.
         const inputLength = params.collective === "allgather" ? count : count * n;
         const outputLength = params.collective === "allgather" ? count * n : count;
-        const fresh = (salt: number): Float32Array | Uint16Array => memberData(params.dtype, me, inputLength, salt);
+        const wide = params.collective === "allgather";
+        const fresh = (salt: number): Float32Array | Uint16Array => memberData(params.dtype, me, inputLength, salt, wide);
         let input = fresh(0);
         const output = params.dtype === "fp32" ? new Float32Array(outputLength) : new Uint16Array(outputLength);
         const run = async (): Promise<Float32Array | Uint16Array> => {
@@ -82,7 +87,8 @@ async function main(): Promise<void> {
         for (let i = 0; i < params.iterations; i++) await run();
         const elapsed = new Float32Array([(performance.now() - started) / 1000 / params.iterations]);
         const meanTime = new Float32Array(1);
-        await comm.allReduce(elapsed, meanTime, {tag: tag++, op: "mean"});
+        // Over the world, not the group: with --hpz every group runs at once and each must count.
+        await world.allReduce(elapsed, meanTime, {tag: tag++, op: "mean"});
 
         let wrong: number | null = null;
         if (params.check) {
@@ -90,7 +96,7 @@ async function main(): Promise<void> {
             input = fresh(salt);
             wrongTotal[0] = await countWrong(await run(), salt, count);
             const summed = new Float32Array(1);
-            await comm.allReduce(wrongTotal, summed, {tag: tag++, op: "sum"});
+            await world.allReduce(wrongTotal, summed, {tag: tag++, op: "sum"});
             wrong = summed[0]!;
         }
         if (rank === 0) {
@@ -108,7 +114,7 @@ async function main(): Promise<void> {
             // Sums of small integers are exact in fp16 and bf16 too: compare as numbers.
             const sums = new Float32Array(count);
             for (let m = 0; m < n; m++) {
-                const data = memberData("fp32", m, count * n, salt);
+                const data = memberData("fp32", m, count * n, salt, false);
                 for (let i = 0; i < count; i++) sums[i]! += data[me * count + i]!;
             }
             const got = params.dtype === "fp32" ? output : await convertFloats(output, {from: params.dtype, to: "fp32"});
@@ -116,7 +122,7 @@ async function main(): Promise<void> {
         }
         const expected = params.dtype === "fp32" ? new Float32Array(count * n) : new Uint16Array(count * n);
         for (let m = 0; m < n; m++) {
-            const x = memberData(params.dtype, m, count, salt);
+            const x = memberData(params.dtype, m, count, salt, true);
             if (params.quant === "none") {
                 expected.set(x, m * count);
             } else {

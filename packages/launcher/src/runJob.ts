@@ -1,4 +1,5 @@
 import {randomBytes, randomUUID} from "node:crypto";
+import {readdirSync, unlinkSync} from "node:fs";
 import {constants} from "node:os";
 import {fileURLToPath} from "node:url";
 import {Coordinator, type CoordinatorEvent} from "@mixz/coordinator";
@@ -378,6 +379,7 @@ class Job {
         // Output of exited ranks: let the last lines arrive (they explain failures), but never hang on a stream.
         await this.within(Promise.all(this.ranks.map((state) => state.output ?? Promise.resolve())), 2000);
         await this.within(Promise.all(this.reapers), 5000);
+        await this.within(this.sweepSharedMemory(), 5000);
         await this.coordinator?.close();
         for (const list of this.connections.values()) for (const connection of list) connection.close();
         this.console.close();
@@ -386,6 +388,44 @@ class Job {
             const failure = this.failures[i]!;
             this.failures[i] = {...failure, stderrTail: this.console.stderrTail(failure.rank)};
         }
+    }
+
+    /**
+     * Removes this job's shared-memory segments (/dev/shm/mixz-<jobId>-*) on every host. The
+     * communicator unlinks a segment once every rank has mapped it, but a rank that dies between
+     * creating and sharing one (e.g. its peers fail before they connect) leaves the name behind;
+     * only the job id makes a name this job's, so other jobs' segments are never touched.
+     */
+    private async sweepSharedMemory(): Promise<void> {
+        const prefix = `mixz-${this.jobId}-`;
+        if (this.options.plan.nodes.some((node) => node.spawn === "local")) {
+            let names: string[] = [];
+            try {
+                names = readdirSync("/dev/shm");
+            } catch {
+                // No /dev/shm here: nothing to sweep.
+            }
+            for (const name of names) {
+                if (!name.startsWith(prefix)) continue;
+                try {
+                    unlinkSync(`/dev/shm/${name}`);
+                } catch {
+                    // Gone meanwhile.
+                }
+            }
+        }
+        await Promise.all([...this.connections.values()].map(async ([connection]) => {
+            if (connection === undefined) return;
+            try {
+                // The job id is 8 hex digits: safe inside the glob.
+                const sweeper = await connection.exec(["sh", "-c", `rm -f /dev/shm/${prefix}*`], {cwd: "/", env: {}});
+                sweeper.stdout.resume();
+                sweeper.stderr.resume();
+                await sweeper.exit;
+            } catch {
+                // The host is unreachable: nothing more the launcher can do there.
+            }
+        }));
     }
 
     private installSignalHandlers(): void {
