@@ -23,8 +23,8 @@ const kTypeNames: Record<FloatDType, string> = {fp32: "float", fp16: "half", bf1
  * between any two members of up to 201 (so a swapped chunk is caught); data to be summed stays in
  * [-3, 3] so that sums of many ranks remain exact even in bf16.
  */
-function memberData(dtype: FloatDType, member: number, count: number, salt: number, wide: boolean): Float32Array | Uint16Array {
-    const value = wide ? (i: number): number => ((member * 37 + salt * 11 + i) % 201) - 100 : (i: number): number => ((member * 3 + salt + i) % 7) - 3;
+function memberData(dtype: FloatDType, member: number, count: number, salt: number, wide: boolean, offset = 0): Float32Array | Uint16Array {
+    const value = wide ? (j: number): number => ((member * 37 + salt * 11 + j + offset) % 201) - 100 : (j: number): number => ((member * 3 + salt + j + offset) % 7) - 3;
     if (dtype === "fp32") return Float32Array.from({length: count}, (_, i) => value(i));
     const table = new Map<number, number>();
     const bits = (v: number): number => {
@@ -109,29 +109,37 @@ async function main(): Promise<void> {
     await world.dispose();
 
     /** Elements of this member's output that differ from the exact expected values. */
+    /**
+     * Elements of this member's output that differ from the exact expected values. Built and
+     * compared one member's chunk at a time, yielding in between: a 256 MiB check done in one
+     * synchronous loop would starve this rank's heartbeats.
+     */
     async function countWrong(output: Float32Array | Uint16Array, salt: number, count: number): Promise<number> {
+        const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+        let wrong = 0;
         if (params.collective === "reducescatter") {
             // Sums of small integers are exact in fp16 and bf16 too: compare as numbers.
             const sums = new Float32Array(count);
             for (let m = 0; m < n; m++) {
-                const data = memberData("fp32", m, count * n, salt, false);
-                for (let i = 0; i < count; i++) sums[i]! += data[me * count + i]!;
+                const data = memberData("fp32", m, count, salt, false, me * count);
+                for (let i = 0; i < count; i++) sums[i]! += data[i]!;
+                await yieldToLoop();
             }
             const got = params.dtype === "fp32" ? output : await convertFloats(output, {from: params.dtype, to: "fp32"});
-            return sums.reduce((bad, v, i) => bad + (got[i] === v ? 0 : 1), 0);
+            for (let i = 0; i < count; i++) if (got[i] !== sums[i]) wrong++;
+            return wrong;
         }
-        const expected = params.dtype === "fp32" ? new Float32Array(count * n) : new Uint16Array(count * n);
         for (let m = 0; m < n; m++) {
             const x = memberData(params.dtype, m, count, salt, true);
-            if (params.quant === "none") {
-                expected.set(x, m * count);
-            } else {
+            let expected: Float32Array | Uint16Array = x;
+            if (params.quant !== "none") {
                 const q = await quantize(x, {dtype: params.dtype, bits, blockSize: params.blockSize});
-                expected.set(await dequantize(q.q, q.scales, {bits, blockSize: params.blockSize, elements: count, outDtype: params.dtype}), m * count);
+                expected = await dequantize(q.q, q.scales, {bits, blockSize: params.blockSize, elements: count, outDtype: params.dtype});
             }
+            const base = m * count;
+            for (let i = 0; i < count; i++) if (output[base + i] !== expected[i]) wrong++;
+            await yieldToLoop();
         }
-        let wrong = 0;
-        for (let i = 0; i < expected.length; i++) if (output[i] !== expected[i]) wrong++;
         return wrong;
     }
 }
