@@ -9,7 +9,10 @@ const benchmarks = [
     // Launch overhead (time to a joined world, total wall time) and failure detection, next to torchrun.
     ["launch-peers", "scripts/bench/launch-peers", []],
     // qwZ quantize/dequantize throughput next to single-thread memcpy.
-    ["quantize-throughput", "scripts/bench/quantize-throughput", []]
+    ["quantize-throughput", "scripts/bench/quantize-throughput", []],
+    // fp32 all-gather busbw next to OpenMPI's MPI_Allgather and PyTorch gloo (N = 2, 4), and the
+    // int8-quantized fp16 all-gather next to the plain fp16 one; writes docs/allgather-busbw.svg too.
+    ["allgather-peers", "scripts/bench/allgather-peers", []]
 ];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));
