@@ -13,6 +13,36 @@ async function memberData(dtype: FloatDType, member: number, count: number): Pro
     return convertFloats(values, {from: "fp32", to: dtype});
 }
 
+describe("quantizedAllGather reuses its buffers between calls", () => {
+    it("large, small, large again on one communicator, and two calls at once: every result exact", async () => {
+        const comms = await inProcessWorld(2, {jobId: "qag-reuse", transport: "shm"});
+        try {
+            for (const count of [20_000, 3000, 20_000]) {
+                const inputs = await Promise.all(comms.map((_, m) => memberData("fp16", m + count, count)));
+                const results = await Promise.all(comms.map((comm, m) => quantizedAllGather(comm, inputs[m]!, {dtype: "fp16", bits: 8, blockSize: 1024})));
+                const expected = new Uint16Array(count * 2);
+                for (let m = 0; m < 2; m++) {
+                    const q = await quantize(inputs[m]!, {dtype: "fp16", bits: 8, blockSize: 1024});
+                    expected.set(await dequantize(q.q, q.scales, {bits: 8, blockSize: 1024, elements: count, outDtype: "fp16"}), m * count);
+                }
+                for (const result of results) assert.deepEqual(Array.from(result.output), Array.from(expected), `count ${count}`);
+            }
+            // Two gathers in flight on each communicator: the second must not share the first's buffers.
+            const a = await Promise.all(comms.map((_, m) => memberData("fp16", m, 5000)));
+            const b = await Promise.all(comms.map((_, m) => memberData("fp16", m + 50, 5000)));
+            const both = await Promise.all(comms.flatMap((comm, m) => [
+                quantizedAllGather(comm, a[m]!, {dtype: "fp16", bits: 4, blockSize: 512, tag: 1}),
+                quantizedAllGather(comm, b[m]!, {dtype: "fp16", bits: 4, blockSize: 512, tag: 2})
+            ]));
+            assert.deepEqual(Array.from(both[0]!.output), Array.from(both[2]!.output));
+            assert.deepEqual(Array.from(both[1]!.output), Array.from(both[3]!.output));
+            assert.notDeepEqual(Array.from(both[0]!.output), Array.from(both[1]!.output));
+        } finally {
+            await disposeAll(comms);
+        }
+    });
+});
+
 describe("quantizedAllGather", () => {
     const cases: Array<[string, "shm" | "gloo", number, FloatDType, QuantBits, number, number]> = [
         ["shm, 2 ranks, fp16 → int8", "shm", 2, "fp16", 8, 4096, 10_000],
