@@ -25,6 +25,7 @@
         "addon/AddonWatchdog.cc",
         "addon/addon.cc",
         "addon/convertError.cc",
+        "addon/readArguments.cc",
         "src/comm/address.cc",
         "src/comm/collectives.cc",
         "src/comm/communicator.cc",

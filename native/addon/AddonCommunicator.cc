@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "convertError.h"
+#include "readArguments.h"
 #include "mixz/comm/collectives.h"
 #include "mixz/comm/self_test.h"
 #include "mixz/common/error.h"
@@ -22,54 +23,6 @@ using tensor::DType;
 constexpr std::int64_t kMaxSafeInteger = (std::int64_t{1} << 53) - 1;
 constexpr std::int64_t kMaxTimeoutMs = 2'147'483'647;
 constexpr std::int64_t kMaxTag = 4'294'967'295;
-
-std::string describe(const Napi::Value& value) {
-    if (value.IsNumber()) {
-        const double number = value.As<Napi::Number>().DoubleValue();
-        if (std::trunc(number) == number && std::fabs(number) < 1e15) return detail::concat(static_cast<long long>(number));
-        return detail::concat(number);
-    }
-    if (value.IsString()) return "\"" + value.As<Napi::String>().Utf8Value() + "\"";
-    if (value.IsUndefined()) return "undefined";
-    if (value.IsNull()) return "null";
-    if (value.IsBoolean()) return "a boolean";
-    if (value.IsTypedArray()) return "a typed array";
-    if (value.IsArray()) return "an array";
-    if (value.IsFunction()) return "a function";
-    if (value.IsObject()) return "an object";
-    return "a value of another type";
-}
-
-std::int64_t integerIn(const Napi::Value& value, const std::string& what, std::int64_t min, std::int64_t max) {
-    if (value.IsNumber()) {
-        const double number = value.As<Napi::Number>().DoubleValue();
-        if (std::isfinite(number) && std::trunc(number) == number && number >= static_cast<double>(min) &&
-            number <= static_cast<double>(max)) {
-            return static_cast<std::int64_t>(number);
-        }
-    }
-    MIXZ_THROW(InvalidArgument, what, " must be an integer in [", min, ", ", max, "], got ", describe(value));
-}
-
-void expectArguments(const Napi::CallbackInfo& info, const char* signature, std::size_t count) {
-    if (info.Length() != count) {
-        MIXZ_THROW(InvalidArgument, signature, " takes ", count, count == 1 ? " argument" : " arguments", ", got ",
-                   info.Length());
-    }
-}
-
-Napi::Object objectArgument(const Napi::Value& value, const std::string& what) {
-    if (!value.IsObject() || value.IsArray() || value.IsFunction() || value.IsTypedArray()) {
-        MIXZ_THROW(InvalidArgument, what, " must be an object, got ", describe(value));
-    }
-    return value.As<Napi::Object>();
-}
-
-std::string stringField(const Napi::Object& object, const char* key, const std::string& what) {
-    const Napi::Value value = object.Get(key);
-    if (!value.IsString()) MIXZ_THROW(InvalidArgument, what, ".", key, " must be a string, got ", describe(value));
-    return value.As<Napi::String>().Utf8Value();
-}
 
 std::int64_t integerField(const Napi::Object& object, const char* key, const std::string& what, std::int64_t min,
                           std::int64_t max) {

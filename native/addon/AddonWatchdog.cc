@@ -5,51 +5,12 @@
 #include <string>
 
 #include "convertError.h"
+#include "readArguments.h"
 #include "mixz/common/error.h"
 #include "mixz/runtime/process.h"
 
 namespace mixz::addon {
 namespace {
-
-// What a wrong value was, for messages: numbers by value, everything else by type.
-std::string describe(const Napi::Value& value) {
-    if (value.IsNumber()) {
-        const double number = value.As<Napi::Number>().DoubleValue();
-        // Whole numbers in full (2147483648, not 2.14748e+09); others as the stream prints them.
-        if (std::trunc(number) == number && std::fabs(number) < 1e15) {
-            return detail::concat(static_cast<long long>(number));
-        }
-        return detail::concat(number);
-    }
-    if (value.IsString()) return "a string";
-    if (value.IsUndefined()) return "undefined";
-    if (value.IsNull()) return "null";
-    if (value.IsBoolean()) return "a boolean";
-    if (value.IsBigInt()) return "a bigint";
-    if (value.IsFunction()) return "a function";
-    if (value.IsArray()) return "an array";
-    if (value.IsObject()) return "an object";
-    return "a symbol";
-}
-
-// A JS number that is an integer in [min, max]; InvalidArgument naming `what` otherwise.
-std::int64_t integerIn(const Napi::Value& value, const char* what, std::int64_t min, std::int64_t max) {
-    if (value.IsNumber()) {
-        const double number = value.As<Napi::Number>().DoubleValue();
-        if (std::isfinite(number) && std::trunc(number) == number && number >= static_cast<double>(min) &&
-            number <= static_cast<double>(max)) {
-            return static_cast<std::int64_t>(number);
-        }
-    }
-    MIXZ_THROW(InvalidArgument, what, " must be an integer in [", min, ", ", max, "], got ", describe(value));
-}
-
-void expectArguments(const Napi::CallbackInfo& info, const char* signature, std::size_t count) {
-    if (info.Length() != count) {
-        MIXZ_THROW(InvalidArgument, signature, " takes ", count, count == 1 ? " argument" : " arguments", ", got ",
-                   info.Length());
-    }
-}
 
 runtime::WatchdogOptions parseOptions(const Napi::CallbackInfo& info) {
     expectArguments(info, "new Watchdog({fd, leaseMs, label})", 1);
