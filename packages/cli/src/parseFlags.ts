@@ -25,3 +25,23 @@ export function pickAlias<T>(flag: string, values: ReadonlyArray<T | undefined>)
     }
     return given[0];
 }
+
+/**
+ * A duration flag in seconds (fractions allowed: tests use 0.25 s heartbeats), as milliseconds;
+ * only digits with an optional decimal part, in (0, 86400].
+ */
+export function parseSecondsFlag(value: string, flag: string): number {
+    const number = Number(value.trim());
+    if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(number > 0) || number > 86_400) {
+        throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not a number of seconds in (0, 86400]`}]);
+    }
+    return Math.round(number * 1000);
+}
+
+/** A flag that takes one of a few words. */
+export function parseChoiceFlag<T extends string>(value: string, flag: string, allowed: readonly T[]): T {
+    if (!(allowed as readonly string[]).includes(value)) {
+        throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not one of ${allowed.join(", ")}`}]);
+    }
+    return value as T;
+}

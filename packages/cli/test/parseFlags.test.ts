@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import {describe, it} from "node:test";
 import {ErrorCodes, InputError} from "@mixz/protocol";
-import {parseIntegerFlag, pickAlias} from "../src/parseFlags.js";
+import {parseChoiceFlag, parseIntegerFlag, parseSecondsFlag, pickAlias} from "../src/parseFlags.js";
 
 function codeOf(fn: () => unknown): {code: string; message: string; path: string | undefined} {
     try {
@@ -40,5 +40,23 @@ describe("pickAlias", () => {
     });
     it("different values are an error naming the flag", () => {
         assert.equal(codeOf(() => pickAlias("--num_gpus", ["2", "3"])).path, "--num_gpus");
+    });
+});
+
+describe("parseSecondsFlag", () => {
+    for (const [text, ms] of [["2", 2000], ["0.25", 250], [" 300 ", 300_000], ["86400", 86_400_000]] as const) {
+        it(`'${text}' → ${ms} ms`, () => assert.equal(parseSecondsFlag(text, "--t"), ms));
+    }
+    for (const text of ["0", "-1", "1e3", "0x10", "86401", "", "two", ".5"]) {
+        it(`'${text}' is refused`, () => assert.match(codeOf(() => parseSecondsFlag(text, "--timeout")).message, /is not a number of seconds in \(0, 86400\]/));
+    }
+});
+
+describe("parseChoiceFlag", () => {
+    it("one of the words", () => assert.equal(parseChoiceFlag("json", "--log-format", ["pretty", "json"]), "json"));
+    it("anything else names the flag and the choices", () => {
+        const problem = codeOf(() => parseChoiceFlag("xml", "--log-format", ["pretty", "json"]));
+        assert.equal(problem.path, "--log-format");
+        assert.match(problem.message, /'xml' is not one of pretty, json/);
     });
 });

@@ -10,7 +10,7 @@ import type {FloatDType, QuantBits} from "@mixz/engine";
 import {ErrorCodes, InputError} from "@mixz/protocol";
 import type {CliIo} from "../CliIo.js";
 import {ExitCode} from "../ExitCode.js";
-import {parseIntegerFlag} from "../parseFlags.js";
+import {parseChoiceFlag, parseIntegerFlag, parseSecondsFlag} from "../parseFlags.js";
 
 interface BenchFlags {
     nproc?: string;
@@ -75,8 +75,8 @@ async function runBench(what: string, flags: BenchFlags, io: CliIo): Promise<num
         throw new InputError([{code: ErrorCodes.usage, path: "<what>", message: `'${what}' is not one of ${kCollectives.join(", ")}`}]);
     }
     const target = what as BenchTarget;
-    const dtype = oneOf(flags.dtype, "--dtype", ["fp32", "fp16", "bf16"] as const);
-    const quant = oneOf(flags.quant, "--quant", ["none", "int8", "int4"] as const);
+    const dtype = parseChoiceFlag(flags.dtype, "--dtype", ["fp32", "fp16", "bf16"] as const);
+    const quant = parseChoiceFlag(flags.quant, "--quant", ["none", "int8", "int4"] as const);
     const sizes = sizeSequence(parseSize(flags.minbytes, "-b"), parseSize(flags.maxbytes, "-e"), parseIntegerFlag(flags.stepfactor, "-f", 1), parseSize(flags.stepbytes, "-i"));
     const iterations = parseIntegerFlag(flags.iters, "-n", 1);
     parseIntegerFlag(flags.warmupIters, "-w", 0);
@@ -120,7 +120,7 @@ async function runCollectiveBench(collective: BenchCollective, settings: CommonS
     if (collective === "reducescatter" && settings.quant !== "none") {
         throw new InputError([{code: ErrorCodes.usage, path: "--quant", message: "reducescatter runs unquantized; qgZ gradients come with the engine"}]);
     }
-    const transport = oneOf(flags.transport, "--transport", ["auto", "shm", "gloo"] as const);
+    const transport = parseChoiceFlag(flags.transport, "--transport", ["auto", "shm", "gloo"] as const);
     const hpz = parseIntegerFlag(flags.hpz, "--hpz", 1);
     const plan = buildPlan({
         ...(flags.hostfile === undefined ? {nproc: parseIntegerFlag(flags.nproc ?? "2", "--nproc", 1)} : {hostfile: readHostfile(flags.hostfile)}),
@@ -129,8 +129,7 @@ async function runCollectiveBench(collective: BenchCollective, settings: CommonS
     if (plan.world_size % hpz !== 0 || plan.nodes.some((node) => node.ranks.length % hpz !== 0)) {
         throw new InputError([{code: ErrorCodes.usage, path: "--hpz", message: `${hpz} must divide the world size ${plan.world_size} and every host's rank count`}]);
     }
-    const timeoutSeconds = Number(flags.timeout);
-    if (!(timeoutSeconds > 0 && timeoutSeconds <= 86_400)) throw new InputError([{code: ErrorCodes.usage, path: "--timeout", message: `'${flags.timeout}' is not a number of seconds in (0, 86400]`}]);
+    const timeoutMs = parseSecondsFlag(flags.timeout, "--timeout");
     const params: CollectiveBenchParams = {
         collective,
         sizes: settings.sizes,
@@ -142,7 +141,7 @@ async function runCollectiveBench(collective: BenchCollective, settings: CommonS
         check: parseIntegerFlag(flags.check, "-c", 0) !== 0,
         hpz,
         transport,
-        timeoutMs: Math.round(timeoutSeconds * 1000)
+        timeoutMs
     };
     const rows: BenchRow[] = [];
     const errors: string[] = [];
@@ -192,11 +191,4 @@ async function runCollectiveBench(collective: BenchCollective, settings: CommonS
     }
     const wrong = rows.reduce((sum, row) => sum + (row.wrong ?? 0), 0);
     return wrong === 0 ? ExitCode.ok : ExitCode.failed;
-}
-
-function oneOf<T extends string>(value: string, flag: string, allowed: readonly T[]): T {
-    if (!(allowed as readonly string[]).includes(value)) {
-        throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not one of ${allowed.join(", ")}`}]);
-    }
-    return value as T;
 }

@@ -10,7 +10,7 @@ import {mixzVersion} from "../mixzVersion.js";
 import type {CliIo} from "../CliIo.js";
 import {ExitCode} from "../ExitCode.js";
 import {formatWarnings} from "../formatDiagnostics.js";
-import {parseIntegerFlag, pickAlias} from "../parseFlags.js";
+import {parseChoiceFlag, parseIntegerFlag, parseSecondsFlag, pickAlias} from "../parseFlags.js";
 
 /** Options of `mixz launch` as commander delivers them (strings; aliases separate). */
 export interface LaunchFlags {
@@ -126,24 +126,15 @@ export function checkConfigAgainstPlan(file: string, plan: WorldPlan): ConfigRes
 
 /** Job settings from flags, checked at the edge (seconds may be fractional; counts may not). */
 function jobSettings(flags: LaunchFlags) {
-    const seconds = (value: string | undefined, flag: string, fallback: number): number => {
-        if (value === undefined) return fallback * 1000;
-        const number = Number(value.trim());
-        if (!/^\d+(\.\d+)?$/.test(value.trim()) || !(number > 0) || number > 86_400) {
-            throw new InputError([{code: ErrorCodes.usage, path: flag, message: `'${value}' is not a number of seconds in (0, 86400]`}]);
-        }
-        return Math.round(number * 1000);
-    };
-    const format = flags.logFormat ?? "pretty";
-    if (format !== "pretty" && format !== "json") {
-        throw new InputError([{code: ErrorCodes.usage, path: "--log-format", message: `'${format}' is not pretty or json`}]);
-    }
+    const seconds = (value: string | undefined, flag: string, fallback: number): number =>
+        value === undefined ? fallback * 1000 : parseSecondsFlag(value, flag);
+    const format = parseChoiceFlag<LogFormat>(flags.logFormat ?? "pretty", "--log-format", ["pretty", "json"]);
     return {
         joinTimeoutMs: seconds(flags.joinTimeout, "--join-timeout", 300),
         heartbeatIntervalMs: seconds(flags.heartbeatInterval, "--heartbeat-interval", 2),
         heartbeatMisses: flags.heartbeatMisses === undefined ? 3 : parseIntegerFlag(flags.heartbeatMisses, "--heartbeat-misses", 1),
         gracePeriodMs: seconds(flags.gracePeriod, "--grace-period", 5),
-        logFormat: format as LogFormat,
+        logFormat: format,
         ...(flags.sshPort === undefined ? {} : {sshPort: parseIntegerFlag(flags.sshPort, "--ssh-port", 1)}),
         ...(flags.consoleRanks === undefined ? {} : {consoleRanks: parseRankList(flags.consoleRanks)})
     };
