@@ -26,6 +26,7 @@ import {closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, r
 import {connect, createServer} from "node:net";
 import {tmpdir, userInfo} from "node:os";
 import {join} from "node:path";
+import {isAlive} from "../helpers/mixzProcess.js";
 
 const kSshd = "/usr/sbin/sshd";
 const kSshKeygen = "/usr/bin/ssh-keygen";
@@ -334,16 +335,6 @@ function descendantsOf(root: number): number[] {
         }
     }
     return out;
-}
-
-/** True while `pid` exists and is not a zombie. */
-export function isAlive(pid: number): boolean {
-    try {
-        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-        return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-    } catch {
-        return false;
-    }
 }
 
 function signal(pid: number, name: NodeJS.Signals): void {

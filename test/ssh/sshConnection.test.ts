@@ -19,7 +19,8 @@ import {
     type SshConnectOptions,
     type SshTarget
 } from "../../packages/launcher/src/ssh/index.js";
-import {isAlive, SshServerFixture} from "./SshServerFixture.js";
+import {isAlive} from "../helpers/mixzProcess.js";
+import {SshServerFixture} from "./SshServerFixture.js";
 
 const logger = createLogger({component: "ssh-test", level: process.env["MIXZ_TEST_SSH_DEBUG"] === "1" ? "debug" : "silent"});
 const options: SshConnectOptions = {acceptNewHostKeys: false, agentSocket: null, connectTimeoutMs: 5_000, logger};
