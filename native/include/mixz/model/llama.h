@@ -1,0 +1,201 @@
+// mixz::model: the kernels of a LLaMA-family decoder, forward and backward, on gathered
+// (full, unpartitioned) parameters in the compute precision T (float in the engine, double in the
+// finite-difference tests). The ZeRO-3 engine (mixz/zero) owns partitions, gathers and releases;
+// these functions only compute, and never allocate parameters.
+//
+// Layouts follow Hugging Face LLaMA so pretrained checkpoints and PEFT adapters line up:
+//   activations      [batch, seq, hidden] row-major, token-major
+//   linear weight    [out, in]   y = x·Wᵀ
+//   LoRA A           [r, in]     y += scale·(x·Aᵀ)·Bᵀ, scale = alpha / r
+//   LoRA B           [out, r]
+//   q/k/v            heads are contiguous blocks of headDim columns; rotary embedding uses
+//                    rotate_half (pairs (i, i + headDim/2)), as HF's LlamaRotaryEmbedding.
+//   RMSNorm          y = x / sqrt(mean(x²) + eps) · w
+//   MLP              down(silu(gate(x)) ⊙ up(x))
+//   head             logits = norm(x)·lm_headᵀ; the loss at position t predicts labels[t + 1]
+//                    (labels are shifted inside, as HF causal LMs do); label == ignoreIndex is skipped.
+//
+// Gradient pointers are outputs that are overwritten (not accumulated). A null gradient pointer
+// means "frozen": that gradient is not computed (LoRA training skips every dW of the base).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace mixz::model {
+
+struct LlamaDims {
+    int vocab = 0;
+    int hidden = 0;
+    int layers = 0;
+    int heads = 0;
+    int kvHeads = 0;
+    int intermediate = 0;
+    int maxSeq = 0;
+    double ropeTheta = 10000.0;
+    double rmsEps = 1e-6;
+
+    int headDim() const { return hidden / heads; }
+    int kvDim() const { return headDim() * kvHeads; }
+};
+
+// Throws InvalidArgument unless every size is positive, heads divides hidden, kvHeads divides
+// heads and headDim is even.
+void validate(const LlamaDims& dims);
+
+template <typename T>
+struct LinearParams {
+    const T* weight = nullptr; // [out, in]
+    const T* loraA = nullptr;  // [rank, in], null without LoRA
+    const T* loraB = nullptr;  // [out, rank]
+    int rank = 0;
+    T loraScale = 0;
+};
+
+template <typename T>
+struct LinearGrads {
+    T* weight = nullptr; // null: frozen
+    T* loraA = nullptr;
+    T* loraB = nullptr;
+};
+
+template <typename T>
+struct DecoderLayerParams {
+    const T* inputNorm = nullptr; // [hidden]
+    LinearParams<T> q, k, v, o;   // q [hidden, hidden], k/v [kvDim, hidden], o [hidden, hidden]
+    const T* postNorm = nullptr;  // [hidden]
+    LinearParams<T> gate, up, down; // gate/up [intermediate, hidden], down [hidden, intermediate]
+};
+
+template <typename T>
+struct DecoderLayerGrads {
+    T* inputNorm = nullptr;
+    LinearGrads<T> q, k, v, o;
+    T* postNorm = nullptr;
+    LinearGrads<T> gate, up, down;
+};
+
+// What a layer's forward keeps for its backward. Owns its memory; reused across steps (buffers
+// grow, never shrink, so steady-state steps do not allocate).
+template <typename T>
+class DecoderLayerCache {
+public:
+    DecoderLayerCache();
+    ~DecoderLayerCache();
+    DecoderLayerCache(DecoderLayerCache&&) noexcept;
+    DecoderLayerCache& operator=(DecoderLayerCache&&) noexcept;
+
+    // Bytes held now (activations in memoryReport()).
+    std::size_t bytes() const;
+    // Frees the buffers (after the backward that used them, when memory matters).
+    void release();
+
+    struct State;
+    std::unique_ptr<State> state;
+};
+
+// y = layer(x) for `batch` sequences of `seq` tokens at positions [0, seq). `cache` null: no
+// backward will follow (evaluation), nothing is kept. x and y must not alias.
+template <typename T>
+void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params, const T* x,
+                         T* y, DecoderLayerCache<T>* cache);
+
+// dx and the parameter gradients from dy and what the forward kept. dx and dy must not alias.
+template <typename T>
+void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params,
+                          const DecoderLayerCache<T>& cache, const T* dy, T* dx, const DecoderLayerGrads<T>& grads);
+
+// Keys and values of earlier positions, for generation. One per layer.
+template <typename T>
+class KvCache {
+public:
+    // Room for `batch` sequences of up to dims.maxSeq positions.
+    KvCache(const LlamaDims& dims, int batch);
+    int batch() const { return batch_; }
+    int length() const { return length_; } // positions filled so far
+    void reset() { length_ = 0; }
+    std::size_t bytes() const { return keys_.size() * sizeof(T) * 2; }
+
+    // [batch, maxSeq, kvDim]
+    std::vector<T>& keys() { return keys_; }
+    std::vector<T>& values() { return values_; }
+    void setLength(int length) { length_ = length; }
+
+private:
+    int batch_ = 0;
+    int length_ = 0;
+    std::vector<T> keys_;
+    std::vector<T> values_;
+};
+
+// Inference forward of `seq` new tokens per sequence at positions [kv.length(), kv.length() + seq):
+// appends their keys and values to `kv` and attends over everything cached (causal). Throws
+// InvalidArgument when the positions would pass dims.maxSeq.
+template <typename T>
+void decoderLayerForwardCached(const LlamaDims& dims, int seq, const DecoderLayerParams<T>& params, const T* x, T* y,
+                               KvCache<T>& kv);
+
+// out[i, :] = table[ids[i], :] for `tokens` ids. Throws InvalidArgument naming the first id
+// outside [0, vocab).
+template <typename T>
+void embeddingForward(const LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const T* table, T* out);
+
+// dTable (overwritten, [vocab, hidden]) = Σ over tokens of dOut rows scattered to their ids.
+template <typename T>
+void embeddingBackward(const LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const T* dOut, T* dTable);
+
+template <typename T>
+struct HeadParams {
+    const T* norm = nullptr; // final RMSNorm [hidden]
+    LinearParams<T> lmHead;  // [vocab, hidden]
+};
+
+template <typename T>
+struct HeadGrads {
+    T* norm = nullptr;
+    LinearGrads<T> lmHead;
+};
+
+template <typename T>
+class HeadCache {
+public:
+    HeadCache();
+    ~HeadCache();
+    HeadCache(HeadCache&&) noexcept;
+    HeadCache& operator=(HeadCache&&) noexcept;
+    std::size_t bytes() const;
+    void release();
+
+    struct State;
+    std::unique_ptr<State> state;
+};
+
+struct LossResult {
+    double loss = 0;          // mean cross-entropy over counted positions (0 when none)
+    std::size_t counted = 0;  // positions whose shifted label was not ignoreIndex
+};
+
+// Final norm, LM head and shifted mean cross-entropy. labels [batch, seq]; a label outside
+// [0, vocab) other than ignoreIndex throws InvalidArgument naming it. `cache` null: no backward.
+template <typename T>
+LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>& params, const T* x,
+                       const std::int32_t* labels, std::int32_t ignoreIndex, HeadCache<T>* cache);
+
+// dx from d(loss)/d(loss) = lossGrad (the engine passes loss scale / accumulation steps), and
+// the head's parameter gradients.
+template <typename T>
+void headBackward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>& params, const HeadCache<T>& cache,
+                  T lossGrad, T* dx, const HeadGrads<T>& grads);
+
+// logits [rows, vocab] of the last norm + LM head for `rows` hidden vectors (generation).
+template <typename T>
+void headLogits(const LlamaDims& dims, std::size_t rows, const HeadParams<T>& params, const T* x, T* logits);
+
+// Threads the kernels may use (the element-wise and attention loops; BLAS has its own setting).
+// Default: 1. Ranks sharing a host divide the cores among themselves.
+void setKernelThreads(int threads);
+int kernelThreads();
+
+} // namespace mixz::model
