@@ -21,8 +21,10 @@
       # link error instead of a silently missing feature.
       "sources": [
         "addon/AddonCommunicator.cc",
+        "addon/AddonEngine.cc",
         "addon/AddonQuant.cc",
         "addon/AddonWatchdog.cc",
+        "addon/PromiseWorker.cc",
         "addon/addon.cc",
         "addon/convertError.cc",
         "addon/readArguments.cc",
@@ -38,6 +40,8 @@
         "src/common/error.cc",
         "src/common/probe.cc",
         "src/common/thread_pool.cc",
+        "src/model/attention.cc",
+        "src/model/llama.cc",
         "src/quant/benchmark.cc",
         "src/quant/block_quant.cc",
         "src/quant/kernels_avx2.cc",
@@ -45,7 +49,8 @@
         "src/runtime/process.cc",
         "src/runtime/watchdog.cc",
         "src/tensor/dtype.cc",
-        "src/tensor/simd.cc"
+        "src/tensor/simd.cc",
+        "src/zero/engine.cc"
       ],
       "include_dirs": [
         "include",

@@ -203,7 +203,7 @@ comm::testing::SuiteOptions suiteOptions(const Napi::Object& descriptor, const s
 } // namespace
 
 Napi::Function AddonCommunicator::define(Napi::Env env) {
-    return DefineClass(env, "Communicator",
+    Napi::Function constructor = DefineClass(env, "Communicator",
                        {InstanceMethod<&AddonCommunicator::prepare>("prepare"),
                         InstanceMethod<&AddonCommunicator::connect>("connect"),
                         InstanceMethod<&AddonCommunicator::group>("group"),
@@ -216,6 +216,9 @@ Napi::Function AddonCommunicator::define(Napi::Env env) {
                         InstanceMethod<&AddonCommunicator::info>("info"),
                         InstanceMethod<&AddonCommunicator::abort>("abort"),
                         InstanceMethod<&AddonCommunicator::close>("close")});
+    // Kept for communicatorOf's instanceof check; the environment deletes it at teardown.
+    env.SetInstanceData<Napi::FunctionReference>(new Napi::FunctionReference(Napi::Persistent(constructor)));
+    return constructor;
 }
 
 AddonCommunicator::AddonCommunicator(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AddonCommunicator>(info) {
@@ -245,6 +248,11 @@ AddonCommunicator::AddonCommunicator(const Napi::CallbackInfo& info) : Napi::Obj
 
 std::shared_ptr<Communicator> AddonCommunicator::live(const char* what) const {
     if (!comm_) MIXZ_THROW(InvalidArgument, "Communicator.", what, ": the communicator is closed");
+    return comm_;
+}
+
+std::shared_ptr<Communicator> AddonCommunicator::shared(const std::string& what) const {
+    if (!comm_) MIXZ_THROW(InvalidArgument, what, ": the communicator is closed");
     return comm_;
 }
 
@@ -620,6 +628,20 @@ Napi::Value commBenchmark(const Napi::CallbackInfo& info) {
             *seconds = comm::testing::benchmarkAllgather(options, bytes, iterations, warmup);
         },
         {}, [seconds](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *seconds); });
+}
+
+} // namespace mixz::addon
+
+namespace mixz::addon {
+
+std::shared_ptr<comm::Communicator> communicatorOf(const Napi::Value& value, const std::string& what) {
+    // instanceof against the class this environment defined: unwrapping an object of another
+    // wrapped class would reinterpret its native pointer.
+    auto* constructor = value.Env().GetInstanceData<Napi::FunctionReference>();
+    if (constructor == nullptr || !value.IsObject() || !value.As<Napi::Object>().InstanceOf(constructor->Value())) {
+        MIXZ_THROW(InvalidArgument, what, " must be a Communicator of @mixz/engine, got ", describe(value));
+    }
+    return AddonCommunicator::Unwrap(value.As<Napi::Object>())->shared(what);
 }
 
 } // namespace mixz::addon

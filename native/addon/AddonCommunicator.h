@@ -31,6 +31,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <string>
 
 #include "mixz/comm/communicator.h"
 
@@ -41,6 +42,9 @@ public:
     static Napi::Function define(Napi::Env env);
 
     explicit AddonCommunicator(const Napi::CallbackInfo& info);
+
+    // The communicator, or InvalidArgument naming `what` once closed (see communicatorOf).
+    std::shared_ptr<comm::Communicator> shared(const std::string& what) const;
 
 private:
     Napi::Value prepare(const Napi::CallbackInfo& info);
@@ -67,5 +71,13 @@ private:
 Napi::Value commSelfTest(const Napi::CallbackInfo& info);
 Napi::Value commFaultTest(const Napi::CallbackInfo& info);
 Napi::Value commBenchmark(const Napi::CallbackInfo& info);
+
+} // namespace mixz::addon
+
+namespace mixz::addon {
+
+// The native communicator behind a JS Communicator object, for other native objects that run
+// collectives on it (the ZeRO engine). InvalidArgument naming `what` when it is not one, or closed.
+std::shared_ptr<comm::Communicator> communicatorOf(const Napi::Value& value, const std::string& what);
 
 } // namespace mixz::addon

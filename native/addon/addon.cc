@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "AddonCommunicator.h"
+#include "AddonEngine.h"
 #include "AddonQuant.h"
 #include "AddonWatchdog.h"
 #include "convertError.h"
@@ -88,6 +89,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commFaultTest>, "commFaultTest"));
     exports.Set("commBenchmark",
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commBenchmark>, "commBenchmark"));
+    // ZeRO-3 training (AddonEngine.h).
+    exports.Set("createEngine", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::createEngine>, "createEngine"));
     return exports;
 }
 

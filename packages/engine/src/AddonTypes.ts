@@ -16,6 +16,7 @@ import type {
     NativeCommSelfTestReport,
     NativeCommunicatorConstructor
 } from "./AddonCommunicatorTypes.js";
+import type {NativeCreateEngine} from "./AddonEngineTypes.js";
 
 /** What `version()` reports about Gloo, the transport between hosts. */
 export interface NativeGlooInfo {
@@ -278,6 +279,8 @@ export interface BindingModule {
     commFaultTest(descriptor: NativeCommFaultDescriptor): Promise<NativeCommFaultReport>;
     /** Test support: seconds per all-gather on N threads (the slowest rank's mean). */
     commBenchmark(descriptor: NativeCommBenchmarkDescriptor): Promise<number>;
+    /** The ZeRO-3 engine on a connected world communicator (gathers the persistent parameters). */
+    readonly createEngine: NativeCreateEngine;
 }
 
 /**
@@ -297,7 +300,8 @@ export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function"
     Communicator: "function",
     commSelfTest: "function",
     commFaultTest: "function",
-    commBenchmark: "function"
+    commBenchmark: "function",
+    createEngine: "function"
 };
 
 /**

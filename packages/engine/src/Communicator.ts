@@ -106,6 +106,16 @@ const typedArrayKinds = [
     BigUint64Array
 ];
 
+/** The native object behind each Communicator, for other native objects of this package (the engine). */
+const natives = new WeakMap<Communicator, NativeCommunicator>();
+
+/** @internal The native communicator of `comm`, which must be open. */
+export function nativeCommunicatorOf(comm: Communicator): NativeCommunicator {
+    const native = natives.get(comm);
+    if (native === undefined) throw new TypeError("not a Communicator of @mixz/engine");
+    return native;
+}
+
 export class Communicator implements AsyncDisposable {
     readonly #native: NativeCommunicator;
     readonly #timeoutMs: number;
@@ -124,6 +134,7 @@ export class Communicator implements AsyncDisposable {
     private constructor(native: NativeCommunicator, timeoutMs: number) {
         this.#native = native;
         this.#timeoutMs = timeoutMs;
+        natives.set(this, native);
         const info = native.info();
         this.rank = info.rank;
         this.size = info.size;

@@ -105,3 +105,49 @@ export type {
 } from "./AddonCommunicatorTypes.js";
 export {quantizedAllGather} from "./quantizedAllGather.js";
 export type {QuantizedAllGatherOptions, QuantizedAllGatherResult} from "./quantizedAllGather.js";
+// training-state helpers
+export {
+    maxSafetensorsHeaderBytes,
+    readSafetensorsHeader,
+    readTensor,
+    safetensorsDTypes,
+    safetensorsItemSize,
+    writeSafetensors
+} from "./safetensors.js";
+export type {
+    SafetensorsArray,
+    SafetensorsArrayOf,
+    SafetensorsData,
+    SafetensorsDType,
+    SafetensorsHeader,
+    SafetensorsReadOptions,
+    SafetensorsTensor,
+    SafetensorsTensorInfo,
+    TensorRange
+} from "./safetensors.js";
+export {createLrSchedule, supportedLrSchedulers} from "./lrSchedule.js";
+export type {
+    LrSchedule,
+    LrScheduleOptimizerConfig,
+    LrSchedulerConfig,
+    LrScheduleState,
+    LrWarmupType,
+    WarmupCosineLRScheduleParams,
+    WarmupDecayLRScheduleParams,
+    WarmupLRScheduleParams
+} from "./lrSchedule.js";
+export {createLossScaler, DynamicLossScaler, lossScalerFromState, StaticLossScaler} from "./DynamicLossScaler.js";
+export type {
+    DynamicLossScalerOptions,
+    DynamicLossScalerState,
+    LossScaler,
+    LossScalerConfig,
+    LossScalerState,
+    StaticLossScalerState
+} from "./DynamicLossScaler.js";
+// ZeRO-3 training engine.
+export {llama, llamaParameterCount} from "./llama.js";
+export type {LlamaConfig, LlamaModel} from "./llama.js";
+export {ZeroEngine} from "./ZeroEngine.js";
+export type {Batch, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./ZeroEngine.js";
+export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./AddonEngineTypes.js";

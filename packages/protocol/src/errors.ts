@@ -139,7 +139,21 @@ export const ErrorCodes = {
     /** A rank process failed (non-zero exit, signal). */
     rankFailed: "MIXZ_ERR_RANK_FAILED",
     /** A capability that a later release of mixz delivers. */
-    notYetAvailable: "MIXZ_ERR_NOT_YET_AVAILABLE"
+    notYetAvailable: "MIXZ_ERR_NOT_YET_AVAILABLE",
+    /** A safetensors file is malformed (header, offsets, sizes), or tensors handed to the writer are. */
+    safetensors: "MIXZ_ERR_SAFETENSORS",
+    /** A file could not be written (or atomically replaced). */
+    fileWrite: "MIXZ_ERR_FILE_WRITE",
+    /** fp16 training overflowed with the dynamic loss scale already at min_loss_scale (DeepSpeed raises too). */
+    lossScaleAtMinimum: "MIXZ_ERR_LOSS_SCALE_MIN",
+    /** Saved training state (loss scaler, learning-rate schedule) is malformed or does not fit the config. */
+    checkpointState: "MIXZ_ERR_CHECKPOINT_STATE",
+    /** A model configuration the engine cannot build (sizes, head counts, dtype). */
+    modelConfig: "MIXZ_ERR_MODEL_CONFIG",
+    /** A batch handed to the engine has the wrong shape, type or values (token ids, labels). */
+    batch: "MIXZ_ERR_BATCH",
+    /** An engine call out of order (backward without forward, a call after dispose). */
+    engineState: "MIXZ_ERR_ENGINE_STATE"
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

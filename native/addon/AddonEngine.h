@@ -1,0 +1,62 @@
+// JS face of mixz::zero::Engine (mixz/zero/engine.h).
+//
+//   createEngine(descriptor, communicator)       → Promise<Engine>  (gathers the persistent unit: a collective)
+//   engine.params()                              → [{name, shape, numel, partition, unit, trainable, persistent,
+//                                                    sliceBegin, sliceLength}]
+//   engine.forward({inputIds, labels, micro, seq, train}) → Promise<{loss, counted}>   labels: Int32Array | null
+//   engine.backward({lossGrad})                  → Promise<void>
+//   engine.step({lr, lossScale, gradientClipping, checkOverflow}) → Promise<{overflow, gradNorm}>
+//   engine.zeroGradients()
+//   engine.readSlice(index, kind)                → Float32Array   this rank's unpadded slice
+//   engine.writeSlice(index, kind, Float32Array)
+//   engine.optimizerSteps() / engine.setOptimizerSteps(n)
+//   engine.memory()                              → MemoryReport (bytes)
+//   engine.takeMetrics()                         → EngineMetrics (seconds and bytes since the last call)
+//   engine.abort(reason)                         fails the engine's collectives (job abort)
+//   engine.dispose()                             frees everything; the engine is unusable afterwards
+//
+// One call at a time: a call made while a promise of this engine is pending throws
+// MIXZ_ERR_INVALID_ARGUMENT ("busy") instead of racing it; so do readSlice/writeSlice. Typed in
+// packages/engine/src/AddonEngineTypes.ts; @mixz/engine validates and builds the descriptor.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+
+#include "mixz/zero/engine.h"
+
+namespace mixz::addon {
+
+class AddonEngine : public Napi::ObjectWrap<AddonEngine> {
+public:
+    static Napi::Function define(Napi::Env env);
+
+    explicit AddonEngine(const Napi::CallbackInfo& info);
+
+private:
+    Napi::Value params(const Napi::CallbackInfo& info);
+    Napi::Value forward(const Napi::CallbackInfo& info);
+    Napi::Value backward(const Napi::CallbackInfo& info);
+    Napi::Value step(const Napi::CallbackInfo& info);
+    Napi::Value zeroGradients(const Napi::CallbackInfo& info);
+    Napi::Value readSlice(const Napi::CallbackInfo& info);
+    Napi::Value writeSlice(const Napi::CallbackInfo& info);
+    Napi::Value optimizerSteps(const Napi::CallbackInfo& info);
+    Napi::Value setOptimizerSteps(const Napi::CallbackInfo& info);
+    Napi::Value memory(const Napi::CallbackInfo& info);
+    Napi::Value takeMetrics(const Napi::CallbackInfo& info);
+    Napi::Value abort(const Napi::CallbackInfo& info);
+    Napi::Value dispose(const Napi::CallbackInfo& info);
+
+    // The engine, unless disposed or busy with another call (InvalidArgument naming `what`).
+    std::shared_ptr<zero::Engine> idle(const char* what) const;
+
+    std::shared_ptr<zero::Engine> engine_;
+    std::shared_ptr<bool> busy_ = std::make_shared<bool>(false);
+};
+
+// createEngine(descriptor, communicator): register through guarded<>.
+Napi::Value createEngine(const Napi::CallbackInfo& info);
+
+} // namespace mixz::addon

@@ -1,0 +1,186 @@
+// mixz::zero::Engine: ZeRO stage 3 training of a LLaMA-family model (reference/zeropp.md §2).
+//
+// Parameters live partitioned: each one is flattened, zero-padded to a multiple of the world size
+// N and split so that rank r owns elements [r·p, (r+1)·p), p = padded/N, in the model dtype
+// (fp32, fp16 or bf16). Parameters are grouped into units, the granularity of gathers:
+//
+//   unit 0          persistent: every parameter with numel ≤ stage3_param_persistence_threshold
+//                   (the RMSNorm weights of a small model). Gathered once at construction and after
+//                   every optimizer step; never released.
+//   unit 1          the token embedding
+//   units 2..L+1    decoder layer i's remaining parameters
+//   unit L+2        the final norm (unless persistent) and the LM head
+//
+// A unit's partitions are one flat buffer (its parameters' partitions back to back), so one
+// all-gather fetches a whole unit and every rank's contribution lands contiguously; an unpack pass
+// places each parameter into its full fp32 compute buffer (converting from fp16/bf16).
+//
+// Forward fetches unit u just before its compute, releases it after (except the last unit, whose
+// backward follows at once), and prefetches the following units on the communication thread while
+// the gathered elements stay within min(stage3_prefetch_bucket_size, stage3_max_live_parameters).
+// Backward walks the units in reverse, gathers again, computes, and hands the unit's full fp32
+// gradients to the communication thread, which reduce-scatters them (mean over ranks, in chunks of
+// at most reduce_bucket_size elements) and adds this rank's slice into the gradient partition
+// (model dtype, as DeepSpeed's default gradient accumulation dtype). Compute is fp32 whatever the
+// model dtype: a CPU has no fast fp16 GEMM, and storage, traffic and gradient partitions keep the
+// model dtype so loss scaling and overflow behave as DeepSpeed's.
+//
+// step() applies AdamW/Adam to the fp32 master partitions (for an fp32 model the parameter
+// partition is the master) with the global gradient norm for clipping; loss-scale policy and
+// learning-rate schedules stay in TypeScript, which passes the outcome in StepOptions.
+//
+// Threading: all methods except memory()/metrics() must be called from one thread at a time (the
+// addon serializes them); the engine runs its collectives on its own communication thread and
+// never touches the communicator from the caller's thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "mixz/comm/communicator.h"
+#include "mixz/model/llama.h"
+#include "mixz/tensor/dtype.h"
+
+namespace mixz::zero {
+
+struct ZeroOptions {
+    std::size_t prefetchBucketSize = 50'000'000; // elements; 0 disables prefetch
+    std::size_t maxLiveParameters = 1'000'000'000;
+    std::size_t persistenceThreshold = 100'000;
+    std::size_t reduceBucketSize = 500'000'000;
+    bool overlapComm = true;
+};
+
+struct OptimizerOptions {
+    double beta1 = 0.9;
+    double beta2 = 0.999;
+    double eps = 1e-8;
+    double weightDecay = 0.0;
+    bool decoupledWeightDecay = true; // AdamW; false: Adam with L2 added to the gradient
+};
+
+struct EngineOptions {
+    model::LlamaDims dims;
+    tensor::DType dtype = tensor::DType::kFloat32;
+    std::uint64_t seed = 0;
+    double initStd = 0.02;
+    ZeroOptions zero;
+    OptimizerOptions optimizer;
+    int kernelThreads = 1;
+    std::uint32_t tagBase = 1000;
+    std::chrono::milliseconds timeout{60000};
+};
+
+struct ParamInfo {
+    std::string name;
+    std::vector<std::int64_t> shape;
+    std::size_t numel = 0;
+    std::size_t partition = 0; // elements per rank (padded / N)
+    int unit = 0;
+    bool trainable = true;
+    bool persistent = false;
+};
+
+struct Batch {
+    const std::int32_t* inputIds = nullptr;
+    const std::int32_t* labels = nullptr; // null: evaluation without a loss
+    int micro = 0;
+    int seq = 0;
+};
+
+struct ForwardResult {
+    double loss = 0;
+    std::size_t counted = 0;
+};
+
+struct StepOptions {
+    double lr = 0;
+    // The gradients hold loss·scale/accumulation; step divides by scale (and clips).
+    double lossScale = 1;
+    double gradientClipping = 0; // 0: off
+    bool checkOverflow = false;  // fp16: an inf/NaN anywhere skips the step
+};
+
+struct StepResult {
+    bool overflow = false; // step skipped
+    double gradNorm = 0;   // of the unscaled gradients; -1 when not finite
+};
+
+// Bytes resident on this rank by category (memoryReport()).
+struct MemoryReport {
+    std::size_t parameterPartitions = 0;
+    std::size_t persistentParameters = 0; // unit 0 gathered, kept for the whole run
+    std::size_t gatheredParameters = 0;   // full fp32 buffers held now (cached for reuse)
+    std::size_t gatheredParametersPeak = 0;
+    std::size_t gradientPartitions = 0;
+    std::size_t masterWeights = 0;
+    std::size_t optimizerStates = 0;
+    std::size_t activations = 0;
+    std::size_t activationsPeak = 0;
+    std::size_t communicationBuffers = 0;
+};
+
+// Seconds spent since the previous call to takeMetrics().
+struct EngineMetrics {
+    double computeSeconds = 0;      // forward/backward kernels on the caller's thread
+    double gatherWaitSeconds = 0;   // the caller blocked on gathers not finished yet
+    double reduceWaitSeconds = 0;   // the caller blocked on reduce-scatters at the end of backward
+    double gatherSeconds = 0;       // the communication thread gathering (and unpacking)
+    double reduceSeconds = 0;       // the communication thread reduce-scattering
+    double optimizerSeconds = 0;
+    std::uint64_t gatheredBytes = 0;  // received by all-gathers
+    std::uint64_t reducedBytes = 0;   // sent into reduce-scatters
+};
+
+class Engine {
+public:
+    // Builds the parameter partitions (initialized from `seed`: normal(0, initStd) for matrices,
+    // ones for norms, each element drawn from a counter-based generator so that every world size
+    // produces the same model) and gathers the persistent unit. `world` must be connected and
+    // must not be used by anyone else while the engine lives.
+    Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world);
+    ~Engine();
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    const std::vector<ParamInfo>& params() const;
+    int rank() const;
+    int worldSize() const;
+
+    // Forward of a micro-batch. With labels and `train`, keeps activations for backward().
+    ForwardResult forward(const Batch& batch, bool train);
+    // Backward of the last training forward; `lossGrad` = loss scale / accumulation steps.
+    // Accumulates into the gradient partitions.
+    void backward(double lossGrad);
+    StepResult step(const StepOptions& options);
+    void zeroGradients();
+
+    // This rank's slice of a parameter's flattened data (its partition without padding), as
+    // float32. `kind`: "param", "master" (the fp32 copy the optimizer updates), "exp_avg",
+    // "exp_avg_sq", "grad". begin() is the slice's first element in the full tensor.
+    std::size_t sliceBegin(std::size_t param) const;
+    std::size_t sliceLength(std::size_t param) const;
+    void readSlice(std::size_t param, const std::string& kind, float* out) const;
+    // Writes a slice (all of it) and keeps derived copies consistent: writing "param" also sets
+    // the master copy; the persistent unit is gathered again before the next forward.
+    void writeSlice(std::size_t param, const std::string& kind, const float* data);
+    std::uint64_t optimizerSteps() const;
+    void setOptimizerSteps(std::uint64_t steps);
+
+    MemoryReport memory() const;
+    EngineMetrics takeMetrics();
+
+    // Fails the communication thread's collectives at once (abort of the job).
+    void abort(const std::string& reason);
+
+    struct State;
+
+private:
+    std::unique_ptr<State> state_;
+};
+
+} // namespace mixz::zero

@@ -1,0 +1,452 @@
+import type {ResolvedConfig} from "@mixz/config";
+import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
+import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEngineTypes.js";
+import {nativeCommunicatorOf, type Communicator} from "./Communicator.js";
+import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
+import type {LlamaModel} from "./llama.js";
+import {loadBinding} from "./loadBinding.js";
+import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
+
+/** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
+export interface Batch {
+    readonly inputIds: Int32Array;
+    /** Absent: evaluation without a loss. */
+    readonly labels?: Int32Array;
+    /** [micro-batch, sequence length]. */
+    readonly shape: readonly [number, number];
+}
+
+/** What forward() returns; pass it to backward(). */
+export interface Loss {
+    /** Mean cross-entropy over this rank's counted positions (0 when every label is ignored). */
+    readonly value: number;
+    /** Positions whose label counted. */
+    readonly tokens: number;
+    /** @internal The forward this loss belongs to. */
+    readonly forwardId: number;
+}
+
+export interface StepOutcome {
+    /** Optimizer steps applied so far (skipped fp16 overflow steps do not count). */
+    readonly globalSteps: number;
+    /** Whether this boundary skipped the update (fp16 overflow). */
+    readonly skipped: boolean;
+    /** The learning rate the update used. */
+    readonly lr: number;
+    /** Global norm of the unscaled gradients; −1 when not finite. */
+    readonly gradNorm: number;
+    /** The loss scale after the update (1 without fp16). */
+    readonly lossScale: number;
+}
+
+/** Per optimizer step, for the launcher's progress line and for benchmarks. */
+export interface StepMetrics {
+    readonly step: number;
+    /** Mean of this rank's micro-batch losses since the previous step. */
+    readonly loss: number;
+    readonly tokensPerSec: number;
+    readonly stepTimeMs: number;
+    /** Time the compute thread waited for gathers (communication not hidden). */
+    readonly gatherMs: number;
+    readonly computeMs: number;
+    /** Time the communication thread spent reduce-scattering gradients. */
+    readonly reduceMs: number;
+    /** Time the communication thread spent gathering (hidden or not). */
+    readonly gatherBusyMs: number;
+    readonly gatheredBytes: number;
+    readonly reducedBytes: number;
+}
+
+export interface MemoryReport extends NativeMemoryReport {
+    /** Sum of the resident categories (peaks excluded). */
+    readonly total: number;
+}
+
+export interface ZeroEngineOptions {
+    readonly model: LlamaModel;
+    readonly config: ResolvedConfig;
+    /** A connected world communicator the engine owns from now on. */
+    readonly communicator: Communicator;
+    /** Threads for the engine's kernels; default 1. */
+    readonly kernelThreads?: number;
+    /** Bounds every collective of the engine; default 120 s. */
+    readonly timeoutMs?: number;
+    /** Called after every optimizer step. */
+    readonly onStep?: (metrics: StepMetrics) => void;
+}
+
+const kIgnoreIndex = -100;
+
+/**
+ * A model trained with ZeRO stage 3 (reference/zeropp.md §2): partitions, gathers and reductions
+ * run natively (native/src/zero/engine.cc); this class holds the policy DeepSpeed's engine holds —
+ * batch arithmetic, gradient accumulation boundaries, loss scaling, the learning-rate schedule.
+ */
+export class ZeroEngine {
+    readonly #native: NativeEngine;
+    readonly #config: ResolvedConfig;
+    readonly #model: LlamaModel;
+    readonly #communicator: Communicator;
+    readonly #schedule: LrSchedule;
+    #scaler: LossScaler;
+    readonly #accumulation: number;
+    readonly #micro: number;
+    readonly #onStep: ((metrics: StepMetrics) => void) | undefined;
+    readonly #params: readonly NativeParamInfo[];
+    #forwardId = 0;
+    #pendingBackward: number | null = null;
+    #microSteps = 0;
+    #globalSteps = 0;
+    #losses: number[] = [];
+    #tokens = 0;
+    #stepStarted = performance.now();
+    #busy = false;
+    #disposed = false;
+
+    private constructor(native: NativeEngine, options: ZeroEngineOptions, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
+        this.#native = native;
+        this.#config = options.config;
+        this.#model = options.model;
+        this.#communicator = options.communicator;
+        this.#accumulation = accumulation;
+        this.#micro = micro;
+        this.#schedule = schedule;
+        this.#scaler = scaler;
+        this.#onStep = options.onStep;
+        this.#params = native.params();
+    }
+
+    /**
+     * Partitions the model over the communicator's ranks (each rank initializes only its own
+     * partitions, from the model's seed) and gathers the persistent parameters. A collective: every
+     * rank calls it.
+     */
+    static async create(options: ZeroEngineOptions): Promise<ZeroEngine> {
+        const {config, model} = options;
+        const problems = checkConfig(config);
+        if (problems.length > 0) throw new InputError(problems);
+        const schedule = createLrSchedule(config.optimizer, config.scheduler);
+        const scaler = createLossScaler(config);
+        const accumulation = config.gradient_accumulation_steps ?? 1;
+        const micro = config.train_micro_batch_size_per_gpu ?? 1;
+        const descriptor = engineDescriptor(options);
+        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator));
+        return new ZeroEngine(native, options, accumulation, micro, schedule, scaler);
+    }
+
+    get rank(): number {
+        return this.#communicator.rank;
+    }
+
+    get worldSize(): number {
+        return this.#communicator.size;
+    }
+
+    get model(): LlamaModel {
+        return this.#model;
+    }
+
+    /** Parameters with their shapes and this rank's slice. */
+    get parameters(): readonly NativeParamInfo[] {
+        return this.#params;
+    }
+
+    /** Optimizer steps applied (skipped overflow steps excluded). */
+    get globalSteps(): number {
+        return this.#globalSteps;
+    }
+
+    /** Micro-batches stepped since the start (every step() call). */
+    get microSteps(): number {
+        return this.#microSteps;
+    }
+
+    get gradientAccumulationSteps(): number {
+        return this.#accumulation;
+    }
+
+    /** The loss scale that backward() applies (1 unless fp16). */
+    get lossScale(): number {
+        return this.#scaler.scale;
+    }
+
+    /** The learning rate the next optimizer step will use. */
+    get lr(): number {
+        return this.#schedule.lrAt(this.#globalSteps);
+    }
+
+    /** Forward of one training micro-batch; keeps activations for backward(). */
+    async forward(batch: Batch): Promise<Loss> {
+        return this.#run("forward", async () => {
+            const checked = checkBatch(batch, this.#model.config.vocabSize, this.#model.config.maxSeqLen, true);
+            if (checked.micro !== this.#micro) {
+                throw batchError(`shape[0] = ${checked.micro} but train_micro_batch_size_per_gpu is ${this.#micro}; ` +
+                    "the batch arithmetic (train = micro × accumulation × world) needs every training micro-batch to have that size");
+            }
+            const result = await this.#native.forward({...checked, train: true});
+            this.#pendingBackward = ++this.#forwardId;
+            this.#losses.push(result.loss);
+            this.#tokens += checked.micro * checked.seq;
+            return {value: result.loss, tokens: result.counted, forwardId: this.#forwardId};
+        });
+    }
+
+    /** Loss of a micro-batch without keeping anything for a backward (evaluation). */
+    async evaluate(batch: Batch): Promise<Loss> {
+        return this.#run("evaluate", async () => {
+            const checked = checkBatch(batch, this.#model.config.vocabSize, this.#model.config.maxSeqLen, true);
+            const result = await this.#native.forward({...checked, train: false});
+            return {value: result.loss, tokens: result.counted, forwardId: 0};
+        });
+    }
+
+    /**
+     * Gradients of `loss` (from the latest forward()), scaled by the loss scale and divided by the
+     * gradient accumulation steps as DeepSpeed's engine.backward does, reduce-scattered (mean over
+     * ranks) into this rank's gradient partitions.
+     */
+    async backward(loss: Loss): Promise<void> {
+        return this.#run("backward", async () => {
+            if (loss === null || typeof loss !== "object" || this.#pendingBackward === null || loss.forwardId !== this.#pendingBackward) {
+                throw new MixzError(ErrorCodes.engineState, "backward(loss) needs the loss of the latest forward(), once; call forward() first", {category: "user"});
+            }
+            this.#pendingBackward = null;
+            await this.#native.backward({lossGrad: this.#scaler.scale / this.#accumulation});
+        });
+    }
+
+    /**
+     * Counts a micro-step; at the gradient-accumulation boundary applies the optimizer (with the
+     * schedule's lr, clipping and loss scaling) and returns what happened, else returns null.
+     */
+    async step(): Promise<StepOutcome | null> {
+        return this.#run("step", async () => {
+            this.#microSteps += 1;
+            if (this.#microSteps % this.#accumulation !== 0) return null;
+            const lr = this.#schedule.lrAt(this.#globalSteps);
+            const scale = this.#scaler.scale;
+            const result = await this.#native.step({
+                lr,
+                lossScale: scale,
+                gradientClipping: this.#config.gradient_clipping,
+                checkOverflow: this.#scaler.checksOverflow
+            });
+            this.#scaler.update(result.overflow);
+            if (!result.overflow) this.#globalSteps += 1;
+            this.#reportStep(result.overflow);
+            return {globalSteps: this.#globalSteps, skipped: result.overflow, lr, gradNorm: result.gradNorm, lossScale: this.#scaler.scale};
+        });
+    }
+
+    /** Bytes resident on this rank by category. */
+    memoryReport(): MemoryReport {
+        this.#checkLive("memoryReport");
+        const m = this.#native.memory();
+        const total = m.parameterPartitions + m.persistentParameters + m.gatheredParameters + m.gradientPartitions +
+            m.masterWeights + m.optimizerStates + m.activations + m.communicationBuffers;
+        return {...m, total};
+    }
+
+    /** @internal This rank's slice of a parameter's state, as float32 (checkpoints, tests). */
+    readSlice(index: number, kind: NativeSliceKind): Float32Array {
+        this.#checkIdle("readSlice");
+        return this.#native.readSlice(index, kind);
+    }
+
+    /** @internal Writes this rank's slice of a parameter's state (checkpoints, pretrained loads). */
+    writeSlice(index: number, kind: Exclude<NativeSliceKind, "grad">, values: Float32Array): void {
+        this.#checkIdle("writeSlice");
+        this.#native.writeSlice(index, kind, values);
+    }
+
+    /** @internal Training counters and policy state, for checkpoints. */
+    trainingState(): {globalSteps: number; microSteps: number; optimizerSteps: number; lossScaler: unknown; lrScheduler: unknown} {
+        this.#checkIdle("trainingState");
+        return {
+            globalSteps: this.#globalSteps,
+            microSteps: this.#microSteps,
+            optimizerSteps: this.#native.optimizerSteps(),
+            lossScaler: this.#scaler.state(),
+            lrScheduler: this.#schedule.state(this.#globalSteps)
+        };
+    }
+
+    /** @internal Restores what trainingState() returned. */
+    restoreTrainingState(state: {globalSteps: number; microSteps: number; optimizerSteps: number; lossScaler: unknown; lrScheduler: unknown}): void {
+        this.#checkIdle("restoreTrainingState");
+        const steps = this.#schedule.stepFromState(state.lrScheduler);
+        this.#scaler = lossScalerFromState(state.lossScaler);
+        this.#globalSteps = steps;
+        this.#microSteps = state.microSteps;
+        this.#native.setOptimizerSteps(state.optimizerSteps);
+        this.#native.zeroGradients();
+        this.#pendingBackward = null;
+    }
+
+    /** Stops the engine's collectives at once (the job is aborting). */
+    abort(reason: string): void {
+        if (!this.#disposed) this.#native.abort(reason);
+    }
+
+    /** Frees the partitions and the communication thread, then the communicator. */
+    async dispose(): Promise<void> {
+        if (this.#disposed) return;
+        if (this.#busy) throw new MixzError(ErrorCodes.engineState, "dispose(): an engine call is still running; await it first", {category: "user"});
+        this.#disposed = true;
+        this.#native.dispose();
+        await this.#communicator.dispose();
+    }
+
+    async [Symbol.asyncDispose](): Promise<void> {
+        await this.dispose();
+    }
+
+    #reportStep(skipped: boolean): void {
+        const now = performance.now();
+        const elapsed = now - this.#stepStarted;
+        const m: NativeEngineMetrics = this.#native.takeMetrics();
+        const loss = this.#losses.length === 0 ? 0 : this.#losses.reduce((a, b) => a + b, 0) / this.#losses.length;
+        const metrics: StepMetrics = {
+            step: this.#globalSteps,
+            loss,
+            tokensPerSec: elapsed > 0 ? (this.#tokens * 1000) / elapsed : 0,
+            stepTimeMs: elapsed,
+            gatherMs: m.gatherWaitSeconds * 1000,
+            computeMs: m.computeSeconds * 1000,
+            reduceMs: m.reduceSeconds * 1000,
+            gatherBusyMs: m.gatherSeconds * 1000,
+            gatheredBytes: m.gatheredBytes,
+            reducedBytes: m.reducedBytes
+        };
+        this.#losses = [];
+        this.#tokens = 0;
+        this.#stepStarted = now;
+        void skipped;
+        this.#onStep?.(metrics);
+    }
+
+    #checkLive(fn: string): void {
+        if (this.#disposed) throw new MixzError(ErrorCodes.engineState, `${fn}(): the engine was disposed`, {category: "user"});
+    }
+
+    #checkIdle(fn: string): void {
+        this.#checkLive(fn);
+        if (this.#busy) throw new MixzError(ErrorCodes.engineState, `${fn}(): another engine call is running; await it first`, {category: "user"});
+    }
+
+    async #run<T>(fn: string, body: () => Promise<T>): Promise<T> {
+        this.#checkIdle(fn);
+        this.#busy = true;
+        try {
+            return await body();
+        } finally {
+            this.#busy = false;
+        }
+    }
+}
+
+function checkConfig(config: ResolvedConfig): InputError["problems"][number][] {
+    const problems: {code: string; path: string; message: string}[] = [];
+    const zero = config.zero_optimization;
+    if (zero.stage !== 3) {
+        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.stage", message: `mixz's engine trains with ZeRO stage 3; got stage ${zero.stage} (set it to 3)`});
+    }
+    if (config.optimizer === null) {
+        problems.push({code: ErrorCodes.configInvalidValue, path: "optimizer", message: "training needs an optimizer section (type Adam or AdamW with params.lr)"});
+    }
+    if (zero.offload_param !== null && zero.offload_param.device !== "none") {
+        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.offload_param.device", message: `offloading is not supported by mixz's CPU engine (parameters already live in host memory); remove it or set "none"`});
+    }
+    if (zero.offload_optimizer !== null && zero.offload_optimizer.device !== "none") {
+        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.offload_optimizer.device", message: `offloading is not supported by mixz's CPU engine (optimizer states already live in host memory); remove it or set "none"`});
+    }
+    return problems;
+}
+
+function modelDType(config: ResolvedConfig): NativeModelDType {
+    if (config.fp16.enabled) return "fp16";
+    if (config.bf16.enabled) return "bf16";
+    return "fp32";
+}
+
+/** Caps a config size (DeepSpeed allows up to sys.maxsize) to what the native side takes. */
+function clampSize(value: number): number {
+    return Math.min(Math.max(0, Math.floor(value)), Number.MAX_SAFE_INTEGER);
+}
+
+function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
+    const {config, model} = options;
+    const zero = config.zero_optimization;
+    const adam = config.optimizer!.params;
+    return {
+        dims: model.dims,
+        dtype: modelDType(config),
+        seed: model.config.seed,
+        initStd: model.config.initStd,
+        zero: {
+            prefetchBucketSize: clampSize(zero.stage3_prefetch_bucket_size),
+            maxLiveParameters: clampSize(zero.stage3_max_live_parameters),
+            persistenceThreshold: clampSize(zero.stage3_param_persistence_threshold),
+            reduceBucketSize: Math.max(1, clampSize(zero.reduce_bucket_size)),
+            overlapComm: zero.overlap_comm
+        },
+        optimizer: {
+            beta1: adam.betas[0],
+            beta2: adam.betas[1],
+            eps: adam.eps,
+            weightDecay: adam.weight_decay,
+            decoupledWeightDecay: config.optimizer!.type === "adamw" || adam.adam_w_mode
+        },
+        kernelThreads: options.kernelThreads ?? 1,
+        tagBase: 7000,
+        timeoutMs: options.timeoutMs ?? 120_000
+    };
+}
+
+interface CheckedBatch {
+    readonly inputIds: Int32Array;
+    readonly labels: Int32Array | null;
+    readonly micro: number;
+    readonly seq: number;
+}
+
+function batchError(message: string): InputError {
+    return new InputError([{code: ErrorCodes.batch, path: "batch", message}]);
+}
+
+/** Shapes, types and values, so the native side never sees a bad batch. */
+function checkBatch(batch: Batch, vocab: number, maxSeq: number, needLabels: boolean): CheckedBatch {
+    if (batch === null || typeof batch !== "object") throw batchError("must be an object {inputIds, labels, shape}");
+    const {inputIds, labels, shape} = batch;
+    if (!(inputIds instanceof Int32Array)) throw batchError(`inputIds must be an Int32Array, got ${describeValue(inputIds)}`);
+    if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((n) => Number.isInteger(n) && n > 0)) {
+        throw batchError(`shape must be [micro-batch, sequence length] of positive integers, got ${JSON.stringify(shape)}`);
+    }
+    const [micro, seq] = shape as [number, number];
+    if (inputIds.length !== micro * seq) throw batchError(`inputIds has ${inputIds.length} ids, shape [${micro}, ${seq}] needs ${micro * seq}`);
+    if (seq > maxSeq) throw batchError(`sequence length ${seq} exceeds the model's maxSeqLen ${maxSeq}`);
+    for (let i = 0; i < inputIds.length; i++) {
+        const id = inputIds[i]!;
+        if (id < 0 || id >= vocab) throw batchError(`inputIds[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
+    }
+    if (labels === undefined) {
+        if (needLabels) throw batchError("labels are required for a loss (use -100 to ignore a position)");
+        return {inputIds, labels: null, micro, seq};
+    }
+    if (!(labels instanceof Int32Array)) throw batchError(`labels must be an Int32Array, got ${describeValue(labels)}`);
+    if (labels.length !== inputIds.length) throw batchError(`labels has ${labels.length} entries, inputIds has ${inputIds.length}`);
+    for (let i = 0; i < labels.length; i++) {
+        const label = labels[i]!;
+        if (label !== kIgnoreIndex && (label < 0 || label >= vocab)) {
+            throw batchError(`labels[${i}] = ${label} is outside the vocabulary [0, ${vocab}) and is not the ignore index -100`);
+        }
+    }
+    return {inputIds, labels, micro, seq};
+}
+
+function describeValue(value: unknown): string {
+    if (value === null) return "null";
+    if (ArrayBuffer.isView(value)) return value.constructor.name;
+    if (Array.isArray(value)) return "an array";
+    return typeof value;
+}

@@ -1,0 +1,101 @@
+import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
+import type {NativeLlamaDims} from "./AddonEngineTypes.js";
+
+/** A LLaMA-style model configuration (the names of DESIGN.md §3; Hugging Face's in comments). */
+export interface LlamaConfig {
+    /** vocab_size */
+    readonly vocabSize: number;
+    /** hidden_size */
+    readonly hidden: number;
+    /** num_hidden_layers */
+    readonly layers: number;
+    /** num_attention_heads */
+    readonly heads: number;
+    /** num_key_value_heads; default `heads` (no grouping). */
+    readonly kvHeads?: number;
+    /** intermediate_size */
+    readonly intermediate: number;
+    /** max_position_embeddings */
+    readonly maxSeqLen: number;
+    /** rope_theta; default 10000. */
+    readonly ropeTheta?: number;
+    /** rms_norm_eps; default 1e-6. */
+    readonly rmsEps?: number;
+    /** initializer_range: the standard deviation of the normal init of matrices; default 0.02. */
+    readonly initStd?: number;
+    /** Seeds the initial weights; the same seed gives the same model on any number of ranks. Default 0. */
+    readonly seed?: number;
+}
+
+/** A model description handed to initialize(): nothing is allocated until then. */
+export interface LlamaModel {
+    readonly kind: "llama";
+    readonly config: Required<LlamaConfig>;
+    /** The shapes every rank agrees on, for the engine's descriptor. */
+    readonly dims: NativeLlamaDims;
+}
+
+const maxInt = 2 ** 31 - 1;
+
+/**
+ * Describes a LLaMA-family decoder (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP,
+ * untied LM head) with Hugging Face parameter names. Throws InputError (MIXZ_ERR_MODEL_CONFIG)
+ * naming every field that is wrong.
+ */
+export function llama(config: LlamaConfig): LlamaModel {
+    const problems: Problem[] = [];
+    const bad = (path: string, message: string): void => {
+        problems.push({code: ErrorCodes.modelConfig, path: `models.llama: ${path}`, message});
+    };
+    if (typeof config !== "object" || config === null) {
+        throw new InputError([{code: ErrorCodes.modelConfig, message: "models.llama(config) needs a configuration object"}]);
+    }
+    const integer = (key: keyof LlamaConfig, value: unknown, min: number, max = maxInt): number => {
+        if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+            bad(key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(value) ?? String(value)}`);
+            return min;
+        }
+        return value;
+    };
+    const positive = (key: keyof LlamaConfig, value: unknown): number => {
+        if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+            bad(key, `must be a positive number, got ${JSON.stringify(value) ?? String(value)}`);
+            return 1;
+        }
+        return value;
+    };
+    const known = new Set(["vocabSize", "hidden", "layers", "heads", "kvHeads", "intermediate", "maxSeqLen", "ropeTheta", "rmsEps", "initStd", "seed"]);
+    for (const key of Object.keys(config)) {
+        if (!known.has(key)) bad(key, `unknown field (known: ${[...known].join(", ")})`);
+    }
+    const vocabSize = integer("vocabSize", config.vocabSize, 1);
+    const hidden = integer("hidden", config.hidden, 2);
+    const layers = integer("layers", config.layers, 1, 65_536);
+    const heads = integer("heads", config.heads, 1, 65_536);
+    const kvHeads = integer("kvHeads", config.kvHeads ?? config.heads, 1, 65_536);
+    const intermediate = integer("intermediate", config.intermediate, 1);
+    const maxSeqLen = integer("maxSeqLen", config.maxSeqLen, 1, 1 << 24);
+    const ropeTheta = positive("ropeTheta", config.ropeTheta ?? 10_000);
+    const rmsEps = positive("rmsEps", config.rmsEps ?? 1e-6);
+    const initStd = positive("initStd", config.initStd ?? 0.02);
+    const seed = integer("seed", config.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
+    if (problems.length === 0) {
+        if (hidden % heads !== 0) bad("heads", `${heads} heads do not divide hidden ${hidden}`);
+        else if ((hidden / heads) % 2 !== 0) bad("heads", `the head dimension hidden/heads = ${hidden / heads} must be even for rotary embeddings`);
+        if (heads % kvHeads !== 0) bad("kvHeads", `${kvHeads} KV heads do not divide ${heads} attention heads`);
+    }
+    if (problems.length > 0) throw new InputError(problems);
+    return {
+        kind: "llama",
+        config: {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, rmsEps, initStd, seed},
+        dims: {vocab: vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeq: maxSeqLen, ropeTheta, rmsEps}
+    };
+}
+
+/** Parameter count of a model (the untied embedding and LM head counted separately). */
+export function llamaParameterCount(model: LlamaModel): number {
+    const {vocabSize: v, hidden: h, layers, heads, kvHeads, intermediate: i} = model.config;
+    const kv = (h / heads) * kvHeads;
+    const perLayer = 2 * h * h + 2 * kv * h + 3 * i * h + 2 * h;
+    return 2 * v * h + layers * perLayer + h;
+}
