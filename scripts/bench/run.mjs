@@ -12,7 +12,10 @@ const benchmarks = [
     ["quantize-throughput", "scripts/bench/quantize-throughput", []],
     // fp32 all-gather busbw next to OpenMPI's MPI_Allgather and PyTorch gloo (N = 2, 4), and the
     // int8-quantized fp16 all-gather next to the plain fp16 one; writes docs/allgather-busbw.svg too.
-    ["allgather-peers", "scripts/bench/allgather-peers", []]
+    ["allgather-peers", "scripts/bench/allgather-peers", []],
+    // One ZeRO-3 training step of a ~25M-parameter LLaMA next to the same model in PyTorch; the
+    // gather time hidden by prefetch on 2 ranks; model-state memory against zeropp.md §4.1.
+    ["train-step-peers", "scripts/bench/train-step-peers", []]
 ];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));

@@ -1,5 +1,6 @@
 import type {ResolvedConfig} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
+import {loadCheckpoint, saveCheckpoint, type CheckpointAccess, type CheckpointInfo, type LoadCheckpointOptions, type SaveCheckpointOptions, type TrainingState} from "./checkpoint.js";
 import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEngineTypes.js";
 import {nativeCommunicatorOf, type Communicator} from "./Communicator.js";
 import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
@@ -102,6 +103,7 @@ export class ZeroEngine {
     #stepStarted = performance.now();
     #busy = false;
     #disposed = false;
+    #lastMetrics: StepMetrics | null = null;
 
     private constructor(native: NativeEngine, options: ZeroEngineOptions, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
         this.#native = native;
@@ -238,6 +240,11 @@ export class ZeroEngine {
         });
     }
 
+    /** The metrics of the latest optimizer step (null before the first). */
+    get lastStepMetrics(): StepMetrics | null {
+        return this.#lastMetrics;
+    }
+
     /** Bytes resident on this rank by category. */
     memoryReport(): MemoryReport {
         this.#checkLive("memoryReport");
@@ -260,27 +267,43 @@ export class ZeroEngine {
     }
 
     /** @internal Training counters and policy state, for checkpoints. */
-    trainingState(): {globalSteps: number; microSteps: number; optimizerSteps: number; lossScaler: unknown; lrScheduler: unknown} {
+    trainingState(): TrainingState {
         this.#checkIdle("trainingState");
-        return {
-            globalSteps: this.#globalSteps,
-            microSteps: this.#microSteps,
-            optimizerSteps: this.#native.optimizerSteps(),
-            lossScaler: this.#scaler.state(),
-            lrScheduler: this.#schedule.state(this.#globalSteps)
-        };
+        return this.#trainingState();
     }
 
     /** @internal Restores what trainingState() returned. */
-    restoreTrainingState(state: {globalSteps: number; microSteps: number; optimizerSteps: number; lossScaler: unknown; lrScheduler: unknown}): void {
+    restoreTrainingState(state: TrainingState): void {
         this.#checkIdle("restoreTrainingState");
-        const steps = this.#schedule.stepFromState(state.lrScheduler);
-        this.#scaler = lossScalerFromState(state.lossScaler);
-        this.#globalSteps = steps;
-        this.#microSteps = state.microSteps;
-        this.#native.setOptimizerSteps(state.optimizerSteps);
-        this.#native.zeroGradients();
-        this.#pendingBackward = null;
+        this.#prepareTrainingState(state)();
+    }
+
+    /**
+     * Writes a checkpoint of every rank's partitions, optimizer states and training state to
+     * `dir/<tag>/` (DeepSpeed's layout: one safetensors file per rank and a JSON manifest) and
+     * points `dir/latest` at it, atomically: a crash mid-save leaves the previous checkpoint
+     * loadable. A collective, at a gradient-accumulation boundary (after step() returned an
+     * outcome). Layout and protocol: checkpoint.ts.
+     */
+    async saveCheckpoint(dir: string, options: SaveCheckpointOptions = {}): Promise<CheckpointInfo> {
+        return this.#run("saveCheckpoint", async () => {
+            if (this.#microSteps % this.#accumulation !== 0) {
+                throw new MixzError(ErrorCodes.engineState,
+                    `saveCheckpoint(): called after micro-step ${this.#microSteps % this.#accumulation} of ${this.#accumulation} of a gradient accumulation; ` +
+                    "accumulated gradients are not saved, so save after the step() that returns an outcome", {category: "user"});
+            }
+            return saveCheckpoint(this.#checkpointAccess(), dir, options);
+        });
+    }
+
+    /**
+     * Loads `dir/<tag>` (default: the tag in `dir/latest`), re-partitioning when it was saved by
+     * another world size. Everything is read and checked before anything is written, on every
+     * rank: an error (InputError MIXZ_ERR_CHECKPOINT_STATE or MIXZ_ERR_SAFETENSORS naming the file)
+     * leaves the engine as it was. A collective.
+     */
+    async loadCheckpoint(dir: string, options: LoadCheckpointOptions = {}): Promise<CheckpointInfo> {
+        return this.#run("loadCheckpoint", async () => loadCheckpoint(this.#checkpointAccess(), dir, options));
     }
 
     /** Stops the engine's collectives at once (the job is aborting). */
@@ -322,7 +345,61 @@ export class ZeroEngine {
         this.#tokens = 0;
         this.#stepStarted = now;
         void skipped;
+        this.#lastMetrics = metrics;
         this.#onStep?.(metrics);
+    }
+
+    #trainingState(): TrainingState {
+        return {
+            globalSteps: this.#globalSteps,
+            microSteps: this.#microSteps,
+            optimizerSteps: this.#native.optimizerSteps(),
+            lossScaler: this.#scaler.state(),
+            lrScheduler: this.#schedule.state(this.#globalSteps)
+        };
+    }
+
+    /** Checks a saved state (MIXZ_ERR_CHECKPOINT_STATE) and returns the function that applies it. */
+    #prepareTrainingState(state: TrainingState): () => void {
+        const steps = this.#schedule.stepFromState(state.lrScheduler);
+        const scaler = lossScalerFromState(state.lossScaler);
+        for (const key of ["microSteps", "optimizerSteps"] as const) {
+            const value = state[key];
+            if (!Number.isSafeInteger(value) || value < 0) {
+                throw new MixzError(ErrorCodes.checkpointState, `training state ${key} must be an integer ≥ 0, got ${String(value)}`, {category: "user"});
+            }
+        }
+        return () => {
+            this.#scaler = scaler;
+            this.#globalSteps = steps;
+            this.#microSteps = state.microSteps;
+            this.#native.setOptimizerSteps(state.optimizerSteps);
+            this.#native.zeroGradients();
+            this.#pendingBackward = null;
+        };
+    }
+
+    /**
+     * What checkpoint.ts may use while this engine is busy with a checkpoint: slices, training
+     * state, and collectives on the world communicator, which are safe from JS while no engine
+     * call is in flight (the #run around the checkpoint guarantees that). Checkpoint collectives
+     * use tags 7101–7104, apart from the engine's 7001–7003.
+     */
+    #checkpointAccess(): CheckpointAccess {
+        return {
+            rank: this.rank,
+            worldSize: this.worldSize,
+            dtype: modelDType(this.#config),
+            model: this.#model,
+            parameters: this.#params,
+            gradientAccumulationSteps: this.#accumulation,
+            readSlice: (index, kind) => this.#native.readSlice(index, kind),
+            writeSlice: (index, kind, values) => this.#native.writeSlice(index, kind, values),
+            trainingState: () => this.#trainingState(),
+            prepareTrainingState: (state) => this.#prepareTrainingState(state),
+            broadcast: (buffer, tag) => this.#communicator.broadcast(buffer, {root: 0, tag}),
+            allGather: (input, output, tag) => this.#communicator.allGather(input, output, {tag})
+        };
     }
 
     #checkLive(fn: string): void {
