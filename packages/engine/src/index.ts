@@ -151,3 +151,6 @@ export type {LlamaConfig, LlamaModel} from "./llama.js";
 export {ZeroEngine} from "./ZeroEngine.js";
 export type {Batch, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./ZeroEngine.js";
 export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./AddonEngineTypes.js";
+// checkpoints
+export {checkpointFormat, checkpointLatestName, checkpointManifestName, checkpointVersion} from "./checkpoint.js";
+export type {CheckpointInfo, CheckpointStage, LoadCheckpointOptions, SaveCheckpointOptions, TrainingState} from "./checkpoint.js";
