@@ -196,6 +196,9 @@ export class ZeroEngine {
     /** Loss of a micro-batch without keeping anything for a backward (evaluation). */
     async evaluate(batch: Batch): Promise<Loss> {
         return this.#run("evaluate", async () => {
+            if (this.#pendingBackward !== null) {
+                throw new MixzError(ErrorCodes.engineState, "evaluate() between forward() and backward() would discard the activations backward needs; call backward() first", {category: "user"});
+            }
             const checked = checkBatch(batch, this.#model.config.vocabSize, this.#model.config.maxSeqLen, true);
             const result = await this.#native.forward({...checked, train: false});
             return {value: result.loss, tokens: result.counted, forwardId: 0};
@@ -254,13 +257,13 @@ export class ZeroEngine {
         return {...m, total};
     }
 
-    /** @internal This rank's slice of a parameter's state, as float32 (checkpoints, tests). */
+    /** This rank's slice of a parameter's state (see `parameters[index]`: sliceBegin, sliceLength), as float32. */
     readSlice(index: number, kind: NativeSliceKind): Float32Array {
         this.#checkIdle("readSlice");
         return this.#native.readSlice(index, kind);
     }
 
-    /** @internal Writes this rank's slice of a parameter's state (checkpoints, pretrained loads). */
+    /** Writes this rank's slice of a parameter's state (pretrained loads); "param" also sets the fp32 master. */
     writeSlice(index: number, kind: Exclude<NativeSliceKind, "grad">, values: Float32Array): void {
         this.#checkIdle("writeSlice");
         this.#native.writeSlice(index, kind, values);
