@@ -1,7 +1,8 @@
 // Causal GQA attention (see attention.h for the vocabulary). One task per (sequence, query head)
 // in the forward and per (sequence, key/value head) in the backward, so the query heads sharing a
 // key/value head add their dk and dv contributions in a fixed order on one thread: results do not
-// depend on the thread count. The GEMMs inside a task are BLAS calls on that task's thread.
+// depend on the thread count. The GEMMs inside a task are BLAS calls on that task's thread; when
+// OpenBLAS is threaded itself, the tasks run one after the other instead (detail::forBlasTasks).
 //
 // Forward of one (sequence, head), one query block at a time (rows r of the block, span = the keys
 // its last row sees):
@@ -52,7 +53,7 @@ void attentionForward(const AttentionForwardArgs<T>& args) {
     const int keys = args.past + queries;
     const T scale = T(1) / std::sqrt(T(headDim));
 
-    forTasks(static_cast<std::size_t>(args.batch) * heads, [&](std::size_t task) {
+    forBlasTasks(static_cast<std::size_t>(args.batch) * heads, [&](std::size_t task) {
         const int b = static_cast<int>(task / heads);
         const int h = static_cast<int>(task % heads);
         const int kvHead = h / group;
@@ -91,7 +92,7 @@ void attentionBackward(const AttentionBackwardArgs<T>& args) {
     const T scale = T(1) / std::sqrt(T(headDim));
     const std::size_t square = static_cast<std::size_t>(seq) * seq;
 
-    forTasks(static_cast<std::size_t>(args.batch) * args.kvHeads, [&](std::size_t task) {
+    forBlasTasks(static_cast<std::size_t>(args.batch) * args.kvHeads, [&](std::size_t task) {
         const int b = static_cast<int>(task / args.kvHeads);
         const int kvHead = static_cast<int>(task % args.kvHeads);
         const std::size_t kvOffset = static_cast<std::size_t>(b) * seq * kvWidth + kvHead * headDim;

@@ -28,6 +28,17 @@ namespace mixz::model::detail {
 
 inline constexpr int kLanes = 8;
 
+// f(i) for i in [0, n): groups of kLanes with a fixed inner count (which GCC vectorizes at -O2),
+// then the tail one by one.
+template <typename F>
+inline void forLanes(int n, F&& f) {
+    int i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        for (int j = 0; j < kLanes; ++j) f(i + j);
+    }
+    for (; i < n; ++i) f(i);
+}
+
 // C[m, n] = alpha · op(A) · op(B) + beta · C, row-major; op(X) = Xᵀ when trans.
 inline void gemm(bool transA, bool transB, int m, int n, int k, float alpha, const float* a, int lda, const float* b,
                  int ldb, float beta, float* c, int ldc) {
@@ -43,6 +54,14 @@ inline void gemm(bool transA, bool transB, int m, int n, int k, double alpha, co
                 a, lda, b, ldb, beta, c, ldc);
 }
 
+// gemm with the m rows of C computed in independent slices of `sliceRows` (fixed, so the result
+// does not depend on the thread count) on kernelThreads() threads, when OpenBLAS runs single
+// threaded; when OpenBLAS has threads of its own, one call that it divides among them (slicing on
+// top of its threads would run several threaded GEMMs at once on the same cores).
+template <typename T>
+void gemmSliced(bool transA, bool transB, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+                T beta, T* c, int ldc, int sliceRows);
+
 // Runs fn(begin, end) over [0, items) in contiguous chunks of at least `grain` items on
 // kernelThreads() threads. Chunk boundaries only decide who computes which rows, never how one
 // result is computed.
@@ -50,6 +69,29 @@ void forChunks(std::size_t items, std::size_t grain, const std::function<void(st
 
 // Runs task(i) for i in [0, tasks) on kernelThreads() threads.
 void forTasks(std::size_t tasks, const std::function<void(std::size_t)>& task);
+
+// forTasks for tasks that call BLAS: on the calling thread alone when OpenBLAS has threads of its
+// own. Several threaded GEMMs at once make OpenBLAS's dispatcher spin on its busy workers (most
+// of a step went to exec_blas_async in a profile); one at a time, OpenBLAS divides each.
+void forBlasTasks(std::size_t tasks, const std::function<void(std::size_t)>& task);
+
+template <typename T>
+void gemmSliced(bool transA, bool transB, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+                T beta, T* c, int ldc, int sliceRows) {
+    if (openblas_get_num_threads() > 1 || m <= sliceRows) {
+        gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+    const std::size_t slices = (static_cast<std::size_t>(m) + sliceRows - 1) / sliceRows;
+    forTasks(slices, [&](std::size_t slice) {
+        const int first = static_cast<int>(slice) * sliceRows;
+        const int rows = std::min(sliceRows, m - first);
+        // Row `first` of op(A): row `first` of A, or column `first` of A when transposed.
+        const T* aSlice = transA ? a + first : a + static_cast<std::size_t>(first) * lda;
+        gemm(transA, transB, rows, n, k, alpha, aSlice, lda, b, ldb, beta, c + static_cast<std::size_t>(first) * ldc,
+             ldc);
+    });
+}
 
 // The buffer, grown to at least n elements (never shrunk, so a steady state does not allocate).
 template <typename T>
@@ -72,7 +114,8 @@ void freeBuffer(std::vector<T>& buffer) {
 // there) written without calls or branches so that loops over it vectorize; double: std::exp
 // (the double path is the reference of the finite-difference tests, not a fast path).
 inline float expOf(float x) {
-    x = std::min(std::max(x, -87.0f), 88.0f);
+    x = x < -87.0f ? -87.0f : x; // NaN passes through both and stays NaN
+    x = x > 88.0f ? 88.0f : x;
     // Round x·log2(e) to the nearest integer n with the 1.5·2²³ trick (exact under the default
     // rounding mode); its low mantissa bits then hold n.
     const float shifted = x * 1.44269504088896341f + 12582912.0f;
@@ -123,51 +166,55 @@ T dot(const T* a, const T* b, int n) {
     return sum;
 }
 
+// The largest of x[0..n), n ≥ 1 (NaN-free input).
 template <typename T>
 T maxOf(const T* x, int n) {
-    T best = x[0];
-    for (int i = 1; i < n; ++i) best = std::max(best, x[i]);
+    T partial[kLanes];
+    for (int j = 0; j < kLanes; ++j) partial[j] = x[0];
+    int i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        for (int j = 0; j < kLanes; ++j) partial[j] = x[i + j] > partial[j] ? x[i + j] : partial[j];
+    }
+    T best = partial[0];
+    for (int j = 1; j < kLanes; ++j) best = partial[j] > best ? partial[j] : best;
+    for (; i < n; ++i) best = x[i] > best ? x[i] : best;
     return best;
 }
 
 // x[i] = e^(x[i] - shift); returns the sum of the results.
 template <typename T>
 T expShiftedInPlace(T* x, int n, T shift) {
+    forLanes(n, [&](int i) { x[i] = expOf(x[i] - shift); });
     T partial[kLanes] = {};
     int i = 0;
     for (; i + kLanes <= n; i += kLanes) {
-        for (int j = 0; j < kLanes; ++j) {
-            x[i + j] = expOf(x[i + j] - shift);
-            partial[j] += x[i + j];
-        }
+        for (int j = 0; j < kLanes; ++j) partial[j] += x[i + j];
     }
     T sum = 0;
     for (int j = 0; j < kLanes; ++j) sum += partial[j];
-    for (; i < n; ++i) {
-        x[i] = expOf(x[i] - shift);
-        sum += x[i];
-    }
+    for (; i < n; ++i) sum += x[i];
     return sum;
 }
 
 template <typename T>
 void scaleInPlace(T* x, int n, T factor) {
-    for (int i = 0; i < n; ++i) x[i] *= factor;
+    forLanes(n, [&](int i) { x[i] *= factor; });
 }
 
 // RMSNorm of one row, as Hugging Face's LlamaRMSNorm computes it in T:
 // rstd = 1 / sqrt(mean(x²) + eps), y = w · (x · rstd). Returns rstd.
 template <typename T>
-T rmsNormRow(const T* x, const T* w, int width, T eps, T* y) {
+T rmsNormRow(const T* __restrict x, const T* __restrict w, int width, T eps, T* __restrict y) {
     const T rstd = T(1) / std::sqrt(sumOfSquares(x, width) / T(width) + eps);
-    for (int i = 0; i < width; ++i) y[i] = w[i] * (x[i] * rstd);
+    forLanes(width, [&](int i) { y[i] = w[i] * (x[i] * rstd); });
     return rstd;
 }
 
 // The input gradient of one RMSNorm row: with g = dy ⊙ w and x̂ = x · rstd,
 // dx = rstd · (g − x̂ · mean(g ⊙ x̂)) (+ residual when not null).
 template <typename T>
-void rmsNormBackwardRow(const T* x, const T* w, T rstd, const T* dy, const T* residual, int width, T* dx) {
+void rmsNormBackwardRow(const T* __restrict x, const T* __restrict w, T rstd, const T* __restrict dy,
+                        const T* __restrict residual, int width, T* __restrict dx) {
     T partial[kLanes] = {};
     int i = 0;
     for (; i + kLanes <= width; i += kLanes) {
@@ -179,55 +226,55 @@ void rmsNormBackwardRow(const T* x, const T* w, T rstd, const T* dy, const T* re
     // x̂ · mean(g ⊙ x̂) = x · rstd² · Σ(g ⊙ x) / width
     const T coefficient = sum * rstd * rstd / T(width);
     if (residual != nullptr) {
-        for (i = 0; i < width; ++i) dx[i] = residual[i] + rstd * (dy[i] * w[i] - x[i] * coefficient);
+        forLanes(width, [&](int k) { dx[k] = residual[k] + rstd * (dy[k] * w[k] - x[k] * coefficient); });
     } else {
-        for (i = 0; i < width; ++i) dx[i] = rstd * (dy[i] * w[i] - x[i] * coefficient);
+        forLanes(width, [&](int k) { dx[k] = rstd * (dy[k] * w[k] - x[k] * coefficient); });
     }
 }
 
 // Rotary embedding of one head (rotate_half pairs (i, i + half)) at one position, in place.
 // inverse: the transposed rotation (the backward of the forward rotation).
 template <typename T>
-void ropeRow(T* x, const T* cosines, const T* sines, int half, bool inverse) {
-    T* lo = x;
-    T* hi = x + half;
+void ropeRow(T* x, const T* __restrict cosines, const T* __restrict sines, int half, bool inverse) {
+    T* __restrict lo = x;
+    T* __restrict hi = x + half;
     if (!inverse) {
-        for (int i = 0; i < half; ++i) {
+        forLanes(half, [&](int i) {
             const T a = lo[i];
             const T b = hi[i];
             lo[i] = a * cosines[i] - b * sines[i];
             hi[i] = b * cosines[i] + a * sines[i];
-        }
+        });
     } else {
-        for (int i = 0; i < half; ++i) {
+        forLanes(half, [&](int i) {
             const T a = lo[i];
             const T b = hi[i];
             lo[i] = a * cosines[i] + b * sines[i];
             hi[i] = b * cosines[i] - a * sines[i];
-        }
+        });
     }
 }
 
 // SwiGLU of one row: act = silu(gate) ⊙ up, silu(g) = g · σ(g).
 template <typename T>
 void swigluRow(const T* gate, const T* up, int width, T* act) {
-    for (int i = 0; i < width; ++i) {
+    forLanes(width, [&](int i) {
         const T sigmoid = T(1) / (T(1) + expOf(-gate[i]));
         act[i] = gate[i] * sigmoid * up[i];
-    }
+    });
 }
 
 // Its backward: dGate = dAct ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), dUp = dAct ⊙ silu(g).
 // dGate may alias dAct.
 template <typename T>
 void swigluBackwardRow(const T* gate, const T* up, const T* dAct, int width, T* dGate, T* dUp) {
-    for (int i = 0; i < width; ++i) {
+    forLanes(width, [&](int i) {
         const T g = gate[i];
         const T sigmoid = T(1) / (T(1) + expOf(-g));
         const T d = dAct[i];
         dUp[i] = d * g * sigmoid;
         dGate[i] = d * up[i] * sigmoid * (T(1) + g * (T(1) - sigmoid));
-    }
+    });
 }
 
 } // namespace mixz::model::detail

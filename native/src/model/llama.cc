@@ -31,6 +31,7 @@ namespace mixz::model {
 using detail::forChunks;
 using detail::forTasks;
 using detail::gemm;
+using detail::gemmSliced;
 using detail::grow;
 
 namespace {
@@ -39,6 +40,10 @@ std::atomic<int> gKernelThreads{1};
 
 // Rows per task of the element-wise loops: enough work per task to amortize the hand-off.
 constexpr std::size_t kRowGrain = 16;
+// Rows of C per slice of a linear's GEMMs when the kernels divide them among their threads
+// (detail::gemmSliced): token rows for the forward and dx, output features for dW.
+constexpr int kTokenSlice = 128;
+constexpr int kFeatureSlice = 64;
 // Rows per partial sum of the norm weight gradients (fixed: the order of additions must not
 // depend on the thread count).
 constexpr std::size_t kNormChunkRows = 32;
@@ -69,6 +74,14 @@ void forTasks(std::size_t tasks, const std::function<void(std::size_t)>& task) {
         return;
     }
     ThreadPool::shared().parallelFor(tasks, threads, task);
+}
+
+void forBlasTasks(std::size_t tasks, const std::function<void(std::size_t)>& task) {
+    if (openblas_get_num_threads() > 1) {
+        for (std::size_t i = 0; i < tasks; ++i) task(i);
+        return;
+    }
+    forTasks(tasks, task);
 }
 
 } // namespace detail
@@ -177,10 +190,11 @@ int loraRank(const LinearParams<T>& p) {
 // y[rows, out] = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ; the LoRA hidden x·Aᵀ goes to `hidden` [rows, rank].
 template <typename T>
 void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T* x, T* y, T* hidden) {
-    gemm(false, true, rows, out, in, T(1), x, in, p.weight, in, T(0), y, out);
+    gemmSliced(false, true, rows, out, in, T(1), x, in, p.weight, in, T(0), y, out, kTokenSlice);
     if (hasLora(p)) {
         gemm(false, true, rows, p.rank, in, T(1), x, in, p.loraA, in, T(0), hidden, p.rank);
-        gemm(false, true, rows, out, p.rank, p.loraScale, hidden, p.rank, p.loraB, p.rank, T(1), y, out);
+        gemmSliced(false, true, rows, out, p.rank, p.loraScale, hidden, p.rank, p.loraB, p.rank, T(1), y, out,
+                   kTokenSlice);
     }
 }
 
@@ -189,8 +203,13 @@ void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T*
 template <typename T>
 void linearBackward(int rows, int in, int out, const LinearParams<T>& p, const T* x, const T* hidden, const T* dy,
                     T gradScale, T* dx, bool accumulate, const LinearGrads<T>& g, T* dHidden) {
-    if (g.weight != nullptr) gemm(true, false, out, in, rows, gradScale, dy, out, x, in, T(0), g.weight, in);
-    if (dx != nullptr) gemm(false, false, rows, in, out, gradScale, dy, out, p.weight, in, accumulate ? T(1) : T(0), dx, in);
+    if (g.weight != nullptr) {
+        gemmSliced(true, false, out, in, rows, gradScale, dy, out, x, in, T(0), g.weight, in, kFeatureSlice);
+    }
+    if (dx != nullptr) {
+        gemmSliced(false, false, rows, in, out, gradScale, dy, out, p.weight, in, accumulate ? T(1) : T(0), dx, in,
+                   kTokenSlice);
+    }
     if (!hasLora(p)) return;
     const int rank = p.rank;
     if (g.loraB != nullptr) {
@@ -199,7 +218,9 @@ void linearBackward(int rows, int in, int out, const LinearParams<T>& p, const T
     if (g.loraA == nullptr && dx == nullptr) return;
     gemm(false, false, rows, rank, out, gradScale * p.loraScale, dy, out, p.loraB, rank, T(0), dHidden, rank);
     if (g.loraA != nullptr) gemm(true, false, rank, in, rows, T(1), dHidden, rank, x, in, T(0), g.loraA, in);
-    if (dx != nullptr) gemm(false, false, rows, in, rank, T(1), dHidden, rank, p.loraA, in, T(1), dx, in);
+    if (dx != nullptr) {
+        gemmSliced(false, false, rows, in, rank, T(1), dHidden, rank, p.loraA, in, T(1), dx, in, kTokenSlice);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

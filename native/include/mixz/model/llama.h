@@ -17,6 +17,11 @@
 //
 // Gradient pointers are outputs that are overwritten (not accumulated). A null gradient pointer
 // means "frozen": that gradient is not computed (LoRA training skips every dW of the base).
+//
+// Memory: caches own what a forward keeps for its backward. The gradients flowing inside a
+// backward, and everything a forward without a cache (evaluation, generation) computes, live in
+// per-thread scratch buffers that grow to the largest shape seen and are then reused, so steady
+// state allocates nothing; they are not counted by the caches' bytes().
 #pragma once
 
 #include <cstddef>
@@ -103,6 +108,9 @@ void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const Decode
                          T* y, DecoderLayerCache<T>* cache);
 
 // dx and the parameter gradients from dy and what the forward kept. dx and dy must not alias.
+// dx null: not wanted (the first layer under a frozen embedding), which saves the q/k/v input
+// GEMMs unless grads.inputNorm is wanted. A LoRA gradient for a linear without LoRA is an
+// InvalidArgument.
 template <typename T>
 void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params,
                           const DecoderLayerCache<T>& cache, const T* dy, T* dx, const DecoderLayerGrads<T>& grads);
@@ -184,7 +192,7 @@ LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadPara
                        const std::int32_t* labels, std::int32_t ignoreIndex, HeadCache<T>* cache);
 
 // dx from d(loss)/d(loss) = lossGrad (the engine passes loss scale / accumulation steps), and
-// the head's parameter gradients.
+// the head's parameter gradients. dx null: not wanted.
 template <typename T>
 void headBackward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>& params, const HeadCache<T>& cache,
                   T lossGrad, T* dx, const HeadGrads<T>& grads);
@@ -194,7 +202,11 @@ template <typename T>
 void headLogits(const LlamaDims& dims, std::size_t rows, const HeadParams<T>& params, const T* x, T* logits);
 
 // Threads the kernels may use (the element-wise and attention loops; BLAS has its own setting).
-// Default: 1. Ranks sharing a host divide the cores among themselves.
+// Default: 1. Ranks sharing a host divide the cores among themselves. Throws InvalidArgument below 1.
+// How the two settings combine: with OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1) the kernels
+// also divide each linear's GEMM among these threads in fixed slices, so one pool does all the
+// work; with OpenBLAS threaded, its GEMMs are its own and the attention's per-head GEMMs run one
+// after another (never several threaded GEMMs at once). Results never depend on kernelThreads().
 void setKernelThreads(int threads);
 int kernelThreads();
 

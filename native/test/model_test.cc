@@ -1,0 +1,830 @@
+// Core tests of mixz/model (the LLaMA decoder kernels), without Node: every gradient of the
+// decoder layer, the embedding and the head against central finite differences in double
+// precision on small odd shapes (with and without LoRA, grouped key/value heads, several query
+// blocks), frozen gradients, the ignore index, the KV-cache forward against the full forward,
+// float against double, 1 thread against several (bitwise), and the InvalidArgument cases.
+//
+// Build and run from the repository root (add -fsanitize=address,undefined -g for a sanitizer run):
+//
+//   g++ -std=c++17 -O1 -Wall -Wextra -pthread -Inative/include -o /tmp/mixz-model-test
+//       native/test/model_test.cc native/src/model/*.cc native/src/common/error.cc
+//       native/src/common/thread_pool.cc -lopenblas
+//
+// (one command line).
+//   /tmp/mixz-model-test
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#if __has_include(<cblas-openblas.h>)
+#include <cblas-openblas.h>
+#else
+#include <cblas.h>
+#endif
+
+#include "mixz/common/error.h"
+#include "mixz/model/llama.h"
+
+using namespace mixz::model;
+
+namespace {
+
+int failures = 0;
+int checks = 0;
+
+#define CHECK(condition, ...)                                                                   \
+    do {                                                                                        \
+        ++checks;                                                                               \
+        if (!(condition)) {                                                                     \
+            ++failures;                                                                         \
+            std::fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #condition); \
+            std::fprintf(stderr, __VA_ARGS__);                                                  \
+            std::fprintf(stderr, "\n");                                                         \
+        }                                                                                       \
+    } while (false)
+
+using Vec = std::vector<double>;
+
+std::mt19937_64 rng(20240611);
+
+Vec randomVec(std::size_t n, double lo, double hi) {
+    std::uniform_real_distribution<double> dist(lo, hi);
+    Vec v(n);
+    for (double& x : v) x = dist(rng);
+    return v;
+}
+
+template <typename T>
+std::vector<T> convert(const Vec& v) {
+    return std::vector<T>(v.begin(), v.end());
+}
+
+// Max |a − b| over max |b|: the error relative to the tensor's scale.
+template <typename A, typename B>
+double relativeError(const std::vector<A>& a, const std::vector<B>& b) {
+    double diff = 0;
+    double scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        diff = std::max(diff, std::abs(static_cast<double>(a[i]) - static_cast<double>(b[i])));
+        scale = std::max(scale, std::abs(static_cast<double>(b[i])));
+    }
+    return diff / std::max(scale, 1e-300);
+}
+
+template <typename T>
+bool bitwiseEqual(const std::vector<T>& a, const std::vector<T>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Parameters held in double, viewed in T
+
+struct Linear {
+    int in = 0;
+    int out = 0;
+    int rank = 0;
+    double scale = 0;
+    Vec weight, loraA, loraB;
+
+    Linear() = default;
+    Linear(int inSize, int outSize, int loraRank) : in(inSize), out(outSize), rank(loraRank) {
+        weight = randomVec(static_cast<std::size_t>(out) * in, -0.5, 0.5);
+        if (rank > 0) {
+            scale = 1.5 / rank;
+            loraA = randomVec(static_cast<std::size_t>(rank) * in, -0.5, 0.5);
+            loraB = randomVec(static_cast<std::size_t>(out) * rank, -0.5, 0.5); // nonzero: B's path is tested
+        }
+    }
+};
+
+template <typename T>
+struct LinearView {
+    std::vector<T> weight, loraA, loraB;
+    LinearParams<T> params;
+
+    LinearView(const Linear& l) : weight(convert<T>(l.weight)), loraA(convert<T>(l.loraA)), loraB(convert<T>(l.loraB)) {
+        params.weight = weight.data();
+        if (l.rank > 0) {
+            params.loraA = loraA.data();
+            params.loraB = loraB.data();
+            params.rank = l.rank;
+            params.loraScale = static_cast<T>(l.scale);
+        }
+    }
+};
+
+struct LinearGradBuffers {
+    Vec weight, loraA, loraB;
+    LinearGrads<double> grads;
+
+    LinearGradBuffers(const Linear& l, bool base, bool lora) {
+        if (base) {
+            weight.assign(l.weight.size(), std::nan(""));
+            grads.weight = weight.data();
+        }
+        if (lora && l.rank > 0) {
+            loraA.assign(l.loraA.size(), std::nan(""));
+            loraB.assign(l.loraB.size(), std::nan(""));
+            grads.loraA = loraA.data();
+            grads.loraB = loraB.data();
+        }
+    }
+};
+
+struct Layer {
+    Vec inputNorm, postNorm;
+    Linear q, k, v, o, gate, up, down;
+
+    Layer(const LlamaDims& d, int rank) {
+        inputNorm = randomVec(d.hidden, 0.7, 1.3);
+        postNorm = randomVec(d.hidden, 0.7, 1.3);
+        q = Linear(d.hidden, d.hidden, rank);
+        k = Linear(d.hidden, d.kvDim(), rank);
+        v = Linear(d.hidden, d.kvDim(), rank);
+        o = Linear(d.hidden, d.hidden, rank);
+        gate = Linear(d.hidden, d.intermediate, rank);
+        up = Linear(d.hidden, d.intermediate, rank);
+        down = Linear(d.intermediate, d.hidden, rank);
+    }
+
+    std::vector<Linear*> linears() { return {&q, &k, &v, &o, &gate, &up, &down}; }
+};
+
+const char* const kLinearNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
+
+template <typename T>
+struct LayerView {
+    std::vector<T> inputNorm, postNorm;
+    LinearView<T> q, k, v, o, gate, up, down;
+    DecoderLayerParams<T> params;
+
+    explicit LayerView(const Layer& l)
+        : inputNorm(convert<T>(l.inputNorm)), postNorm(convert<T>(l.postNorm)), q(l.q), k(l.k), v(l.v), o(l.o),
+          gate(l.gate), up(l.up), down(l.down) {
+        params.inputNorm = inputNorm.data();
+        params.postNorm = postNorm.data();
+        params.q = q.params;
+        params.k = k.params;
+        params.v = v.params;
+        params.o = o.params;
+        params.gate = gate.params;
+        params.up = up.params;
+        params.down = down.params;
+    }
+};
+
+struct LayerGradBuffers {
+    Vec inputNorm, postNorm;
+    std::vector<LinearGradBuffers> linears;
+    DecoderLayerGrads<double> grads;
+
+    LayerGradBuffers(Layer& l, bool base, bool lora) {
+        if (base) {
+            inputNorm.assign(l.inputNorm.size(), std::nan(""));
+            postNorm.assign(l.postNorm.size(), std::nan(""));
+            grads.inputNorm = inputNorm.data();
+            grads.postNorm = postNorm.data();
+        }
+        for (Linear* linear : l.linears()) linears.emplace_back(*linear, base, lora);
+        LinearGrads<double>* slots[] = {&grads.q, &grads.k, &grads.v, &grads.o, &grads.gate, &grads.up, &grads.down};
+        for (int i = 0; i < 7; ++i) *slots[i] = linears[i].grads;
+    }
+};
+
+// Σ y ⊙ weights: the scalar the finite differences differentiate.
+double weightedSum(const Vec& y, const Vec& weights) {
+    double sum = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) sum += y[i] * weights[i];
+    return sum;
+}
+
+// Central differences of f over the coordinates `which` of `values`, against `analytic`.
+double finiteDifferenceError(Vec& values, const Vec& analytic, const std::vector<std::size_t>& which,
+                             const std::function<double()>& f) {
+    Vec numeric(which.size());
+    Vec expected(which.size());
+    for (std::size_t n = 0; n < which.size(); ++n) {
+        const std::size_t i = which[n];
+        const double saved = values[i];
+        const double h = 1e-5 * std::max(1.0, std::abs(saved));
+        values[i] = saved + h;
+        const double plus = f();
+        values[i] = saved - h;
+        const double minus = f();
+        values[i] = saved;
+        numeric[n] = (plus - minus) / (2 * h);
+        expected[n] = analytic[i];
+    }
+    return relativeError(numeric, expected);
+}
+
+// All coordinates, or `limit` of them chosen at random (fixed seed).
+std::vector<std::size_t> coordinates(std::size_t size, std::size_t limit) {
+    std::vector<std::size_t> all(size);
+    for (std::size_t i = 0; i < size; ++i) all[i] = i;
+    if (size <= limit) return all;
+    std::shuffle(all.begin(), all.end(), rng);
+    all.resize(limit);
+    return all;
+}
+
+constexpr double kTolerance = 1e-6;
+
+template <typename Fn>
+bool throwsInvalid(Fn&& fn, const char* fragment) {
+    try {
+        fn();
+    } catch (const mixz::InvalidArgument& e) {
+        if (std::string(e.what()).find(fragment) != std::string::npos) return true;
+        std::fprintf(stderr, "  message '%s' lacks '%s'\n", e.what(), fragment);
+        return false;
+    }
+    return false;
+}
+
+// -------------------------------------------------------------------------------------------------
+// Decoder layer
+
+LlamaDims tinyDims() {
+    LlamaDims d;
+    d.vocab = 11;
+    d.hidden = 12;
+    d.layers = 1;
+    d.heads = 3;
+    d.kvHeads = 1;
+    d.intermediate = 10;
+    d.maxSeq = 8;
+    d.ropeTheta = 10000.0;
+    d.rmsEps = 1e-6;
+    return d;
+}
+
+// Several query blocks (seq > 64) and two query heads per key/value head.
+LlamaDims blockedDims() {
+    LlamaDims d;
+    d.vocab = 37;
+    d.hidden = 24;
+    d.layers = 1;
+    d.heads = 4;
+    d.kvHeads = 2;
+    d.intermediate = 20;
+    d.maxSeq = 160;
+    d.ropeTheta = 500.0;
+    d.rmsEps = 1e-5;
+    return d;
+}
+
+Vec layerForwardValue(const LlamaDims& d, int batch, int seq, const Layer& layer, const Vec& x) {
+    LayerView<double> view(layer);
+    Vec y(x.size());
+    decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), static_cast<DecoderLayerCache<double>*>(nullptr));
+    return y;
+}
+
+void testLayerGradients(const char* name, const LlamaDims& d, int batch, int seq, int rank, bool base, bool lora,
+                        std::size_t limit) {
+    Layer layer(d, rank);
+    const std::size_t tokens = static_cast<std::size_t>(batch) * seq;
+    Vec x = randomVec(tokens * d.hidden, -1.0, 1.0);
+    const Vec weights = randomVec(tokens * d.hidden, -1.0, 1.0);
+
+    LayerView<double> view(layer);
+    DecoderLayerCache<double> cache;
+    Vec y(x.size());
+    decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), &cache);
+    CHECK(relativeError(y, layerForwardValue(d, batch, seq, layer, x)) == 0, "%s: forward with a cache differs", name);
+    Vec dx(x.size(), std::nan(""));
+    LayerGradBuffers g(layer, base, lora);
+    decoderLayerBackward(d, batch, seq, view.params, cache, weights.data(), dx.data(), g.grads);
+
+    auto loss = [&] { return weightedSum(layerForwardValue(d, batch, seq, layer, x), weights); };
+    double worst = 0;
+    auto check = [&](const std::string& what, Vec& values, const Vec& analytic) {
+        const double error = finiteDifferenceError(values, analytic, coordinates(values.size(), limit), loss);
+        worst = std::max(worst, error);
+        CHECK(error <= kTolerance, "%s: d%s relative error %.3g", name, what.c_str(), error);
+    };
+    check("x", x, dx);
+    if (base) {
+        check("inputNorm", layer.inputNorm, g.inputNorm);
+        check("postNorm", layer.postNorm, g.postNorm);
+    }
+    std::vector<Linear*> linears = layer.linears();
+    for (int i = 0; i < 7; ++i) {
+        if (base) check(std::string(kLinearNames[i]) + ".weight", linears[i]->weight, g.linears[i].weight);
+        if (lora && rank > 0) {
+            check(std::string(kLinearNames[i]) + ".loraA", linears[i]->loraA, g.linears[i].loraA);
+            check(std::string(kLinearNames[i]) + ".loraB", linears[i]->loraB, g.linears[i].loraB);
+        }
+    }
+    std::printf("layer gradients %-34s worst relative error %.2e\n", name, worst);
+}
+
+// LoRA training: base gradients null. The adapters' gradients and dx must equal those of a
+// backward that also computes every base gradient; dx null (first layer) leaves the projections'
+// gradients unchanged too.
+void testFrozenGradients() {
+    const LlamaDims d = tinyDims();
+    const int batch = 2;
+    const int seq = 5;
+    Layer layer(d, 2);
+    LayerView<double> view(layer);
+    const std::size_t n = static_cast<std::size_t>(batch) * seq * d.hidden;
+    const Vec x = randomVec(n, -1, 1);
+    const Vec dy = randomVec(n, -1, 1);
+    DecoderLayerCache<double> cache;
+    Vec y(n);
+    decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), &cache);
+
+    LayerGradBuffers full(layer, true, true);
+    Vec dxFull(n);
+    decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), dxFull.data(), full.grads);
+    LayerGradBuffers loraOnly(layer, false, true);
+    Vec dxLora(n);
+    decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), dxLora.data(), loraOnly.grads);
+    CHECK(bitwiseEqual(dxFull, dxLora), "frozen base: dx differs");
+    LayerGradBuffers noInput(layer, false, true);
+    decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), static_cast<double*>(nullptr), noInput.grads);
+    for (int i = 0; i < 7; ++i) {
+        CHECK(bitwiseEqual(full.linears[i].loraA, loraOnly.linears[i].loraA) &&
+                  bitwiseEqual(full.linears[i].loraB, loraOnly.linears[i].loraB),
+              "frozen base: %s LoRA gradients differ", kLinearNames[i]);
+        CHECK(bitwiseEqual(full.linears[i].loraA, noInput.linears[i].loraA) &&
+                  bitwiseEqual(full.linears[i].loraB, noInput.linears[i].loraB),
+              "dx null: %s LoRA gradients differ", kLinearNames[i]);
+        CHECK(loraOnly.linears[i].weight.empty(), "frozen base: %s weight gradient allocated", kLinearNames[i]);
+    }
+    // Frozen adapters, trainable base: nothing but the requested buffers is touched (the NaN fill of
+    // the unrequested ones would show otherwise), and the base gradients match.
+    LayerGradBuffers baseOnly(layer, true, false);
+    Vec dxBase(n);
+    decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), dxBase.data(), baseOnly.grads);
+    CHECK(bitwiseEqual(dxFull, dxBase), "frozen adapters: dx differs");
+    for (int i = 0; i < 7; ++i) {
+        CHECK(bitwiseEqual(full.linears[i].weight, baseOnly.linears[i].weight), "frozen adapters: %s weight differs",
+              kLinearNames[i]);
+    }
+    CHECK(bitwiseEqual(full.inputNorm, baseOnly.inputNorm) && bitwiseEqual(full.postNorm, baseOnly.postNorm),
+          "frozen adapters: norm gradients differ");
+
+    // A LoRA gradient requested for a linear without LoRA is refused.
+    Layer plain(d, 0);
+    LayerView<double> plainView(plain);
+    DecoderLayerCache<double> plainCache;
+    decoderLayerForward(d, batch, seq, plainView.params, x.data(), y.data(), &plainCache);
+    DecoderLayerGrads<double> wrong;
+    Vec sink(100);
+    wrong.q.loraA = sink.data();
+    bool threw = false;
+    try {
+        decoderLayerBackward(d, batch, seq, plainView.params, plainCache, dy.data(), dxBase.data(), wrong);
+    } catch (const mixz::InvalidArgument&) {
+        threw = true;
+    }
+    CHECK(threw, "a LoRA gradient of a linear without LoRA is accepted");
+    std::printf("frozen gradients: ok\n");
+}
+
+// -------------------------------------------------------------------------------------------------
+// KV cache
+
+void testCachedForward(const char* name, const LlamaDims& d, int batch, int seq, const std::vector<int>& steps,
+                       int rank) {
+    Layer layer(d, rank);
+    LayerView<double> view(layer);
+    const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -1, 1);
+    const Vec full = layerForwardValue(d, batch, seq, layer, x);
+
+    KvCache<double> kv(d, batch);
+    Vec cached(full.size());
+    int position = 0;
+    for (int step : steps) {
+        // x rows of positions [position, position + step) of every sequence, as [batch, step, hidden].
+        Vec xs(static_cast<std::size_t>(batch) * step * d.hidden);
+        for (int b = 0; b < batch; ++b) {
+            std::copy_n(x.begin() + (static_cast<std::size_t>(b) * seq + position) * d.hidden,
+                        static_cast<std::size_t>(step) * d.hidden, xs.begin() + static_cast<std::size_t>(b) * step * d.hidden);
+        }
+        Vec ys(xs.size());
+        decoderLayerForwardCached(d, step, view.params, xs.data(), ys.data(), kv);
+        for (int b = 0; b < batch; ++b) {
+            std::copy_n(ys.begin() + static_cast<std::size_t>(b) * step * d.hidden, static_cast<std::size_t>(step) * d.hidden,
+                        cached.begin() + (static_cast<std::size_t>(b) * seq + position) * d.hidden);
+        }
+        position += step;
+    }
+    CHECK(kv.length() == seq, "%s: KV length %d after %d positions", name, kv.length(), seq);
+    const double error = relativeError(cached, full);
+    CHECK(error <= 1e-13, "%s: cached forward differs from the full forward by %.3g", name, error);
+
+    // Past maxSeq: refused, the cache unchanged.
+    kv.setLength(d.maxSeq);
+    Vec one(static_cast<std::size_t>(batch) * d.hidden);
+    Vec out(one.size());
+    bool threw = false;
+    try {
+        decoderLayerForwardCached(d, 1, view.params, one.data(), out.data(), kv);
+    } catch (const mixz::InvalidArgument& e) {
+        threw = std::string(e.what()).find("maxSeq") != std::string::npos;
+    }
+    CHECK(threw && kv.length() == d.maxSeq, "%s: a position past maxSeq is accepted", name);
+    std::printf("cached forward %-35s relative difference %.2e\n", name, error);
+}
+
+// -------------------------------------------------------------------------------------------------
+// Embedding and head
+
+void testEmbedding() {
+    const LlamaDims d = tinyDims();
+    const std::vector<std::int32_t> ids = {3, 0, 10, 3, 7, 3, 1};
+    Vec table = randomVec(static_cast<std::size_t>(d.vocab) * d.hidden, -1, 1);
+    const Vec weights = randomVec(ids.size() * d.hidden, -1, 1);
+    Vec out(ids.size() * d.hidden);
+    embeddingForward(d, ids.data(), ids.size(), table.data(), out.data());
+    bool rowsMatch = true;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+        rowsMatch &= std::equal(out.begin() + i * d.hidden, out.begin() + (i + 1) * d.hidden,
+                                table.begin() + static_cast<std::size_t>(ids[i]) * d.hidden);
+    }
+    CHECK(rowsMatch, "embedding rows differ from the table");
+    Vec dTable(table.size(), std::nan(""));
+    embeddingBackward(d, ids.data(), ids.size(), weights.data(), dTable.data());
+    auto loss = [&] {
+        embeddingForward(d, ids.data(), ids.size(), table.data(), out.data());
+        return weightedSum(out, weights);
+    };
+    const double error = finiteDifferenceError(table, dTable, coordinates(table.size(), 1000), loss);
+    CHECK(error <= kTolerance, "embedding: dTable relative error %.3g", error);
+
+    const std::vector<std::int32_t> bad = {1, 2, 11, -1};
+    try {
+        embeddingForward(d, bad.data(), bad.size(), table.data(), out.data());
+        CHECK(false, "embedding: id 11 accepted");
+    } catch (const mixz::InvalidArgument& e) {
+        CHECK(std::string(e.what()).find("token id 11 at position 2 is outside the vocabulary [0, 11)") !=
+                  std::string::npos,
+              "embedding: message '%s'", e.what());
+    }
+    try {
+        embeddingBackward(d, bad.data() + 3, 1, weights.data(), dTable.data());
+        CHECK(false, "embedding backward: id -1 accepted");
+    } catch (const mixz::InvalidArgument& e) {
+        CHECK(std::string(e.what()).find("token id -1 at position 0") != std::string::npos, "message '%s'", e.what());
+    }
+    std::printf("embedding: dTable relative error %.2e\n", error);
+}
+
+struct Head {
+    Vec norm;
+    Linear lmHead;
+
+    Head(const LlamaDims& d, int rank) : norm(randomVec(d.hidden, 0.7, 1.3)), lmHead(d.hidden, d.vocab, rank) {}
+};
+
+template <typename T>
+struct HeadView {
+    std::vector<T> norm;
+    LinearView<T> lmHead;
+    HeadParams<T> params;
+
+    explicit HeadView(const Head& h) : norm(convert<T>(h.norm)), lmHead(h.lmHead) {
+        params.norm = norm.data();
+        params.lmHead = lmHead.params;
+    }
+};
+
+LossResult headLoss(const LlamaDims& d, int batch, int seq, const Head& head, const Vec& x,
+                    const std::vector<std::int32_t>& labels) {
+    HeadView<double> view(head);
+    return headForward(d, batch, seq, view.params, x.data(), labels.data(), -100,
+                       static_cast<HeadCache<double>*>(nullptr));
+}
+
+// Cross-entropy computed the plain way, for the loss value itself.
+double referenceLoss(const LlamaDims& d, int batch, int seq, const Head& head, const Vec& x,
+                     const std::vector<std::int32_t>& labels) {
+    HeadView<double> view(head);
+    Vec logits(static_cast<std::size_t>(batch) * seq * d.vocab);
+    headLogits(d, static_cast<std::size_t>(batch) * seq, view.params, x.data(), logits.data());
+    double total = 0;
+    int counted = 0;
+    for (int b = 0; b < batch; ++b) {
+        for (int t = 0; t + 1 < seq; ++t) {
+            const std::int32_t label = labels[b * seq + t + 1];
+            if (label == -100) continue;
+            const double* row = logits.data() + (static_cast<std::size_t>(b) * seq + t) * d.vocab;
+            double sum = 0;
+            for (int j = 0; j < d.vocab; ++j) sum += std::exp(row[j]);
+            total += std::log(sum) - row[label];
+            ++counted;
+        }
+    }
+    return counted > 0 ? total / counted : 0;
+}
+
+void testHead(const char* name, int rank, bool base) {
+    const LlamaDims d = tinyDims();
+    const int batch = 2;
+    const int seq = 5;
+    Head head(d, rank);
+    Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -2, 2);
+    // Ignored labels inside, at the end and at token 0 (which is never predicted anyway).
+    const std::vector<std::int32_t> labels = {-100, 4, 10, -100, 0, 7, 7, 2, 9, -100};
+    const double lossGrad = 0.75;
+
+    HeadView<double> view(head);
+    HeadCache<double> cache;
+    const LossResult result = headForward(d, batch, seq, view.params, x.data(), labels.data(), -100, &cache);
+    CHECK(result.counted == 6, "%s: counted %zu positions, expected 6", name, result.counted);
+    const double reference = referenceLoss(d, batch, seq, head, x, labels);
+    CHECK(std::abs(result.loss - reference) <= 1e-13 * std::abs(reference), "%s: loss %.17g, reference %.17g", name,
+          result.loss, reference);
+
+    Vec dx(x.size(), std::nan(""));
+    HeadGrads<double> grads;
+    Vec dNorm(d.hidden, std::nan(""));
+    LinearGradBuffers lm(head.lmHead, base, true);
+    if (base) grads.norm = dNorm.data();
+    grads.lmHead = lm.grads;
+    headBackward(d, batch, seq, view.params, cache, lossGrad, dx.data(), grads);
+
+    auto loss = [&] { return lossGrad * headLoss(d, batch, seq, head, x, labels).loss; };
+    double worst = 0;
+    auto check = [&](const char* what, Vec& values, const Vec& analytic) {
+        const double error = finiteDifferenceError(values, analytic, coordinates(values.size(), 1000), loss);
+        worst = std::max(worst, error);
+        CHECK(error <= kTolerance, "%s: d%s relative error %.3g", name, what, error);
+    };
+    check("x", x, dx);
+    if (base) {
+        check("norm", head.norm, dNorm);
+        check("lmHead.weight", head.lmHead.weight, lm.weight);
+    }
+    if (rank > 0) {
+        check("lmHead.loraA", head.lmHead.loraA, lm.loraA);
+        check("lmHead.loraB", head.lmHead.loraB, lm.loraB);
+    }
+    std::printf("head gradients %-35s worst relative error %.2e\n", name, worst);
+}
+
+void testHeadIgnored() {
+    const LlamaDims d = tinyDims();
+    const int batch = 2;
+    const int seq = 5;
+    Head head(d, 2);
+    HeadView<double> view(head);
+    const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -2, 2);
+    // Only token 0 of each sequence carries a label: nothing is predicted.
+    const std::vector<std::int32_t> labels = {3, -100, -100, -100, -100, 5, -100, -100, -100, -100};
+    HeadCache<double> cache;
+    const LossResult result = headForward(d, batch, seq, view.params, x.data(), labels.data(), -100, &cache);
+    CHECK(result.loss == 0 && result.counted == 0, "all ignored: loss %g counted %zu", result.loss, result.counted);
+    Vec dx(x.size(), std::nan(""));
+    Vec dNorm(d.hidden, std::nan(""));
+    LinearGradBuffers lm(head.lmHead, true, true);
+    HeadGrads<double> grads;
+    grads.norm = dNorm.data();
+    grads.lmHead = lm.grads;
+    headBackward(d, batch, seq, view.params, cache, 1.0, dx.data(), grads);
+    auto allZero = [](const Vec& v) { return std::all_of(v.begin(), v.end(), [](double g) { return g == 0; }); };
+    CHECK(allZero(dx) && allZero(dNorm) && allZero(lm.weight) && allZero(lm.loraA) && allZero(lm.loraB),
+          "all ignored: gradients are not all zero");
+
+    // A label outside the vocabulary that is not the ignore index is refused, naming it.
+    std::vector<std::int32_t> bad = labels;
+    bad[7] = 11;
+    try {
+        headForward(d, batch, seq, view.params, x.data(), bad.data(), -100, &cache);
+        CHECK(false, "label 11 accepted");
+    } catch (const mixz::InvalidArgument& e) {
+        CHECK(std::string(e.what()).find("label 11 at position 7 (sequence 1, token 2)") != std::string::npos,
+              "message '%s'", e.what());
+    }
+    bad[7] = -1;
+    try {
+        headForward(d, batch, seq, view.params, x.data(), bad.data(), -100, static_cast<HeadCache<double>*>(nullptr));
+        CHECK(false, "label -1 accepted");
+    } catch (const mixz::InvalidArgument&) {
+    }
+    // Another ignore index: -1 is then skipped, and -100 is an ordinary (bad) label.
+    CHECK(throwsInvalid([&] { headForward(d, batch, seq, view.params, x.data(), bad.data(), -1,
+                                          static_cast<HeadCache<double>*>(nullptr)); },
+                        "label -100 at position 1"),
+          "ignore index -1: label -100 accepted");
+    std::printf("head ignore index: ok\n");
+}
+
+// -------------------------------------------------------------------------------------------------
+// Precision and threads
+
+void testFloatAgainstDouble() {
+    const LlamaDims d = blockedDims();
+    const int batch = 2;
+    const int seq = 70;
+    Layer layer(d, 3);
+    Head head(d, 0);
+    const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -1, 1);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(batch) * seq);
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int32_t>((i * 7) % d.vocab);
+    const Vec dy = randomVec(x.size(), -1, 1);
+
+    LayerView<double> viewD(layer);
+    LayerView<float> viewF(layer);
+    DecoderLayerCache<double> cacheD;
+    DecoderLayerCache<float> cacheF;
+    Vec yD(x.size());
+    std::vector<float> xF = convert<float>(x);
+    std::vector<float> yF(x.size());
+    decoderLayerForward(d, batch, seq, viewD.params, x.data(), yD.data(), &cacheD);
+    decoderLayerForward(d, batch, seq, viewF.params, xF.data(), yF.data(), &cacheF);
+    const double forwardError = relativeError(yF, yD);
+    CHECK(forwardError <= 1e-5, "float layer forward differs from double by %.3g", forwardError);
+
+    Vec dxD(x.size());
+    std::vector<float> dxF(x.size());
+    std::vector<float> dyF = convert<float>(dy);
+    Vec dQ(layer.q.weight.size());
+    std::vector<float> dQF(dQ.size());
+    DecoderLayerGrads<double> gradsD;
+    DecoderLayerGrads<float> gradsF;
+    gradsD.q.weight = dQ.data();
+    gradsF.q.weight = dQF.data();
+    decoderLayerBackward(d, batch, seq, viewD.params, cacheD, dy.data(), dxD.data(), gradsD);
+    decoderLayerBackward(d, batch, seq, viewF.params, cacheF, dyF.data(), dxF.data(), gradsF);
+    const double backwardError = std::max(relativeError(dxF, dxD), relativeError(dQF, dQ));
+    CHECK(backwardError <= 1e-4, "float layer backward differs from double by %.3g", backwardError);
+
+    HeadView<double> headD(head);
+    HeadView<float> headF(head);
+    const double lossD = headForward(d, batch, seq, headD.params, x.data(), labels.data(), -100,
+                                     static_cast<HeadCache<double>*>(nullptr))
+                             .loss;
+    const double lossF = headForward(d, batch, seq, headF.params, xF.data(), labels.data(), -100,
+                                     static_cast<HeadCache<float>*>(nullptr))
+                             .loss;
+    CHECK(std::abs(lossF - lossD) <= 1e-5 * std::abs(lossD), "float loss %.9g, double %.9g", lossF, lossD);
+    std::printf("float vs double: layer forward %.2e, backward %.2e, loss %.2e\n", forwardError, backwardError,
+                std::abs(lossF - lossD) / std::abs(lossD));
+}
+
+// One training step of layer + head, everything it produces concatenated.
+template <typename T>
+std::vector<T> stepOutputs(const LlamaDims& d, int batch, int seq, const Layer& layer, const Head& head, const Vec& x,
+                           const std::vector<std::int32_t>& labels) {
+    LayerView<T> view(layer);
+    HeadView<T> headView(head);
+    const std::size_t n = static_cast<std::size_t>(batch) * seq * d.hidden;
+    std::vector<T> xs = convert<T>(x);
+    std::vector<T> y(n);
+    DecoderLayerCache<T> cache;
+    decoderLayerForward(d, batch, seq, view.params, xs.data(), y.data(), &cache);
+    HeadCache<T> headCache;
+    const LossResult loss = headForward(d, batch, seq, headView.params, y.data(), labels.data(), -100, &headCache);
+    std::vector<T> dy(n);
+    std::vector<T> dHeadNorm(d.hidden);
+    std::vector<T> dLm(head.lmHead.weight.size());
+    HeadGrads<T> headGrads;
+    headGrads.norm = dHeadNorm.data();
+    headGrads.lmHead.weight = dLm.data();
+    headBackward(d, batch, seq, headView.params, headCache, T(1), dy.data(), headGrads);
+    std::vector<T> dx(n);
+    std::vector<std::vector<T>> grads;
+    DecoderLayerGrads<T> g;
+    grads.emplace_back(d.hidden);
+    g.inputNorm = grads.back().data();
+    grads.emplace_back(d.hidden);
+    g.postNorm = grads.back().data();
+    std::vector<T> loraGrads[14];
+    LinearGrads<T>* slots[] = {&g.q, &g.k, &g.v, &g.o, &g.gate, &g.up, &g.down};
+    std::vector<Linear*> linears = const_cast<Layer&>(layer).linears();
+    grads.reserve(16);
+    for (int i = 0; i < 7; ++i) {
+        grads.emplace_back(linears[i]->weight.size());
+        slots[i]->weight = grads.back().data();
+        loraGrads[2 * i].resize(linears[i]->loraA.size());
+        loraGrads[2 * i + 1].resize(linears[i]->loraB.size());
+        if (linears[i]->rank > 0) {
+            slots[i]->loraA = loraGrads[2 * i].data();
+            slots[i]->loraB = loraGrads[2 * i + 1].data();
+        }
+    }
+    decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), dx.data(), g);
+    std::vector<T> all = y;
+    all.push_back(static_cast<T>(loss.loss));
+    for (const auto* part : {&dy, &dHeadNorm, &dLm, &dx}) all.insert(all.end(), part->begin(), part->end());
+    for (const auto& part : grads) all.insert(all.end(), part.begin(), part.end());
+    for (const auto& part : loraGrads) all.insert(all.end(), part.begin(), part.end());
+    return all;
+}
+
+// Both ways of combining the settings (llama.h, setKernelThreads): OpenBLAS threaded, and OpenBLAS
+// single-threaded with the linears' GEMMs sliced over the kernel threads.
+void testThreads() {
+    const LlamaDims d = blockedDims();
+    const int batch = 3;
+    const int seq = 70;
+    Layer layer(d, 2);
+    Head head(d, 0);
+    const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -1, 1);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(batch) * seq);
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = i % 5 == 0 ? -100 : static_cast<std::int32_t>((i * 13) % d.vocab);
+    const int blasThreads = openblas_get_num_threads();
+    for (int blas : {std::max(blasThreads, 2), 1}) {
+        openblas_set_num_threads(blas);
+        setKernelThreads(1);
+        const std::vector<double> oneD = stepOutputs<double>(d, batch, seq, layer, head, x, labels);
+        const std::vector<float> oneF = stepOutputs<float>(d, batch, seq, layer, head, x, labels);
+        for (int threads : {2, 3, 8}) {
+            setKernelThreads(threads);
+            CHECK(bitwiseEqual(stepOutputs<double>(d, batch, seq, layer, head, x, labels), oneD),
+                  "double, %d BLAS threads: %d kernel threads differ from 1", blas, threads);
+            CHECK(bitwiseEqual(stepOutputs<float>(d, batch, seq, layer, head, x, labels), oneF),
+                  "float, %d BLAS threads: %d kernel threads differ from 1", blas, threads);
+        }
+    }
+    openblas_set_num_threads(blasThreads);
+    setKernelThreads(1);
+    try {
+        setKernelThreads(0);
+        CHECK(false, "0 kernel threads accepted");
+    } catch (const mixz::InvalidArgument&) {
+    }
+    std::printf("threads: 1, 2, 3 and 8 kernel threads give identical results (OpenBLAS threaded and not)\n");
+}
+
+// -------------------------------------------------------------------------------------------------
+// Argument checks
+
+void testInvalidArguments() {
+    LlamaDims d = tinyDims();
+    CHECK(throwsInvalid([&] { d.kvHeads = 2; validate(d); }, "kvHeads (2) must divide heads (3)"), "kvHeads");
+    d = tinyDims();
+    CHECK(throwsInvalid([&] { d.heads = 5; validate(d); }, "heads (5) must divide hidden (12)"), "heads");
+    d = tinyDims();
+    CHECK(throwsInvalid([&] { d.hidden = 6; d.heads = 2; d.kvHeads = 1; validate(d); }, "must be even"), "odd headDim");
+    d = tinyDims();
+    CHECK(throwsInvalid([&] { d.vocab = 0; validate(d); }, "LlamaDims.vocab must be positive, got 0"), "vocab");
+    d = tinyDims();
+    Layer layer(d, 0);
+    LayerView<double> view(layer);
+    Vec x(10 * d.hidden);
+    Vec y(x.size());
+    CHECK(throwsInvalid([&] { decoderLayerForward(d, 1, 10, view.params, x.data(), y.data(),
+                                                  static_cast<DecoderLayerCache<double>*>(nullptr)); },
+                        "seq 10 is longer than LlamaDims.maxSeq 8"),
+          "seq > maxSeq");
+    DecoderLayerParams<double> missing = view.params;
+    missing.down.weight = nullptr;
+    CHECK(throwsInvalid([&] { decoderLayerForward(d, 1, 5, missing, x.data(), y.data(),
+                                                  static_cast<DecoderLayerCache<double>*>(nullptr)); },
+                        "down.weight is null"),
+          "null weight");
+    missing = view.params;
+    missing.k.loraA = x.data();
+    missing.k.rank = 1;
+    CHECK(throwsInvalid([&] { decoderLayerForward(d, 1, 5, missing, x.data(), y.data(),
+                                                  static_cast<DecoderLayerCache<double>*>(nullptr)); },
+                        "k.loraA and k.loraB must both be set"),
+          "half a LoRA");
+    CHECK(throwsInvalid([&] { KvCache<double> kv(d, 0); }, "batch must be positive"), "KV batch 0");
+    std::printf("invalid arguments: ok\n");
+}
+
+} // namespace
+
+int main() {
+    setKernelThreads(1);
+    try {
+        testLayerGradients("tiny, full training", tinyDims(), 2, 5, 0, true, false, 100000);
+        testLayerGradients("tiny, LoRA rank 2 + base", tinyDims(), 2, 5, 2, true, true, 100000);
+        testLayerGradients("tiny, LoRA rank 2 only", tinyDims(), 2, 5, 2, false, true, 100000);
+        testLayerGradients("blocked (seq 70, GQA 4/2), LoRA + base", blockedDims(), 2, 70, 3, true, true, 40);
+        setKernelThreads(3);
+        testLayerGradients("blocked, 3 threads", blockedDims(), 1, 67, 0, true, false, 25);
+        setKernelThreads(1);
+        testFrozenGradients();
+        testCachedForward("tiny (steps 2, 1, 2)", tinyDims(), 2, 5, {2, 1, 2}, 2);
+        testCachedForward("tiny (one token at a time)", tinyDims(), 2, 8, {1, 1, 1, 1, 1, 1, 1, 1}, 0);
+        testCachedForward("blocked (steps 30, 70, 1, 59)", blockedDims(), 2, 160, {30, 70, 1, 59}, 1);
+        testEmbedding();
+        testHead("LM head, full training", 0, true);
+        testHead("LM head, LoRA rank 2 + base", 2, true);
+        testHead("LM head, LoRA rank 2 only", 2, false);
+        testHeadIgnored();
+        testFloatAgainstDouble();
+        testThreads();
+        testInvalidArguments();
+    } catch (const std::exception& e) {
+        ++failures;
+        std::fprintf(stderr, "unexpected exception: %s\n", e.what());
+    }
+    std::printf(failures == 0 ? "OK: %d checks\n" : "%d FAILURE(S) of %d checks\n", failures == 0 ? checks : failures,
+                checks);
+    return failures == 0 ? 0 : 1;
+}
