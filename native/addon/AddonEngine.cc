@@ -1,5 +1,6 @@
 #include "AddonEngine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -85,6 +86,7 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.optimizer.weightDecay = numberField(optimizer, "weightDecay", o);
     options.optimizer.decoupledWeightDecay = booleanField(optimizer, "decoupledWeightDecay", o);
     options.kernelThreads = static_cast<int>(integerField(descriptor, "kernelThreads", what, 1, 1024));
+    options.quantBlockSize = static_cast<std::size_t>(integerField(descriptor, "quantBlockSize", what, 8, 65536));
     options.tagBase = static_cast<std::uint32_t>(integerField(descriptor, "tagBase", what, 0, 4'000'000'000));
     options.timeout = std::chrono::milliseconds(integerField(descriptor, "timeoutMs", what, 1, 2'147'483'647));
     return options;
@@ -109,6 +111,9 @@ Napi::Object memoryObject(Napi::Env env, const zero::MemoryReport& m) {
     Napi::Object object = Napi::Object::New(env);
     auto set = [&](const char* key, std::size_t bytes) { object.Set(key, static_cast<double>(bytes)); };
     set("parameterPartitions", m.parameterPartitions);
+    set("quantizedPartitions", m.quantizedPartitions);
+    set("secondaryPartitions", m.secondaryPartitions);
+    set("quantScales", m.quantScales);
     set("persistentParameters", m.persistentParameters);
     set("gatheredParameters", m.gatheredParameters);
     set("gatheredParametersPeak", m.gatheredParametersPeak);
@@ -125,6 +130,7 @@ Napi::Object memoryObject(Napi::Env env, const zero::MemoryReport& m) {
 struct Building {
     zero::EngineOptions options;
     std::shared_ptr<comm::Communicator> world;
+    std::shared_ptr<comm::Communicator> hpz;
     std::shared_ptr<zero::Engine> engine;
 };
 
@@ -144,6 +150,10 @@ Napi::Function AddonEngine::define(Napi::Env env) {
                         InstanceMethod<&AddonEngine::setOptimizerSteps>("setOptimizerSteps"),
                         InstanceMethod<&AddonEngine::memory>("memory"),
                         InstanceMethod<&AddonEngine::takeMetrics>("takeMetrics"),
+                        InstanceMethod<&AddonEngine::applyLora>("applyLora"),
+                        InstanceMethod<&AddonEngine::quantizeNontrainable>("quantizeNontrainable"),
+                        InstanceMethod<&AddonEngine::generate>("generate"),
+                        InstanceMethod<&AddonEngine::gatherParameter>("gatherParameter"),
                         InstanceMethod<&AddonEngine::abort>("abort"),
                         InstanceMethod<&AddonEngine::dispose>("dispose")});
 }
@@ -183,6 +193,8 @@ Napi::Value AddonEngine::params(const Napi::CallbackInfo& info) {
             object.Set("unit", p.unit);
             object.Set("trainable", p.trainable);
             object.Set("persistent", p.persistent);
+            object.Set("quantized", p.quantized);
+            object.Set("hasSecondary", p.hasSecondary);
             object.Set("sliceBegin", static_cast<double>(engine->sliceBegin(i)));
             object.Set("sliceLength", static_cast<double>(engine->sliceLength(i)));
             array.Set(static_cast<std::uint32_t>(i), object);
@@ -351,7 +363,110 @@ Napi::Value AddonEngine::takeMetrics(const Napi::CallbackInfo& info) {
         object.Set("optimizerSeconds", m.optimizerSeconds);
         object.Set("gatheredBytes", static_cast<double>(m.gatheredBytes));
         object.Set("reducedBytes", static_cast<double>(m.reducedBytes));
+        object.Set("frozenGatherIntraBytes", static_cast<double>(m.frozenGatherIntraBytes));
+        object.Set("frozenGatherCrossBytes", static_cast<double>(m.frozenGatherCrossBytes));
+        object.Set("trainableGatherIntraBytes", static_cast<double>(m.trainableGatherIntraBytes));
+        object.Set("trainableGatherCrossBytes", static_cast<double>(m.trainableGatherCrossBytes));
+        object.Set("reduceIntraBytes", static_cast<double>(m.reduceIntraBytes));
+        object.Set("reduceCrossBytes", static_cast<double>(m.reduceCrossBytes));
         return object;
+    });
+}
+
+Napi::Value AddonEngine::applyLora(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.applyLora(options)", 1);
+        auto engine = idle("applyLora");
+        const std::string what = "Engine.applyLora: options";
+        const Napi::Object object = objectArgument(info[0], what);
+        zero::LoraOptions options;
+        options.rank = static_cast<int>(integerField(object, "r", what, 1, 1 << 16));
+        options.alpha = numberField(object, "alpha", what);
+        options.seed = static_cast<std::uint64_t>(integerField(object, "seed", what, 0, kMaxSafeInteger));
+        const Napi::Value targets = object.Get("targets");
+        if (!targets.IsArray()) MIXZ_THROW(InvalidArgument, what, ".targets must be an array of strings");
+        const Napi::Array array = targets.As<Napi::Array>();
+        for (std::uint32_t i = 0; i < array.Length(); ++i) {
+            if (!array.Get(i).IsString()) MIXZ_THROW(InvalidArgument, what, ".targets[", i, "] must be a string");
+            options.targets.push_back(array.Get(i).As<Napi::String>().Utf8Value());
+        }
+        engine->applyLora(options);
+        return info.Env().Undefined();
+    });
+}
+
+Napi::Value AddonEngine::quantizeNontrainable(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.quantizeNontrainable()", 0);
+        auto engine = idle("quantizeNontrainable");
+        auto report = std::make_shared<zero::QuantizeReport>();
+        *busy_ = true;
+        auto busy = busy_;
+        return queuePromise(
+            info.Env(), "mixz.engine.quantize", [engine, report] { *report = engine->quantizeNontrainable(); }, {},
+            [report](Napi::Env env) -> Napi::Value {
+                Napi::Object out = Napi::Object::New(env);
+                out.Set("parameters", static_cast<double>(report->parameters));
+                out.Set("bytesBefore", static_cast<double>(report->bytesBefore));
+                out.Set("bytesAfter", static_cast<double>(report->bytesAfter));
+                return out;
+            },
+            [busy] { *busy = false; });
+    });
+}
+
+Napi::Value AddonEngine::generate(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.generate(options)", 1);
+        auto engine = idle("generate");
+        const std::string what = "Engine.generate: options";
+        const Napi::Object object = objectArgument(info[0], what);
+        const Napi::Int32Array prompt = int32Field(object, "promptIds", what);
+        zero::GenerateOptions options;
+        options.batch = static_cast<int>(integerField(object, "batch", what, 1, 1 << 20));
+        options.promptLength = static_cast<int>(integerField(object, "promptLength", what, 1, 1 << 24));
+        options.maxNewTokens = static_cast<int>(integerField(object, "maxNewTokens", what, 1, 1 << 24));
+        options.temperature = numberField(object, "temperature", what);
+        options.topK = static_cast<int>(integerField(object, "topK", what, 0, 1 << 30));
+        options.seed = static_cast<std::uint64_t>(integerField(object, "seed", what, 0, kMaxSafeInteger));
+        if (prompt.ElementLength() != static_cast<std::size_t>(options.batch) * static_cast<std::size_t>(options.promptLength)) {
+            MIXZ_THROW(InvalidArgument, what, ".promptIds has ", prompt.ElementLength(), " ids, [", options.batch, ", ", options.promptLength, "] needs ",
+                       static_cast<std::size_t>(options.batch) * static_cast<std::size_t>(options.promptLength));
+        }
+        KeepAlive keep;
+        keep.add(prompt);
+        const std::int32_t* ids = prompt.Data();
+        auto result = std::make_shared<std::vector<std::int32_t>>();
+        *busy_ = true;
+        auto busy = busy_;
+        return queuePromise(
+            info.Env(), "mixz.engine.generate", [engine, ids, options, result] { *result = engine->generate(ids, options); }, std::move(keep),
+            [result](Napi::Env env) -> Napi::Value {
+                Napi::Int32Array out = Napi::Int32Array::New(env, result->size());
+                std::copy(result->begin(), result->end(), out.Data());
+                return out;
+            },
+            [busy] { *busy = false; });
+    });
+}
+
+Napi::Value AddonEngine::gatherParameter(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.gatherParameter(index)", 1);
+        auto engine = idle("gatherParameter");
+        const auto index = static_cast<std::size_t>(integerIn(info[0], "Engine.gatherParameter: index", 0, kMaxSafeInteger));
+        if (index >= engine->params().size()) MIXZ_THROW(InvalidArgument, "Engine.gatherParameter: no parameter with index ", index);
+        auto result = std::make_shared<std::vector<float>>();
+        *busy_ = true;
+        auto busy = busy_;
+        return queuePromise(
+            info.Env(), "mixz.engine.gatherParameter", [engine, index, result] { *result = engine->gatherParameter(index); }, {},
+            [result](Napi::Env env) -> Napi::Value {
+                Napi::Float32Array out = Napi::Float32Array::New(env, result->size());
+                std::copy(result->begin(), result->end(), out.Data());
+                return out;
+            },
+            [busy] { *busy = false; });
     });
 }
 
@@ -374,16 +489,18 @@ Napi::Value AddonEngine::dispose(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value createEngine(const Napi::CallbackInfo& info) {
-    expectArguments(info, "createEngine(descriptor, communicator)", 2);
+    expectArguments(info, "createEngine(descriptor, communicator, hpz)", 3);
     auto building = std::make_shared<Building>();
     building->options = engineOptions(objectArgument(info[0], "createEngine: descriptor"));
     building->world = communicatorOf(info[1], "createEngine: communicator");
+    if (!info[2].IsNull()) building->hpz = communicatorOf(info[2], "createEngine: hpz");
     auto constructor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(AddonEngine::define(info.Env())));
     KeepAlive keep;
     keep.add(info[1]);
+    if (!info[2].IsNull()) keep.add(info[2]);
     return queuePromise(
         info.Env(), "mixz.engine.create",
-        [building] { building->engine = std::make_shared<zero::Engine>(building->options, building->world); },
+        [building] { building->engine = std::make_shared<zero::Engine>(building->options, building->world, building->hpz); },
         std::move(keep),
         [building, constructor](Napi::Env env) -> Napi::Value {
             return constructor->New({Napi::External<std::shared_ptr<zero::Engine>>::New(env, &building->engine)});

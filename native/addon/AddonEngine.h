@@ -1,6 +1,7 @@
 // JS face of mixz::zero::Engine (mixz/zero/engine.h).
 //
-//   createEngine(descriptor, communicator)       → Promise<Engine>  (gathers the persistent unit: a collective)
+//   createEngine(descriptor, communicator, hpz)  → Promise<Engine>  (gathers the persistent unit: a collective;
+//                                                  hpz: the node's hpZ group or null)
 //   engine.params()                              → [{name, shape, numel, partition, unit, trainable, persistent,
 //                                                    sliceBegin, sliceLength}]
 //   engine.forward({inputIds, labels, micro, seq, train}) → Promise<{loss, counted}>   labels: Int32Array | null
@@ -12,6 +13,11 @@
 //   engine.optimizerSteps() / engine.setOptimizerSteps(n)
 //   engine.memory()                              → MemoryReport (bytes)
 //   engine.takeMetrics()                         → EngineMetrics (seconds and bytes since the last call)
+//   engine.applyLora({r, alpha, targets, seed})  freezes the base, adds adapters (not a collective)
+//   engine.quantizeNontrainable()                → Promise<{parameters, bytesBefore, bytesAfter}>  (collective)
+//   engine.generate({promptIds, batch, promptLength, maxNewTokens, temperature, topK, seed})
+//                                                → Promise<Int32Array>  [batch, maxNewTokens] (collective)
+//   engine.gatherParameter(index)                → Promise<Float32Array>  the full tensor as compute sees it (collective)
 //   engine.abort(reason)                         fails the engine's collectives (job abort)
 //   engine.dispose()                             frees everything; the engine is unusable afterwards
 //
@@ -46,6 +52,10 @@ private:
     Napi::Value setOptimizerSteps(const Napi::CallbackInfo& info);
     Napi::Value memory(const Napi::CallbackInfo& info);
     Napi::Value takeMetrics(const Napi::CallbackInfo& info);
+    Napi::Value applyLora(const Napi::CallbackInfo& info);
+    Napi::Value quantizeNontrainable(const Napi::CallbackInfo& info);
+    Napi::Value generate(const Napi::CallbackInfo& info);
+    Napi::Value gatherParameter(const Napi::CallbackInfo& info);
     Napi::Value abort(const Napi::CallbackInfo& info);
     Napi::Value dispose(const Napi::CallbackInfo& info);
 

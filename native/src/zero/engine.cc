@@ -9,6 +9,8 @@
 #include <functional>
 #include <future>
 #include <limits>
+#include <map>
+#include <unordered_map>
 #include <mutex>
 #include <thread>
 #include <utility>
@@ -16,6 +18,7 @@
 #include "mixz/comm/collectives.h"
 #include "mixz/common/error.h"
 #include "mixz/common/thread_pool.h"
+#include "mixz/quant/block_quant.h"
 
 namespace mixz::zero {
 namespace {
@@ -110,99 +113,169 @@ private:
     std::thread thread_;
 };
 
-// Full fp32 buffers for gathered parameters and their gradients, all of the largest unit's size,
-// kept for reuse: freeing and re-faulting tens of megabytes per layer per step costs more than
-// the copies (measured in issue 4's all-gather). Bounded in practice by the prefetch depth.
+// Full fp32 buffers for gathered parameters and their gradients, kept for reuse by size: freeing
+// and re-faulting tens of megabytes per layer per step costs more than the copies (measured in
+// issue 4's all-gather). Bounded in practice by the prefetch depth.
 class BufferPool {
 public:
-    explicit BufferPool(std::size_t elements) : elements_(std::max<std::size_t>(elements, 1)) {}
-
-    float* take() {
+    float* take(std::size_t elements) {
+        elements = std::max<std::size_t>(elements, 1);
         std::lock_guard<std::mutex> lock(mutex_);
-        ++inUse_;
+        inUse_ += elements;
         peakInUse_ = std::max(peakInUse_, inUse_);
-        if (!free_.empty()) {
-            float* buffer = free_.back();
-            free_.pop_back();
+        auto& free = free_[elements];
+        if (!free.empty()) {
+            float* buffer = free.back();
+            free.pop_back();
             return buffer;
         }
-        owned_.push_back(std::make_unique<float[]>(elements_));
+        owned_.push_back(std::make_unique<float[]>(elements));
+        held_ += elements;
+        sizes_[owned_.back().get()] = elements;
         return owned_.back().get();
     }
 
     void give(float* buffer) {
         if (buffer == nullptr) return;
         std::lock_guard<std::mutex> lock(mutex_);
-        --inUse_;
-        free_.push_back(buffer);
+        const std::size_t elements = sizes_.at(buffer);
+        inUse_ -= elements;
+        free_[elements].push_back(buffer);
     }
 
     std::size_t bytesHeld() const {
         std::lock_guard<std::mutex> lock(mutex_);
-        return owned_.size() * elements_ * sizeof(float);
-    }
-    std::size_t bytesInUse() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        return inUse_ * elements_ * sizeof(float);
+        return held_ * sizeof(float);
     }
     std::size_t peakBytes() const {
         std::lock_guard<std::mutex> lock(mutex_);
-        return peakInUse_ * elements_ * sizeof(float);
+        return peakInUse_ * sizeof(float);
     }
 
 private:
-    const std::size_t elements_;
     mutable std::mutex mutex_;
     std::vector<std::unique_ptr<float[]>> owned_;
-    std::vector<float*> free_;
+    std::map<float*, std::size_t> sizes_;
+    std::map<std::size_t, std::vector<float*>> free_;
+    std::size_t held_ = 0;
     std::size_t inUse_ = 0;
     std::size_t peakInUse_ = 0;
 };
 
 enum class Availability { kNotAvailable, kInflight, kAvailable };
 
-struct Unit {
-    std::vector<std::size_t> params;  // indices into Engine::State::params
-    std::vector<std::size_t> poff;    // each param's offset in the unit's partition
-    std::vector<std::size_t> foff;    // each param's offset in the unit's full buffer
-    std::size_t partition = 0;        // S: elements of this rank's partition (padded)
-    std::size_t full = 0;             // F: elements of the full (unpadded) parameters
-    std::vector<std::uint8_t> data;   // S elements, model dtype
-    std::vector<std::uint8_t> grad;   // S elements, model dtype
-    std::vector<float> master;        // S, only when the model dtype is not fp32
-    std::vector<float> expAvg;        // S
-    std::vector<float> expAvgSq;      // S
+std::size_t alignUp(std::size_t value, std::size_t to) { return (value + to - 1) / to * to; }
+
+// How a group's parameters are cut into partitions over M members: param k's member m holds
+// elements [m·part[k], (m+1)·part[k]) of the flattened tensor (zero past its end). Unquantized, a
+// member's partitions lie back to back (off[k], in elements); quantized (int8), each partition is
+// zero-padded to whole blocks, its codes lie at qoff[k] bytes and its scales at soff[k] floats in
+// the scale region that follows all codes (at scaleBase bytes, 4-aligned).
+struct Layout {
+    int members = 1;
+    std::vector<std::size_t> part;
+    std::vector<std::size_t> off;
+    std::size_t elements = 0;
+    std::vector<std::size_t> qoff;
+    std::vector<std::size_t> soff;
+    std::size_t scaleBase = 0;
+    std::size_t scaleCount = 0;
+
+    std::size_t bytes(bool quantized, std::size_t eb) const {
+        return quantized ? scaleBase + scaleCount * sizeof(float) : elements * eb;
+    }
+};
+
+Layout makeLayout(const std::vector<std::size_t>& numels, int members, std::size_t blockSize) {
+    Layout layout;
+    layout.members = members;
+    std::size_t codes = 0;
+    for (std::size_t numel : numels) {
+        const std::size_t part = (numel + static_cast<std::size_t>(members) - 1) / static_cast<std::size_t>(members);
+        layout.part.push_back(part);
+        layout.off.push_back(layout.elements);
+        layout.elements += part;
+        const std::size_t padded = quant::paddedSize(part, blockSize);
+        layout.qoff.push_back(codes);
+        codes += quant::quantizedBytes(padded, 8);
+        layout.soff.push_back(layout.scaleCount);
+        layout.scaleCount += quant::blockCount(padded, blockSize);
+    }
+    layout.scaleBase = alignUp(codes, 4);
+    return layout;
+}
+
+// Parameters gathered together: one unit's base parameters, or its LoRA adapters.
+struct Group {
+    std::vector<std::size_t> params;
+    std::vector<std::size_t> foff; // each param's offset in the full buffer
+    std::size_t full = 0;          // F: elements of the full (unpadded) parameters
+    bool frozen = false;           // no gradient, no optimizer state
+    bool quantized = false;        // partitions are int8 blocks (frozen only)
+    Layout primary;                // over the world
+    std::vector<std::uint8_t> data;
+    std::vector<std::uint8_t> grad; // primary.elements, model dtype (trainable)
+    std::vector<float> master;      // primary.elements, when the model dtype is not fp32 (trainable)
+    std::vector<float> expAvg;
+    std::vector<float> expAvgSq;
+    Layout secondary;               // over the hpZ group
+    std::vector<std::uint8_t> secondaryData;
+    bool secondaryValid = false;
     Availability status = Availability::kNotAvailable;
     std::shared_future<void> fetched;
-    float* values = nullptr;          // F elements while available
-    std::vector<float> persistentValues; // unit 0 only: its own buffer, never pooled
+    float* values = nullptr;
+    std::vector<float> persistentValues; // unit 0: kept gathered, never pooled
 };
+
+struct Unit {
+    std::vector<Group> groups;
+};
+
+struct ParamLocation {
+    std::size_t unit = 0;
+    std::size_t group = 0;
+    std::size_t index = 0; // within the group
+};
+
+const char* const kLinears[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+std::string linearPath(int layer, const std::string& linear) {
+    const bool mlp = linear == "gate_proj" || linear == "up_proj" || linear == "down_proj";
+    return "model.layers." + std::to_string(layer) + (mlp ? ".mlp." : ".self_attn.") + linear;
+}
 
 } // namespace
 
 struct Engine::State {
     EngineOptions options;
     std::shared_ptr<comm::Communicator> world;
+    std::shared_ptr<comm::Communicator> hpz; // null without hpZ
     int rank = 0;
     int size = 1;
     std::vector<ParamInfo> params;
-    std::vector<std::size_t> paramUnit;  // unit of each param
-    std::vector<std::size_t> paramIndex; // index within its unit
+    std::vector<ParamLocation> where;
+    std::unordered_map<std::string, std::size_t> byName;
     std::vector<Unit> units;
-    std::unique_ptr<BufferPool> pool;
-    std::vector<std::uint8_t> staging;   // N × max S, model dtype (gathers)
-    std::vector<float> packed;           // N × chunk (reduce-scatter input)
-    std::vector<float> reduced;          // chunk
-    std::unique_ptr<CommThread> comm;    // last member: destroyed first, joined before buffers go
+    BufferPool pool;
+    std::vector<std::uint8_t> staging; // gathers, grown to the largest
+    std::vector<float> packed;         // reduce-scatter input
+    std::vector<float> reduced;
+    std::unique_ptr<CommThread> comm;
     std::vector<std::shared_future<void>> pendingReduces;
+    std::vector<bool> worldIntra; // per world member: on this rank's host
+    std::vector<bool> hpzIntra;
+
+    // LoRA.
+    bool lora = false;
+    LoraOptions loraOptions;
 
     // Activations.
-    std::vector<std::vector<float>> hidden;          // L + 1 buffers of micro·seq·hidden
+    std::vector<std::vector<float>> hidden;
     std::vector<model::DecoderLayerCache<float>> caches;
     model::HeadCache<float> headCache;
-    std::vector<float> gradA, gradB;                 // ping-pong d(hidden)
-    std::vector<float> persistentGrads;              // unit 0's full gradients during backward
-    std::vector<std::int32_t> ids;                   // the training forward's batch, for backward
+    std::vector<float> gradA, gradB;
+    std::vector<std::vector<float>> persistentGrads; // per group of unit 0, during backward
+    std::vector<std::int32_t> ids;
     int micro = 0;
     int seq = 0;
     bool haveTrainForward = false;
@@ -218,86 +291,110 @@ struct Engine::State {
     std::size_t layerUnit(int layer) const { return 2 + static_cast<std::size_t>(layer); }
     std::size_t headUnit() const { return 2 + static_cast<std::size_t>(options.dims.layers); }
     std::size_t eb() const { return elementBytes(options.dtype); }
+    bool hpzOn() const { return hpz != nullptr; }
 
-    void addMetric(double EngineMetrics::*field, double seconds) {
+    template <typename Field>
+    void add(Field EngineMetrics::*field, Field amount) {
         std::lock_guard<std::mutex> lock(metricsMutex);
-        metrics.*field += seconds;
-    }
-    void addBytes(std::uint64_t EngineMetrics::*field, std::uint64_t bytes) {
-        std::lock_guard<std::mutex> lock(metricsMutex);
-        metrics.*field += bytes;
+        metrics.*field += amount;
     }
 
     void requireUsable() const {
         if (!broken.empty()) MIXZ_THROW(IoError, "the engine stopped after an earlier failure: ", broken);
     }
 
+    Group& groupOf(std::size_t i) { return units[where[i].unit].groups[where[i].group]; }
+    const Group& groupOf(std::size_t i) const { return units[where[i].unit].groups[where[i].group]; }
+
     // --- building ---------------------------------------------------------------------------
 
-    void addParam(const std::string& name, std::vector<std::int64_t> shape, int unit, bool isNorm) {
+    // Adds a parameter to group `group` of unit `unit` (or of the persistent unit 0 when small).
+    void addParam(const std::string& name, std::vector<std::int64_t> shape, std::size_t unit, std::size_t group, bool trainable) {
         ParamInfo info;
         info.name = name;
         info.numel = 1;
         for (std::int64_t d : shape) info.numel *= static_cast<std::size_t>(d);
         info.shape = std::move(shape);
-        info.partition = (info.numel + size - 1) / size;
+        info.partition = (info.numel + static_cast<std::size_t>(size) - 1) / static_cast<std::size_t>(size);
         info.persistent = info.numel <= options.zero.persistenceThreshold;
-        info.unit = info.persistent ? 0 : unit;
-        (void)isNorm;
+        info.trainable = trainable;
+        const std::size_t u = info.persistent ? 0 : unit;
+        info.unit = static_cast<int>(u);
+        Unit& target = units[u];
+        if (target.groups.size() <= group) target.groups.resize(group + 1);
+        Group& g = target.groups[group];
+        where.push_back({u, group, g.params.size()});
+        byName[name] = params.size();
+        g.params.push_back(params.size());
+        g.foff.push_back(g.full);
+        g.full += info.numel;
         params.push_back(std::move(info));
+    }
+
+    std::vector<std::size_t> numelsOf(const Group& g) const {
+        std::vector<std::size_t> numels;
+        for (std::size_t i : g.params) numels.push_back(params[i].numel);
+        return numels;
+    }
+
+    // Allocates a new group's partitions (zeros) and, for trainable groups, its gradient and
+    // optimizer state.
+    void allocate(Group& g) {
+        g.primary = makeLayout(numelsOf(g), size, options.quantBlockSize);
+        g.data.assign(g.primary.elements * eb(), 0);
+        if (hpzOn()) g.secondary = makeLayout(numelsOf(g), hpz->size(), options.quantBlockSize);
+        if (!g.frozen) {
+            g.grad.assign(g.primary.elements * eb(), 0);
+            if (options.dtype != DType::kFloat32) g.master.assign(g.primary.elements, 0.0f);
+            g.expAvg.assign(g.primary.elements, 0.0f);
+            g.expAvgSq.assign(g.primary.elements, 0.0f);
+        }
     }
 
     void build() {
         const model::LlamaDims& d = options.dims;
         const std::int64_t h = d.hidden, kv = d.kvDim(), inter = d.intermediate, vocab = d.vocab;
-        addParam("model.embed_tokens.weight", {vocab, h}, 1, false);
+        units.resize(headUnit() + 1);
+        for (Unit& unit : units) unit.groups.resize(1);
+        addParam("model.embed_tokens.weight", {vocab, h}, 1, 0, true);
         for (int i = 0; i < d.layers; ++i) {
             const std::string p = "model.layers." + std::to_string(i) + ".";
-            const int u = static_cast<int>(layerUnit(i));
-            addParam(p + "self_attn.q_proj.weight", {h, h}, u, false);
-            addParam(p + "self_attn.k_proj.weight", {kv, h}, u, false);
-            addParam(p + "self_attn.v_proj.weight", {kv, h}, u, false);
-            addParam(p + "self_attn.o_proj.weight", {h, h}, u, false);
-            addParam(p + "mlp.gate_proj.weight", {inter, h}, u, false);
-            addParam(p + "mlp.up_proj.weight", {inter, h}, u, false);
-            addParam(p + "mlp.down_proj.weight", {h, inter}, u, false);
-            addParam(p + "input_layernorm.weight", {h}, u, true);
-            addParam(p + "post_attention_layernorm.weight", {h}, u, true);
+            const std::size_t u = layerUnit(i);
+            addParam(p + "self_attn.q_proj.weight", {h, h}, u, 0, true);
+            addParam(p + "self_attn.k_proj.weight", {kv, h}, u, 0, true);
+            addParam(p + "self_attn.v_proj.weight", {kv, h}, u, 0, true);
+            addParam(p + "self_attn.o_proj.weight", {h, h}, u, 0, true);
+            addParam(p + "mlp.gate_proj.weight", {inter, h}, u, 0, true);
+            addParam(p + "mlp.up_proj.weight", {inter, h}, u, 0, true);
+            addParam(p + "mlp.down_proj.weight", {h, inter}, u, 0, true);
+            addParam(p + "input_layernorm.weight", {h}, u, 0, true);
+            addParam(p + "post_attention_layernorm.weight", {h}, u, 0, true);
         }
-        addParam("model.norm.weight", {h}, static_cast<int>(headUnit()), true);
-        addParam("lm_head.weight", {vocab, h}, static_cast<int>(headUnit()), false);
-
-        units.resize(headUnit() + 1);
-        paramUnit.resize(params.size());
-        paramIndex.resize(params.size());
-        std::size_t maxFull = 0, maxPartition = 0;
+        addParam("model.norm.weight", {h}, headUnit(), 0, true);
+        addParam("lm_head.weight", {vocab, h}, headUnit(), 0, true);
+        for (Unit& unit : units) {
+            for (Group& g : unit.groups) allocate(g);
+        }
+        units[0].groups[0].persistentValues.assign(units[0].groups[0].full, 0.0f);
+        std::vector<float> values;
         for (std::size_t i = 0; i < params.size(); ++i) {
-            Unit& unit = units[static_cast<std::size_t>(params[i].unit)];
-            paramUnit[i] = static_cast<std::size_t>(params[i].unit);
-            paramIndex[i] = unit.params.size();
-            unit.params.push_back(i);
-            unit.poff.push_back(unit.partition);
-            unit.foff.push_back(unit.full);
-            unit.partition += params[i].partition;
-            unit.full += params[i].numel;
+            const bool isNorm = params[i].shape.size() == 1;
+            values.assign(params[i].partition, 0.0f);
+            const std::size_t begin = sliceBegin(i), length = sliceLength(i);
+            for (std::size_t j = 0; j < length; ++j) values[j] = isNorm ? 1.0f : normalAt(options.seed, i, begin + j, options.initStd);
+            writePartition(i, values.data(), true);
         }
-        for (std::size_t u = 0; u < units.size(); ++u) {
-            Unit& unit = units[u];
-            unit.data.assign(unit.partition * eb(), 0);
-            unit.grad.assign(unit.partition * eb(), 0);
-            if (options.dtype != DType::kFloat32) unit.master.assign(unit.partition, 0.0f);
-            unit.expAvg.assign(unit.partition, 0.0f);
-            unit.expAvgSq.assign(unit.partition, 0.0f);
-            if (u != 0) maxFull = std::max(maxFull, unit.full);
-            maxPartition = std::max(maxPartition, unit.partition);
-        }
-        units[0].persistentValues.assign(units[0].full, 0.0f);
-        pool = std::make_unique<BufferPool>(maxFull);
-        if (size > 1) staging.assign(static_cast<std::size_t>(size) * maxPartition * eb(), 0);
-        initialize();
+        worldIntra = intraFlags(*world);
+        if (hpzOn()) hpzIntra = intraFlags(*hpz);
     }
 
-    // This rank's slice of param i: [begin, begin + length) of the flattened tensor.
+    std::vector<bool> intraFlags(const comm::Communicator& c) const {
+        const std::string& me = c.members()[static_cast<std::size_t>(c.rank())].host;
+        std::vector<bool> flags;
+        for (const comm::Peer& peer : c.members()) flags.push_back(peer.host == me);
+        return flags;
+    }
+
     std::size_t sliceBegin(std::size_t i) const {
         return std::min(params[i].numel, static_cast<std::size_t>(rank) * params[i].partition);
     }
@@ -306,107 +403,195 @@ struct Engine::State {
         return std::min(params[i].partition, params[i].numel - begin);
     }
 
-    void initialize() {
-        std::vector<float> values;
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            const bool isNorm = params[i].shape.size() == 1;
-            const std::size_t begin = sliceBegin(i), length = sliceLength(i);
-            values.assign(params[i].partition, 0.0f);
-            for (std::size_t j = 0; j < length; ++j) {
-                values[j] = isNorm ? 1.0f : normalAt(options.seed, i, begin + j, options.initStd);
+    // Stores param i's whole partition (padding included) from fp32 values; the master copy is the
+    // rounded value, as DeepSpeed builds its fp32 master from the 16-bit parameters.
+    void writePartition(std::size_t i, const float* values, bool setMaster) {
+        Group& g = groupOf(i);
+        const std::size_t k = where[i].index;
+        const std::size_t n = params[i].partition;
+        if (g.quantized) {
+            quantizeInto(values, DType::kFloat32, sliceLength(i), n, g.data.data(), g.primary, k);
+        } else {
+            const std::size_t off = g.primary.off[k];
+            convertInto(values, DType::kFloat32, g.data.data() + off * eb(), options.dtype, n);
+            if (setMaster && !g.master.empty()) {
+                convertInto(g.data.data() + off * eb(), options.dtype, g.master.data() + off, DType::kFloat32, n);
             }
-            writePartition(i, values.data(), /*setMaster=*/true);
         }
+        // The secondary was cut from the old values (zeropp.md §8: a write into a primary drops it).
+        g.secondaryValid = false;
+        if (where[i].unit == 0) persistentDirty = true;
     }
 
-    // Stores fp32 values (the whole partition of param i, padding included) into the model dtype,
-    // and the master copy as the rounded value, as DeepSpeed builds its fp32 master from the
-    // 16-bit parameters.
-    void writePartition(std::size_t i, const float* values, bool setMaster) {
-        Unit& unit = units[paramUnit[i]];
-        const std::size_t off = unit.poff[paramIndex[i]], n = params[i].partition;
-        convertInto(values, DType::kFloat32, unit.data.data() + off * eb(), options.dtype, n);
-        if (setMaster && !unit.master.empty()) {
-            convertInto(unit.data.data() + off * eb(), options.dtype, unit.master.data() + off, DType::kFloat32, n);
-        }
-        if (paramUnit[i] == 0) persistentDirty = true;
+    // Quantizes `valid` values (then zeros up to the partition's blocks) into slot k of a
+    // quantized blob laid out by `layout`.
+    void quantizeInto(const void* input, DType inputType, std::size_t valid, std::size_t part, std::uint8_t* blob,
+                      const Layout& layout, std::size_t k) {
+        quant::QuantizeOptions q;
+        q.input = input;
+        q.inputType = inputType;
+        q.elements = valid;
+        q.paddedElements = quant::paddedSize(part, options.quantBlockSize);
+        q.bits = 8;
+        q.blockSize = options.quantBlockSize;
+        q.output = blob + layout.qoff[k];
+        q.outputBytes = quant::quantizedBytes(q.paddedElements, 8);
+        q.scales = reinterpret_cast<float*>(blob + layout.scaleBase) + layout.soff[k];
+        q.scaleCount = quant::blockCount(q.paddedElements, options.quantBlockSize);
+        q.threads = 1;
+        if (q.paddedElements == 0) return;
+        quant::quantize(q);
+    }
+
+    void dequantizeFrom(const std::uint8_t* blob, const Layout& layout, std::size_t k, std::size_t valid, float* out) const {
+        if (valid == 0) return;
+        quant::DequantizeOptions q;
+        q.input = blob + layout.qoff[k];
+        q.inputBytes = quant::quantizedBytes(valid, 8);
+        q.bits = 8;
+        q.scales = reinterpret_cast<const float*>(blob + layout.scaleBase) + layout.soff[k];
+        q.scaleCount = quant::blockCount(valid, options.quantBlockSize);
+        q.elements = valid;
+        q.blockSize = options.quantBlockSize;
+        q.output = out;
+        q.outputType = DType::kFloat32;
+        q.outputElements = valid;
+        q.threads = 1;
+        quant::dequantize(q);
     }
 
     // --- gathering -------------------------------------------------------------------------
 
-    // Runs on the communication thread: fills `values` (F elements) with the unit's parameters.
-    void gatherInto(std::size_t u, float* values) {
+    // Runs on the communication thread: fills `values` (F elements) with group g's parameters, from
+    // the hpZ secondaries when they are valid, else from the primaries over the world (building
+    // the secondaries from the result when hpZ is on).
+    void gatherInto(std::size_t u, std::size_t gi, float* values) {
         const auto start = Clock::now();
-        Unit& unit = units[u];
-        const std::size_t S = unit.partition;
-        const std::uint8_t* gathered = unit.data.data();
-        std::size_t stride = 0; // elements between ranks' partitions in `gathered`
-        if (size > 1 && S > 0) {
-            std::uint8_t* mine = staging.data() + static_cast<std::size_t>(rank) * S * eb();
-            std::memcpy(mine, unit.data.data(), S * eb());
-            comm::AllgatherOptions op(*world);
-            op.tag = options.tagBase + 1;
+        Group& g = units[u].groups[gi];
+        const bool useSecondary = hpzOn() && g.secondaryValid;
+        comm::Communicator& c = useSecondary ? *hpz : *world;
+        const Layout& layout = useSecondary ? g.secondary : g.primary;
+        const std::vector<std::uint8_t>& local = useSecondary ? g.secondaryData : g.data;
+        const std::size_t bytes = layout.bytes(g.quantized, eb());
+        const std::size_t members = static_cast<std::size_t>(c.size());
+        const std::uint8_t* gathered = local.data();
+        std::size_t stride = 0;
+        if (members > 1 && bytes > 0) {
+            if (staging.size() < members * bytes) staging.resize(members * bytes);
+            std::uint8_t* mine = staging.data() + static_cast<std::size_t>(c.rank()) * bytes;
+            std::memcpy(mine, local.data(), bytes);
+            comm::AllgatherOptions op(c);
+            op.tag = options.tagBase + (useSecondary ? 4 : 1);
             op.timeout = options.timeout;
             op.input = mine;
-            op.inputBytes = S * eb();
+            op.inputBytes = bytes;
             op.output = staging.data();
-            op.outputBytes = static_cast<std::size_t>(size) * S * eb();
+            op.outputBytes = members * bytes;
             comm::allgather(op);
             gathered = staging.data();
-            stride = S;
-            addBytes(&EngineMetrics::gatheredBytes, static_cast<std::uint64_t>(size - 1) * S * eb());
-        }
-        for (std::size_t k = 0; k < unit.params.size(); ++k) {
-            const ParamInfo& p = params[unit.params[k]];
-            for (int r = 0; r < size; ++r) {
-                const std::size_t begin = static_cast<std::size_t>(r) * p.partition;
-                if (begin >= p.numel) break;
-                const std::size_t length = std::min(p.partition, p.numel - begin);
-                const std::uint8_t* from = gathered + (static_cast<std::size_t>(r) * stride + unit.poff[k]) * eb();
-                convertInto(from, options.dtype, values + unit.foff[k] + begin, DType::kFloat32, length);
+            stride = bytes;
+            const std::vector<bool>& intra = useSecondary ? hpzIntra : worldIntra;
+            std::uint64_t in = 0, cross = 0;
+            for (std::size_t m = 0; m < members; ++m) {
+                if (static_cast<int>(m) == c.rank()) continue;
+                (intra[m] ? in : cross) += bytes;
+            }
+            add(&EngineMetrics::gatheredBytes, in + cross);
+            if (g.frozen) {
+                add(&EngineMetrics::frozenGatherIntraBytes, in);
+                add(&EngineMetrics::frozenGatherCrossBytes, cross);
+            } else {
+                add(&EngineMetrics::trainableGatherIntraBytes, in);
+                add(&EngineMetrics::trainableGatherCrossBytes, cross);
             }
         }
-        addMetric(&EngineMetrics::gatherSeconds, secondsSince(start));
+        for (std::size_t k = 0; k < g.params.size(); ++k) {
+            const ParamInfo& p = params[g.params[k]];
+            for (std::size_t m = 0; m < members; ++m) {
+                const std::size_t begin = m * layout.part[k];
+                if (begin >= p.numel) break;
+                const std::size_t valid = std::min(layout.part[k], p.numel - begin);
+                const std::uint8_t* member = gathered + m * stride;
+                float* out = values + g.foff[k] + begin;
+                if (g.quantized) {
+                    dequantizeFrom(member, layout, k, valid, out);
+                } else {
+                    convertInto(member + layout.off[k] * eb(), options.dtype, out, DType::kFloat32, valid);
+                }
+            }
+        }
+        if (!useSecondary && hpzOn()) buildSecondary(g, values);
+        add(&EngineMetrics::gatherSeconds, secondsSince(start));
     }
 
-    std::shared_future<void> submitGather(std::size_t u, float* values) {
-        if (!options.zero.overlapComm) {
-            // No communication thread work in parallel with compute: gather now, on the comm
-            // thread (the only thread that may use the communicator), and wait.
-            auto future = comm->submit([this, u, values] { gatherInto(u, values); });
-            future.wait();
-            return future;
+    // This rank's hpZ secondary partitions, cut from the full values (zero padding).
+    void buildSecondary(Group& g, const float* values) {
+        const std::size_t me = static_cast<std::size_t>(hpz->rank());
+        g.secondaryData.assign(g.secondary.bytes(g.quantized, eb()), 0);
+        for (std::size_t k = 0; k < g.params.size(); ++k) {
+            const ParamInfo& p = params[g.params[k]];
+            const std::size_t part = g.secondary.part[k];
+            const std::size_t begin = std::min(p.numel, me * part);
+            const std::size_t valid = std::min(part, p.numel - begin);
+            const float* from = values + g.foff[k] + begin;
+            if (g.quantized) {
+                quantizeInto(from, DType::kFloat32, valid, part, g.secondaryData.data(), g.secondary, k);
+            } else {
+                convertInto(from, DType::kFloat32, g.secondaryData.data() + g.secondary.off[k] * eb(), options.dtype, valid);
+            }
         }
-        return comm->submit([this, u, values] { gatherInto(u, values); });
+        g.secondaryValid = true;
+    }
+
+    std::shared_future<void> submitGather(std::size_t u, std::size_t gi, float* values) {
+        auto future = comm->submit([this, u, gi, values] { gatherInto(u, gi, values); });
+        if (!options.zero.overlapComm) future.wait();
+        return future;
     }
 
     void fetch(std::size_t u) {
-        Unit& unit = units[u];
-        if (unit.status != Availability::kNotAvailable) return;
-        unit.values = pool->take();
-        unit.status = Availability::kInflight;
-        unit.fetched = submitGather(u, unit.values);
+        for (std::size_t gi = 0; gi < units[u].groups.size(); ++gi) {
+            Group& g = units[u].groups[gi];
+            if (g.status != Availability::kNotAvailable) continue;
+            g.values = pool.take(g.full);
+            g.status = Availability::kInflight;
+            g.fetched = submitGather(u, gi, g.values);
+        }
+    }
+
+    std::size_t fullOf(std::size_t u) const {
+        std::size_t full = 0;
+        for (const Group& g : units[u].groups) full += g.full;
+        return full;
+    }
+
+    bool anyFetched(std::size_t u) const {
+        for (const Group& g : units[u].groups) {
+            if (g.status != Availability::kNotAvailable) return true;
+        }
+        return false;
     }
 
     std::size_t liveElements() const {
         std::size_t live = 0;
         for (std::size_t u = 1; u < units.size(); ++u) {
-            if (units[u].status != Availability::kNotAvailable) live += units[u].full;
+            for (const Group& g : units[u].groups) {
+                if (g.status != Availability::kNotAvailable) live += g.full;
+            }
         }
         return live;
     }
 
-    // Makes unit u available, then prefetches the units that follow it in `order` within the
-    // prefetch budget.
     void ensure(std::size_t u, const std::vector<std::size_t>& order, std::size_t position) {
         fetch(u);
         prefetchAfter(order, position);
-        Unit& unit = units[u];
-        if (unit.status == Availability::kInflight) {
-            const auto start = Clock::now();
-            unit.fetched.get(); // rethrows the gather's failure
-            addMetric(&EngineMetrics::gatherWaitSeconds, secondsSince(start));
-            unit.status = Availability::kAvailable;
+        for (Group& g : units[u].groups) {
+            if (g.status == Availability::kInflight) {
+                const auto start = Clock::now();
+                g.fetched.get(); // rethrows the gather's failure
+                add(&EngineMetrics::gatherWaitSeconds, secondsSince(start));
+                g.status = Availability::kAvailable;
+            }
         }
     }
 
@@ -414,32 +599,34 @@ struct Engine::State {
         if (!options.zero.overlapComm || options.zero.prefetchBucketSize == 0) return;
         std::size_t prefetched = 0;
         for (std::size_t k = position + 1; k < order.size(); ++k) {
-            const Unit& next = units[order[k]];
-            if (next.status != Availability::kNotAvailable) {
-                prefetched += next.full;
+            const std::size_t next = order[k];
+            const std::size_t full = fullOf(next);
+            if (anyFetched(next)) {
+                prefetched += full;
                 continue;
             }
-            if (prefetched + next.full > options.zero.prefetchBucketSize) break;
-            if (liveElements() + next.full > options.zero.maxLiveParameters) break;
-            fetch(order[k]);
-            prefetched += next.full;
+            if (prefetched + full > options.zero.prefetchBucketSize) break;
+            if (liveElements() + full > options.zero.maxLiveParameters) break;
+            fetch(next);
+            prefetched += full;
         }
     }
 
     void release(std::size_t u) {
         if (u == 0) return;
-        Unit& unit = units[u];
-        if (unit.status == Availability::kNotAvailable) return;
-        if (unit.status == Availability::kInflight) {
-            // Its gather still writes into the buffer; never hand it back before that ends.
-            try {
-                unit.fetched.wait();
-            } catch (...) {
+        for (Group& g : units[u].groups) {
+            if (g.status == Availability::kNotAvailable) continue;
+            if (g.status == Availability::kInflight) {
+                // Its gather still writes into the buffer; never hand it back before that ends.
+                try {
+                    g.fetched.wait();
+                } catch (...) {
+                }
             }
+            pool.give(g.values);
+            g.values = nullptr;
+            g.status = Availability::kNotAvailable;
         }
-        pool->give(unit.values);
-        unit.values = nullptr;
-        unit.status = Availability::kNotAvailable;
     }
 
     void releaseAll() {
@@ -447,82 +634,114 @@ struct Engine::State {
     }
 
     void gatherPersistent() {
-        Unit& unit = units[0];
-        float* values = unit.persistentValues.data();
-        comm->submit([this, values] { gatherInto(0, values); }).get();
-        unit.values = values;
-        unit.status = Availability::kAvailable;
+        for (std::size_t gi = 0; gi < units[0].groups.size(); ++gi) {
+            Group& g = units[0].groups[gi];
+            g.persistentValues.resize(g.full);
+            float* values = g.persistentValues.data();
+            comm->submit([this, gi, values] { gatherInto(0, gi, values); }).get();
+            g.values = values;
+            g.status = Availability::kAvailable;
+        }
         persistentDirty = false;
     }
 
-    const float* valueOf(const std::string& name) const {
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            if (params[i].name == name) {
-                const Unit& unit = units[paramUnit[i]];
-                MIXZ_ENFORCE(unit.status == Availability::kAvailable, name, " is not gathered");
-                return unit.values + unit.foff[paramIndex[i]];
-            }
-        }
-        MIXZ_ENFORCE(false, "no parameter ", name);
-        return nullptr;
+    const float* valueOf(std::size_t i) const {
+        const Group& g = groupOf(i);
+        MIXZ_ENFORCE(g.status == Availability::kAvailable, params[i].name, " is not gathered");
+        return g.values + g.foff[where[i].index];
     }
 
-    // Parameter i's full fp32 gradient inside `grads` (the buffer of i's unit), or inside the
-    // persistent unit's gradient buffer.
-    float* gradOf(std::size_t i, float* unitGrads, float* persistentGrads) const {
-        const std::size_t u = paramUnit[i];
-        float* base = u == 0 ? persistentGrads : unitGrads;
-        return base + units[u].foff[paramIndex[i]];
-    }
+    const float* valueOf(const std::string& name) const { return valueOf(indexOf(name)); }
+
+    bool has(const std::string& name) const { return byName.count(name) != 0; }
 
     std::size_t indexOf(const std::string& name) const {
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            if (params[i].name == name) return i;
+        auto it = byName.find(name);
+        MIXZ_ENFORCE(it != byName.end(), "no parameter ", name);
+        return it->second;
+    }
+
+    // Where param i's full gradient goes during backward: in its group's gradient buffer, or null
+    // for a frozen param.
+    float* gradOf(std::size_t i, const std::vector<std::vector<float*>>& grads) const {
+        if (!params[i].trainable) return nullptr;
+        const ParamLocation& at = where[i];
+        float* base = grads[at.unit][at.group];
+        MIXZ_ENFORCE(base != nullptr, "no gradient buffer for ", params[i].name);
+        return base + groupOf(i).foff[at.index];
+    }
+
+    model::LinearParams<float> linear(int layer, const std::string& name) const {
+        const std::string path = linearPath(layer, name);
+        model::LinearParams<float> lp;
+        lp.weight = valueOf(path + ".weight");
+        if (has(path + ".lora_A.weight")) {
+            lp.loraA = valueOf(path + ".lora_A.weight");
+            lp.loraB = valueOf(path + ".lora_B.weight");
+            lp.rank = loraOptions.rank;
+            lp.loraScale = static_cast<float>(loraOptions.alpha / loraOptions.rank);
         }
-        MIXZ_ENFORCE(false, "no parameter ", name);
-        return 0;
+        return lp;
+    }
+
+    model::LinearGrads<float> linearGrads(int layer, const std::string& name, const std::vector<std::vector<float*>>& grads) const {
+        const std::string path = linearPath(layer, name);
+        model::LinearGrads<float> lg;
+        lg.weight = gradOf(indexOf(path + ".weight"), grads);
+        if (has(path + ".lora_A.weight")) {
+            lg.loraA = gradOf(indexOf(path + ".lora_A.weight"), grads);
+            lg.loraB = gradOf(indexOf(path + ".lora_B.weight"), grads);
+        }
+        return lg;
     }
 
     model::DecoderLayerParams<float> layerParams(int layer) const {
         const std::string p = "model.layers." + std::to_string(layer) + ".";
         model::DecoderLayerParams<float> lp;
         lp.inputNorm = valueOf(p + "input_layernorm.weight");
-        lp.q.weight = valueOf(p + "self_attn.q_proj.weight");
-        lp.k.weight = valueOf(p + "self_attn.k_proj.weight");
-        lp.v.weight = valueOf(p + "self_attn.v_proj.weight");
-        lp.o.weight = valueOf(p + "self_attn.o_proj.weight");
+        lp.q = linear(layer, "q_proj");
+        lp.k = linear(layer, "k_proj");
+        lp.v = linear(layer, "v_proj");
+        lp.o = linear(layer, "o_proj");
         lp.postNorm = valueOf(p + "post_attention_layernorm.weight");
-        lp.gate.weight = valueOf(p + "mlp.gate_proj.weight");
-        lp.up.weight = valueOf(p + "mlp.up_proj.weight");
-        lp.down.weight = valueOf(p + "mlp.down_proj.weight");
+        lp.gate = linear(layer, "gate_proj");
+        lp.up = linear(layer, "up_proj");
+        lp.down = linear(layer, "down_proj");
         return lp;
     }
 
-    model::DecoderLayerGrads<float> layerGrads(int layer, float* unitGrads, float* persistentGrads) const {
+    model::DecoderLayerGrads<float> layerGrads(int layer, const std::vector<std::vector<float*>>& grads) const {
         const std::string p = "model.layers." + std::to_string(layer) + ".";
-        auto g = [&](const char* suffix) { return gradOf(indexOf(p + suffix), unitGrads, persistentGrads); };
         model::DecoderLayerGrads<float> lg;
-        lg.inputNorm = g("input_layernorm.weight");
-        lg.q.weight = g("self_attn.q_proj.weight");
-        lg.k.weight = g("self_attn.k_proj.weight");
-        lg.v.weight = g("self_attn.v_proj.weight");
-        lg.o.weight = g("self_attn.o_proj.weight");
-        lg.postNorm = g("post_attention_layernorm.weight");
-        lg.gate.weight = g("mlp.gate_proj.weight");
-        lg.up.weight = g("mlp.up_proj.weight");
-        lg.down.weight = g("mlp.down_proj.weight");
+        lg.inputNorm = gradOf(indexOf(p + "input_layernorm.weight"), grads);
+        lg.q = linearGrads(layer, "q_proj", grads);
+        lg.k = linearGrads(layer, "k_proj", grads);
+        lg.v = linearGrads(layer, "v_proj", grads);
+        lg.o = linearGrads(layer, "o_proj", grads);
+        lg.postNorm = gradOf(indexOf(p + "post_attention_layernorm.weight"), grads);
+        lg.gate = linearGrads(layer, "gate_proj", grads);
+        lg.up = linearGrads(layer, "up_proj", grads);
+        lg.down = linearGrads(layer, "down_proj", grads);
         return lg;
+    }
+
+    model::HeadParams<float> headParams() const {
+        model::HeadParams<float> hp;
+        hp.norm = valueOf("model.norm.weight");
+        hp.lmHead.weight = valueOf("lm_head.weight");
+        return hp;
     }
 
     // --- gradient reduction ----------------------------------------------------------------
 
-    // Runs on the communication thread: reduce-scatters (mean) the unit's full gradients and adds
-    // this rank's slice into the gradient partition, in chunks of the partition of at most
-    // reduce_bucket_size / N columns.
-    void reduceInto(std::size_t u, const float* grads) {
+    // Runs on the communication thread: reduce-scatters (mean) group g's full gradients and adds
+    // this rank's slice into its gradient partition, in chunks of at most reduce_bucket_size / N
+    // partition columns.
+    void reduceInto(std::size_t u, std::size_t gi, const float* grads) {
         const auto start = Clock::now();
-        Unit& unit = units[u];
-        const std::size_t S = unit.partition;
+        Group& g = units[u].groups[gi];
+        const Layout& layout = g.primary;
+        const std::size_t S = layout.elements;
         const std::size_t N = static_cast<std::size_t>(size);
         const std::size_t chunk =
             std::max<std::size_t>(1, std::min(S, std::max<std::size_t>(1, options.zero.reduceBucketSize / N)));
@@ -530,18 +749,17 @@ struct Engine::State {
         if (reduced.size() < chunk) reduced.assign(chunk, 0.0f);
         for (std::size_t a = 0; a < S; a += chunk) {
             const std::size_t b = std::min(S, a + chunk), width = b - a;
-            // Pack member r's columns [a, b) of the partition layout: param k's element
-            // r·p_k + (j − poff_k) for column j, zero past the end of the tensor.
-            for (std::size_t k = 0; k < unit.params.size(); ++k) {
-                const ParamInfo& p = params[unit.params[k]];
-                const std::size_t lo = std::max(a, unit.poff[k]), hi = std::min(b, unit.poff[k] + p.partition);
+            // Member r's columns [a, b): param k's element r·part_k + (j − off_k), zero past its end.
+            for (std::size_t k = 0; k < g.params.size(); ++k) {
+                const ParamInfo& p = params[g.params[k]];
+                const std::size_t lo = std::max(a, layout.off[k]), hi = std::min(b, layout.off[k] + layout.part[k]);
                 if (lo >= hi) continue;
                 for (std::size_t r = 0; r < N; ++r) {
                     float* dst = packed.data() + r * width + (lo - a);
-                    const std::size_t first = r * p.partition + (lo - unit.poff[k]);
+                    const std::size_t first = r * layout.part[k] + (lo - layout.off[k]);
                     const std::size_t count = hi - lo;
                     const std::size_t valid = first >= p.numel ? 0 : std::min(count, p.numel - first);
-                    if (valid > 0) std::memcpy(dst, grads + unit.foff[k] + first, valid * sizeof(float));
+                    if (valid > 0) std::memcpy(dst, grads + g.foff[k] + first, valid * sizeof(float));
                     if (valid < count) std::fill(dst + valid, dst + count, 0.0f);
                 }
             }
@@ -557,29 +775,36 @@ struct Engine::State {
                 op.op = comm::ReduceOp::kMean;
                 comm::reduceScatter(op);
                 mine = reduced.data();
-                addBytes(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(N) * width * sizeof(float));
+                std::uint64_t in = 0, cross = 0;
+                for (std::size_t m = 0; m < N; ++m) {
+                    if (static_cast<int>(m) == rank) continue;
+                    (worldIntra[m] ? in : cross) += width * sizeof(float);
+                }
+                add(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(N) * width * sizeof(float));
+                add(&EngineMetrics::reduceIntraBytes, in);
+                add(&EngineMetrics::reduceCrossBytes, cross);
             }
-            accumulateGrad(unit, a, mine, width);
+            accumulateGrad(g, a, mine, width);
         }
-        addMetric(&EngineMetrics::reduceSeconds, secondsSince(start));
+        add(&EngineMetrics::reduceSeconds, secondsSince(start));
     }
 
-    void accumulateGrad(Unit& unit, std::size_t offset, const float* values, std::size_t count) {
+    void accumulateGrad(Group& g, std::size_t offset, const float* values, std::size_t count) {
         if (options.dtype == DType::kFloat32) {
-            float* grad = reinterpret_cast<float*>(unit.grad.data()) + offset;
+            float* grad = reinterpret_cast<float*>(g.grad.data()) + offset;
             for (std::size_t j = 0; j < count; ++j) grad[j] += values[j];
             return;
         }
-        // Accumulate in fp32 and round once to the model dtype, per DeepSpeed's default
-        // gradient accumulation dtype (the model dtype).
+        // Accumulate in fp32 and round once to the model dtype (DeepSpeed's default gradient
+        // accumulation dtype).
         std::vector<float> sum(count);
-        convertInto(unit.grad.data() + offset * eb(), options.dtype, sum.data(), DType::kFloat32, count);
+        convertInto(g.grad.data() + offset * eb(), options.dtype, sum.data(), DType::kFloat32, count);
         for (std::size_t j = 0; j < count; ++j) sum[j] += values[j];
-        convertInto(sum.data(), DType::kFloat32, unit.grad.data() + offset * eb(), options.dtype, count);
+        convertInto(sum.data(), DType::kFloat32, g.grad.data() + offset * eb(), options.dtype, count);
     }
 
-    void submitReduce(std::size_t u, float* grads, bool pooled) {
-        pendingReduces.push_back(comm->submit([this, u, grads, pooled] {
+    void submitReduce(std::size_t u, std::size_t gi, float* grads, bool pooled) {
+        pendingReduces.push_back(comm->submit([this, u, gi, grads, pooled] {
             struct GiveBack {
                 BufferPool* pool;
                 float* grads;
@@ -587,9 +812,25 @@ struct Engine::State {
                 ~GiveBack() {
                     if (pooled) pool->give(grads);
                 }
-            } giveBack{pool.get(), grads, pooled};
-            reduceInto(u, grads);
+            } giveBack{&pool, grads, pooled};
+            reduceInto(u, gi, grads);
         }));
+    }
+
+    // Gradient buffers for unit u's trainable groups (null for frozen ones).
+    void takeGrads(std::size_t u, std::vector<std::vector<float*>>& grads) {
+        grads[u].assign(units[u].groups.size(), nullptr);
+        for (std::size_t gi = 0; gi < units[u].groups.size(); ++gi) {
+            const Group& g = units[u].groups[gi];
+            if (!g.frozen && g.full > 0) grads[u][gi] = pool.take(g.full);
+        }
+    }
+
+    void submitReduces(std::size_t u, std::vector<std::vector<float*>>& grads) {
+        for (std::size_t gi = 0; gi < units[u].groups.size(); ++gi) {
+            if (grads[u][gi] != nullptr) submitReduce(u, gi, grads[u][gi], true);
+            grads[u][gi] = nullptr;
+        }
     }
 
     void waitReduces() {
@@ -603,12 +844,12 @@ struct Engine::State {
             }
         }
         pendingReduces.clear();
-        addMetric(&EngineMetrics::reduceWaitSeconds, secondsSince(start));
+        add(&EngineMetrics::reduceWaitSeconds, secondsSince(start));
         if (first) std::rethrow_exception(first);
     }
 
-    // After a failure inside forward/backward: let every queued collective finish or fail, so no
-    // task touches a buffer we are about to reuse, and return every gathered buffer.
+    // After a failure: let every queued collective finish or fail, so no task touches a buffer we
+    // are about to reuse, and return every gathered buffer.
     void settle() {
         for (auto& future : pendingReduces) {
             try {
@@ -640,12 +881,28 @@ struct Engine::State {
         std::size_t bytes = headCache.bytes();
         for (const auto& cache : caches) bytes += cache.bytes();
         for (const auto& h : hidden) bytes += h.capacity() * sizeof(float);
-        bytes += (gradA.capacity() + gradB.capacity() + persistentGrads.capacity()) * sizeof(float);
+        bytes += (gradA.capacity() + gradB.capacity()) * sizeof(float);
+        for (const auto& g : persistentGrads) bytes += g.capacity() * sizeof(float);
         return bytes;
+    }
+
+    void validateIds(const std::int32_t* ids, std::size_t tokens) const {
+        for (std::size_t t = 0; t < tokens; ++t) {
+            if (ids[t] < 0 || ids[t] >= options.dims.vocab) {
+                MIXZ_THROW(InvalidArgument, "token id ", ids[t], " at position ", t, " is outside the vocabulary [0, ", options.dims.vocab, ")");
+            }
+        }
+    }
+
+    std::vector<std::size_t> forwardOrder() const {
+        std::vector<std::size_t> order{1};
+        for (int i = 0; i < options.dims.layers; ++i) order.push_back(layerUnit(i));
+        order.push_back(headUnit());
+        return order;
     }
 };
 
-Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world)
+Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world, std::shared_ptr<comm::Communicator> hpz)
     : state_(std::make_unique<State>()) {
     State& s = *state_;
     model::validate(options.dims);
@@ -653,10 +910,18 @@ Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator>
     if (options.dtype != DType::kFloat32 && options.dtype != DType::kFloat16 && options.dtype != DType::kBFloat16) {
         MIXZ_THROW(InvalidArgument, "the model dtype must be fp32, fp16 or bf16");
     }
+    if (!quant::isValidBlockSize(options.quantBlockSize)) {
+        MIXZ_THROW(InvalidArgument, "quantBlockSize must be a power of two in [8, 65536], got ", options.quantBlockSize);
+    }
     s.options = options;
     s.world = std::move(world);
     s.rank = s.world->rank();
     s.size = s.world->size();
+    if (hpz) {
+        if (!hpz->connected() || hpz->kind() != comm::GroupKind::kHpz) MIXZ_THROW(InvalidArgument, "hpz must be a connected hpZ group");
+        // A group of one or of the whole world holds nothing a primary does not.
+        if (hpz->size() > 1 && hpz->size() < s.size) s.hpz = std::move(hpz);
+    }
     model::setKernelThreads(std::max(1, options.kernelThreads));
     s.caches.resize(static_cast<std::size_t>(options.dims.layers));
     s.build();
@@ -666,12 +931,16 @@ Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator>
 
 Engine::~Engine() {
     if (!state_) return;
-    // The communication thread must be idle before buffers go: finish what is queued.
     state_->settle();
     state_->comm.reset();
 }
 
-const std::vector<ParamInfo>& Engine::params() const { return state_->params; }
+const std::vector<ParamInfo>& Engine::params() const {
+    // hasSecondary changes with gathers and steps: refresh it for the caller.
+    State& s = *state_;
+    for (std::size_t i = 0; i < s.params.size(); ++i) s.params[i].hasSecondary = s.hpzOn() && s.groupOf(i).secondaryValid;
+    return s.params;
+}
 int Engine::rank() const { return state_->rank; }
 int Engine::worldSize() const { return state_->size; }
 
@@ -681,12 +950,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
     if (batch.micro <= 0 || batch.seq <= 0) MIXZ_THROW(InvalidArgument, "the batch shape must be positive, got [", batch.micro, ", ", batch.seq, "]");
     if (batch.seq > d.maxSeq) MIXZ_THROW(InvalidArgument, "sequence length ", batch.seq, " exceeds the model's maxSeqLen ", d.maxSeq);
     const std::size_t tokens = static_cast<std::size_t>(batch.micro) * static_cast<std::size_t>(batch.seq);
-    for (std::size_t t = 0; t < tokens; ++t) {
-        const std::int32_t id = batch.inputIds[t];
-        if (id < 0 || id >= d.vocab) {
-            MIXZ_THROW(InvalidArgument, "token id ", id, " at position ", t, " is outside the vocabulary [0, ", d.vocab, ")");
-        }
-    }
+    s.validateIds(batch.inputIds, tokens);
     if (train && batch.labels == nullptr) MIXZ_THROW(InvalidArgument, "a training forward needs labels");
     return s.guarded([&]() -> ForwardResult {
         if (!s.pendingReduces.empty()) s.waitReduces();
@@ -701,10 +965,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
         const std::size_t width = tokens * static_cast<std::size_t>(d.hidden);
         s.hidden.resize(static_cast<std::size_t>(d.layers) + 1);
         for (auto& h : s.hidden) h.resize(width);
-        std::vector<std::size_t> order;
-        order.push_back(1);
-        for (int i = 0; i < d.layers; ++i) order.push_back(s.layerUnit(i));
-        order.push_back(s.headUnit());
+        const std::vector<std::size_t> order = s.forwardOrder();
 
         s.ensure(1, order, 0);
         model::embeddingForward<float>(d, batch.inputIds, tokens, s.valueOf("model.embed_tokens.weight"), s.hidden[0].data());
@@ -722,12 +983,8 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
         const std::size_t head = s.headUnit();
         s.ensure(head, order, order.size() - 1);
         if (batch.labels != nullptr) {
-            model::HeadParams<float> hp;
-            hp.norm = s.valueOf("model.norm.weight");
-            hp.lmHead.weight = s.valueOf("lm_head.weight");
-            const model::LossResult loss = model::headForward<float>(d, batch.micro, batch.seq, hp,
-                                                                      s.hidden.back().data(), batch.labels, -100,
-                                                                      train ? &s.headCache : nullptr);
+            const model::LossResult loss = model::headForward<float>(d, batch.micro, batch.seq, s.headParams(), s.hidden.back().data(),
+                                                                      batch.labels, -100, train ? &s.headCache : nullptr);
             result.loss = loss.loss;
             result.counted = loss.counted;
         }
@@ -741,8 +998,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
             s.release(head);
         }
         std::lock_guard<std::mutex> lock(s.metricsMutex);
-        const double waitedNow = s.metrics.gatherWaitSeconds - waited;
-        s.metrics.computeSeconds += secondsSince(computeStart) - waitedNow;
+        s.metrics.computeSeconds += secondsSince(computeStart) - (s.metrics.gatherWaitSeconds - waited);
         s.activationsPeak = std::max(s.activationsPeak, s.activationBytes());
         return result;
     });
@@ -762,50 +1018,56 @@ void Engine::backward(double lossGrad) {
         const std::size_t width = static_cast<std::size_t>(s.micro) * static_cast<std::size_t>(s.seq) * static_cast<std::size_t>(d.hidden);
         s.gradA.resize(width);
         s.gradB.resize(width);
-        // A member, not a local: after a failure, settle() may still wait on its reduction.
-        std::vector<float>& persistentGrads = s.persistentGrads;
-        persistentGrads.assign(s.units[0].full, 0.0f);
-        std::vector<std::size_t> order;
-        order.push_back(s.headUnit());
+        // Gradient buffers per unit and group; the persistent unit's are members (a failure's
+        // settle() may still wait on their reductions after this frame is gone).
+        std::vector<std::vector<float*>> grads(s.units.size());
+        s.persistentGrads.resize(s.units[0].groups.size());
+        grads[0].assign(s.units[0].groups.size(), nullptr);
+        for (std::size_t gi = 0; gi < s.units[0].groups.size(); ++gi) {
+            if (s.units[0].groups[gi].frozen) continue;
+            s.persistentGrads[gi].assign(s.units[0].groups[gi].full, 0.0f);
+            grads[0][gi] = s.persistentGrads[gi].data();
+        }
+        std::vector<std::size_t> order{s.headUnit()};
         for (int i = d.layers - 1; i >= 0; --i) order.push_back(s.layerUnit(i));
         order.push_back(1);
 
-        // Head.
         {
             const std::size_t head = s.headUnit();
             s.ensure(head, order, 0);
-            float* grads = s.pool->take();
-            model::HeadParams<float> hp;
-            hp.norm = s.valueOf("model.norm.weight");
-            hp.lmHead.weight = s.valueOf("lm_head.weight");
+            s.takeGrads(head, grads);
             model::HeadGrads<float> hg;
-            hg.norm = s.gradOf(s.indexOf("model.norm.weight"), grads, persistentGrads.data());
-            hg.lmHead.weight = s.gradOf(s.indexOf("lm_head.weight"), grads, persistentGrads.data());
-            model::headBackward<float>(d, s.micro, s.seq, hp, s.headCache, static_cast<float>(lossGrad), s.gradA.data(), hg);
+            hg.norm = s.gradOf(s.indexOf("model.norm.weight"), grads);
+            hg.lmHead.weight = s.gradOf(s.indexOf("lm_head.weight"), grads);
+            model::headBackward<float>(d, s.micro, s.seq, s.headParams(), s.headCache, static_cast<float>(lossGrad), s.gradA.data(), hg);
             s.release(head);
-            s.submitReduce(head, grads, true);
+            s.submitReduces(head, grads);
         }
         float* dy = s.gradA.data();
         float* dx = s.gradB.data();
+        const bool embeddingTrainable = s.params[s.indexOf("model.embed_tokens.weight")].trainable;
         for (int i = d.layers - 1; i >= 0; --i) {
             const std::size_t u = s.layerUnit(i);
             s.ensure(u, order, static_cast<std::size_t>(d.layers - i));
-            float* grads = s.pool->take();
-            model::decoderLayerBackward<float>(d, s.micro, s.seq, s.layerParams(i), s.caches[static_cast<std::size_t>(i)],
-                                               dy, dx, s.layerGrads(i, grads, persistentGrads.data()));
+            s.takeGrads(u, grads);
+            // The first layer's input gradient is only needed to train the embedding.
+            float* input = (i == 0 && !embeddingTrainable) ? nullptr : dx;
+            model::decoderLayerBackward<float>(d, s.micro, s.seq, s.layerParams(i), s.caches[static_cast<std::size_t>(i)], dy, input,
+                                               s.layerGrads(i, grads));
             s.release(u);
-            s.submitReduce(u, grads, true);
+            s.submitReduces(u, grads);
             std::swap(dx, dy);
         }
-        {
+        if (embeddingTrainable) {
             s.ensure(1, order, order.size() - 1);
-            float* grads = s.pool->take();
-            model::embeddingBackward<float>(d, s.ids.data(), s.ids.size(), dy,
-                                            s.gradOf(s.indexOf("model.embed_tokens.weight"), grads, persistentGrads.data()));
+            s.takeGrads(1, grads);
+            model::embeddingBackward<float>(d, s.ids.data(), s.ids.size(), dy, s.gradOf(s.indexOf("model.embed_tokens.weight"), grads));
             s.release(1);
-            s.submitReduce(1, grads, true);
+            s.submitReduces(1, grads);
         }
-        s.submitReduce(0, persistentGrads.data(), false);
+        for (std::size_t gi = 0; gi < s.units[0].groups.size(); ++gi) {
+            if (grads[0][gi] != nullptr) s.submitReduce(0, gi, grads[0][gi], false);
+        }
         {
             std::lock_guard<std::mutex> lock(s.metricsMutex);
             s.metrics.computeSeconds += secondsSince(computeStart) - (s.metrics.gatherWaitSeconds - waited);
@@ -816,7 +1078,9 @@ void Engine::backward(double lossGrad) {
 }
 
 void Engine::zeroGradients() {
-    for (Unit& unit : state_->units) std::fill(unit.grad.begin(), unit.grad.end(), 0);
+    for (Unit& unit : state_->units) {
+        for (Group& g : unit.groups) std::fill(g.grad.begin(), g.grad.end(), 0);
+    }
 }
 
 StepResult Engine::step(const StepOptions& options) {
@@ -827,12 +1091,12 @@ StepResult Engine::step(const StepOptions& options) {
         s.haveTrainForward = false;
         const auto start = Clock::now();
         StepResult result;
-        std::vector<float> grad;
-        auto gradOfUnit = [&](const Unit& unit) -> const float* {
-            if (s.options.dtype == DType::kFloat32) return reinterpret_cast<const float*>(unit.grad.data());
-            grad.resize(unit.partition);
-            convertInto(unit.grad.data(), s.options.dtype, grad.data(), DType::kFloat32, unit.partition);
-            return grad.data();
+        std::vector<float> scratch;
+        auto gradOfGroup = [&](const Group& g) -> const float* {
+            if (s.options.dtype == DType::kFloat32) return reinterpret_cast<const float*>(g.grad.data());
+            scratch.resize(g.primary.elements);
+            convertInto(g.grad.data(), s.options.dtype, scratch.data(), DType::kFloat32, g.primary.elements);
+            return scratch.data();
         };
         auto allreduce = [&](float value, comm::ReduceOp op) {
             float out = value;
@@ -850,23 +1114,30 @@ StepResult Engine::step(const StepOptions& options) {
              }).get();
             return out;
         };
+        auto forTrainable = [&](auto&& fn) {
+            for (Unit& unit : s.units) {
+                for (Group& g : unit.groups) {
+                    if (!g.frozen) fn(g);
+                }
+            }
+        };
 
         // Squares summed in double per partition, then one all-reduce: also the overflow check
         // (a non-finite gradient makes the sum non-finite on every rank alike).
         double squares = 0;
-        for (const Unit& unit : s.units) {
-            const float* g = gradOfUnit(unit);
+        forTrainable([&](Group& g) {
+            const float* grad = gradOfGroup(g);
             double local = 0;
-            for (std::size_t j = 0; j < unit.partition; ++j) local += static_cast<double>(g[j]) * g[j];
+            for (std::size_t j = 0; j < g.primary.elements; ++j) local += static_cast<double>(grad[j]) * grad[j];
             squares += local;
-        }
+        });
         const float total = allreduce(static_cast<float>(squares), comm::ReduceOp::kSum);
         const bool finite = std::isfinite(total);
         if (!finite && options.checkOverflow) {
             result.overflow = true;
             result.gradNorm = -1;
-            for (Unit& unit : s.units) std::fill(unit.grad.begin(), unit.grad.end(), 0);
-            s.addMetric(&EngineMetrics::optimizerSeconds, secondsSince(start));
+            forTrainable([&](Group& g) { std::fill(g.grad.begin(), g.grad.end(), 0); });
+            s.add(&EngineMetrics::optimizerSeconds, secondsSince(start));
             return result;
         }
         const double scaledNorm = finite ? std::sqrt(static_cast<double>(total)) : -1;
@@ -879,25 +1150,22 @@ StepResult Engine::step(const StepOptions& options) {
         const OptimizerOptions& o = s.options.optimizer;
         ++s.steps;
         const double t = static_cast<double>(s.steps);
-        const double biasCorrection1 = 1.0 - std::pow(o.beta1, t);
-        const double biasCorrection2 = 1.0 - std::pow(o.beta2, t);
-        const float stepSize = static_cast<float>(options.lr / biasCorrection1);
-        const float invSqrtBc2 = static_cast<float>(1.0 / std::sqrt(biasCorrection2));
+        const float stepSize = static_cast<float>(options.lr / (1.0 - std::pow(o.beta1, t)));
+        const float invSqrtBc2 = static_cast<float>(1.0 / std::sqrt(1.0 - std::pow(o.beta2, t)));
         const float b1 = static_cast<float>(o.beta1), b2 = static_cast<float>(o.beta2);
         const float eps = static_cast<float>(o.eps);
         const float decay = static_cast<float>(1.0 - options.lr * o.weightDecay);
         const float l2 = static_cast<float>(o.weightDecay);
         const float invCombined = static_cast<float>(1.0 / combined);
-        for (std::size_t u = 0; u < s.units.size(); ++u) {
-            Unit& unit = s.units[u];
-            const float* g = gradOfUnit(unit);
-            float* p = unit.master.empty() ? reinterpret_cast<float*>(unit.data.data()) : unit.master.data();
-            float* m = unit.expAvg.data();
-            float* v = unit.expAvgSq.data();
-            const std::size_t n = unit.partition;
-            // torch.optim.AdamW / Adam(weight_decay as L2), element-wise, vectorizable.
+        forTrainable([&](Group& g) {
+            const float* grad = gradOfGroup(g);
+            float* p = g.master.empty() ? reinterpret_cast<float*>(g.data.data()) : g.master.data();
+            float* m = g.expAvg.data();
+            float* v = g.expAvgSq.data();
+            const std::size_t n = g.primary.elements;
+            // torch.optim.AdamW / Adam (weight_decay as L2), element-wise, vectorizable.
             for (std::size_t j = 0; j < n; ++j) {
-                float gj = g[j] * invCombined;
+                float gj = grad[j] * invCombined;
                 if (!o.decoupledWeightDecay) gj += l2 * p[j];
                 m[j] = b1 * m[j] + (1.0f - b1) * gj;
                 v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
@@ -906,12 +1174,213 @@ StepResult Engine::step(const StepOptions& options) {
                 if (o.decoupledWeightDecay) pj *= decay;
                 p[j] = pj - stepSize * m[j] / denom;
             }
-            if (!unit.master.empty()) convertInto(unit.master.data(), DType::kFloat32, unit.data.data(), s.options.dtype, n);
-            std::fill(unit.grad.begin(), unit.grad.end(), 0);
-        }
+            if (!g.master.empty()) convertInto(g.master.data(), DType::kFloat32, g.data.data(), s.options.dtype, n);
+            std::fill(g.grad.begin(), g.grad.end(), 0);
+            // zeropp.md §2.4 step 5: trainable secondaries hold the old values.
+            g.secondaryValid = false;
+        });
         s.gatherPersistent();
-        s.addMetric(&EngineMetrics::optimizerSeconds, secondsSince(start));
+        s.add(&EngineMetrics::optimizerSeconds, secondsSince(start));
         return result;
+    });
+}
+
+void Engine::applyLora(const LoraOptions& options) {
+    State& s = *state_;
+    s.requireUsable();
+    if (s.lora) MIXZ_THROW(InvalidArgument, "LoRA is already applied to this model");
+    if (options.rank < 1) MIXZ_THROW(InvalidArgument, "LoRA rank r must be at least 1, got ", options.rank);
+    if (!(options.alpha > 0)) MIXZ_THROW(InvalidArgument, "LoRA alpha must be positive, got ", options.alpha);
+    if (options.targets.empty()) MIXZ_THROW(InvalidArgument, "LoRA needs at least one target module");
+    for (const std::string& target : options.targets) {
+        if (std::find(std::begin(kLinears), std::end(kLinears), target) == std::end(kLinears)) {
+            MIXZ_THROW(InvalidArgument, "unknown LoRA target module \"", target, "\" (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+        }
+    }
+    if (s.haveTrainForward || !s.pendingReduces.empty()) MIXZ_THROW(InvalidArgument, "apply LoRA between steps, not between forward and backward");
+    s.releaseAll();
+    // Freeze the base: DeepSpeed keeps no gradient or optimizer state for frozen parameters.
+    for (ParamInfo& p : s.params) p.trainable = false;
+    for (Unit& unit : s.units) {
+        for (Group& g : unit.groups) {
+            g.frozen = true;
+            std::vector<std::uint8_t>().swap(g.grad);
+            std::vector<float>().swap(g.master);
+            std::vector<float>().swap(g.expAvg);
+            std::vector<float>().swap(g.expAvgSq);
+        }
+    }
+    // One trainable group per unit for the adapters (group index = the unit's group count now).
+    std::vector<std::size_t> loraGroup(s.units.size());
+    for (std::size_t u = 0; u < s.units.size(); ++u) loraGroup[u] = s.units[u].groups.size();
+    const std::size_t firstNew = s.params.size();
+    const model::LlamaDims& d = s.options.dims;
+    for (int i = 0; i < d.layers; ++i) {
+        for (const char* linear : kLinears) {
+            if (std::find(options.targets.begin(), options.targets.end(), linear) == options.targets.end()) continue;
+            const std::string path = linearPath(i, linear);
+            const ParamInfo& base = s.params[s.indexOf(path + ".weight")];
+            const std::int64_t out = base.shape[0], in = base.shape[1];
+            const std::size_t u = s.layerUnit(i);
+            s.addParam(path + ".lora_A.weight", {options.rank, in}, u, loraGroup[u], true);
+            s.addParam(path + ".lora_B.weight", {out, options.rank}, u, loraGroup[u], true);
+        }
+    }
+    for (std::size_t u = 0; u < s.units.size(); ++u) {
+        if (s.units[u].groups.size() > loraGroup[u]) s.allocate(s.units[u].groups[loraGroup[u]]);
+    }
+    std::vector<float> values;
+    for (std::size_t i = firstNew; i < s.params.size(); ++i) {
+        const ParamInfo& p = s.params[i];
+        values.assign(p.partition, 0.0f);
+        const bool isA = p.name.size() > 15 && p.name.compare(p.name.size() - 15, 15, ".lora_A.weight") == 0;
+        if (isA) {
+            // PEFT: kaiming_uniform_(a=√5) on [r, in] gives bound 1/√in.
+            const double bound = 1.0 / std::sqrt(static_cast<double>(p.shape[1]));
+            const std::size_t begin = s.sliceBegin(i), length = s.sliceLength(i);
+            for (std::size_t j = 0; j < length; ++j) {
+                const std::uint64_t bits = mix(options.seed ^ mix(i * 0x9E3779B1ull + 7) ^ mix(begin + j));
+                const double uniform = static_cast<double>(bits >> 11) / 9007199254740992.0;
+                values[j] = static_cast<float>((2.0 * uniform - 1.0) * bound);
+            }
+        }
+        s.writePartition(i, values.data(), true);
+    }
+    s.lora = true;
+    s.loraOptions = options;
+    if (s.units[0].groups.size() > loraGroup[0]) s.persistentDirty = true;
+}
+
+QuantizeReport Engine::quantizeNontrainable() {
+    State& s = *state_;
+    return s.guarded([&]() -> QuantizeReport {
+        if (s.haveTrainForward || !s.pendingReduces.empty()) MIXZ_THROW(InvalidArgument, "quantize between steps, not between forward and backward");
+        s.releaseAll();
+        QuantizeReport report;
+        for (std::size_t u = 1; u < s.units.size(); ++u) {
+            for (std::size_t gi = 0; gi < s.units[u].groups.size(); ++gi) {
+                Group& g = s.units[u].groups[gi];
+                if (!g.frozen || g.quantized || g.full == 0) continue;
+                report.parameters += g.params.size();
+                report.bytesBefore += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
+                // The real values, gathered exactly (16-bit → fp32 is exact), for the secondary.
+                float* values = s.hpzOn() ? s.pool.take(g.full) : nullptr;
+                if (values != nullptr) s.comm->submit([&s, u, gi, values] { s.gatherInto(u, gi, values); }).get();
+                std::vector<std::uint8_t> blob(g.primary.bytes(true, s.eb()), 0);
+                for (std::size_t k = 0; k < g.params.size(); ++k) {
+                    const std::size_t i = g.params[k];
+                    s.quantizeInto(g.data.data() + g.primary.off[k] * s.eb(), s.options.dtype, s.sliceLength(i), g.primary.part[k], blob.data(), g.primary, k);
+                }
+                g.data.swap(blob);
+                g.quantized = true;
+                if (values != nullptr) {
+                    s.buildSecondary(g, values);
+                    s.pool.give(values);
+                }
+                for (std::size_t i : g.params) s.params[i].quantized = true;
+                report.bytesAfter += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
+            }
+        }
+        return report;
+    });
+}
+
+std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const GenerateOptions& options) {
+    State& s = *state_;
+    const model::LlamaDims& d = s.options.dims;
+    if (options.batch < 1 || options.promptLength < 1 || options.maxNewTokens < 1) {
+        MIXZ_THROW(InvalidArgument, "generate needs batch, prompt length and maxNewTokens ≥ 1");
+    }
+    if (options.promptLength + options.maxNewTokens > d.maxSeq) {
+        MIXZ_THROW(InvalidArgument, "prompt length ", options.promptLength, " + maxNewTokens ", options.maxNewTokens, " exceeds the model's maxSeqLen ", d.maxSeq);
+    }
+    const std::size_t batch = static_cast<std::size_t>(options.batch);
+    s.validateIds(prompt, batch * static_cast<std::size_t>(options.promptLength));
+    if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "generate() between forward() and backward() would discard the activations backward needs");
+    return s.guarded([&]() -> std::vector<std::int32_t> {
+        if (!s.pendingReduces.empty()) s.waitReduces();
+        if (s.persistentDirty) s.gatherPersistent();
+        std::vector<model::KvCache<float>> kv;
+        for (int i = 0; i < d.layers; ++i) kv.emplace_back(d, options.batch);
+        std::vector<std::int32_t> out(batch * static_cast<std::size_t>(options.maxNewTokens));
+        std::vector<std::int32_t> tokens(prompt, prompt + batch * static_cast<std::size_t>(options.promptLength));
+        const std::vector<std::size_t> order = s.forwardOrder();
+        const std::size_t H = static_cast<std::size_t>(d.hidden), V = static_cast<std::size_t>(d.vocab);
+        std::vector<float> x, y, last(batch * H), logits(batch * V);
+        std::vector<std::pair<float, int>> ranked(V);
+        int seq = options.promptLength;
+        for (int step = 0; step < options.maxNewTokens; ++step) {
+            const std::size_t rows = batch * static_cast<std::size_t>(seq);
+            x.resize(rows * H);
+            y.resize(rows * H);
+            s.ensure(1, order, 0);
+            model::embeddingForward<float>(d, tokens.data(), rows, s.valueOf("model.embed_tokens.weight"), x.data());
+            s.release(1);
+            for (int i = 0; i < d.layers; ++i) {
+                const std::size_t u = s.layerUnit(i);
+                s.ensure(u, order, static_cast<std::size_t>(i) + 1);
+                model::decoderLayerForwardCached<float>(d, seq, s.layerParams(i), x.data(), y.data(), kv[static_cast<std::size_t>(i)]);
+                s.release(u);
+                std::swap(x, y);
+            }
+            for (std::size_t b = 0; b < batch; ++b) {
+                std::memcpy(last.data() + b * H, x.data() + (b * static_cast<std::size_t>(seq) + static_cast<std::size_t>(seq) - 1) * H, H * sizeof(float));
+            }
+            s.ensure(s.headUnit(), order, order.size() - 1);
+            model::headLogits<float>(d, batch, s.headParams(), last.data(), logits.data());
+            s.release(s.headUnit());
+            tokens.assign(batch, 0);
+            for (std::size_t b = 0; b < batch; ++b) {
+                const float* row = logits.data() + b * V;
+                int chosen = 0;
+                if (options.temperature <= 0) {
+                    chosen = static_cast<int>(std::max_element(row, row + V) - row);
+                } else {
+                    for (std::size_t v = 0; v < V; ++v) ranked[v] = {row[v], static_cast<int>(v)};
+                    std::size_t keep = V;
+                    if (options.topK > 0 && static_cast<std::size_t>(options.topK) < V) {
+                        keep = static_cast<std::size_t>(options.topK);
+                        std::partial_sort(ranked.begin(), ranked.begin() + static_cast<std::ptrdiff_t>(keep), ranked.end(),
+                                          [](const auto& a, const auto& c) { return a.first > c.first || (a.first == c.first && a.second < c.second); });
+                    }
+                    float top = -std::numeric_limits<float>::infinity();
+                    for (std::size_t v = 0; v < keep; ++v) top = std::max(top, ranked[v].first);
+                    double total = 0;
+                    std::vector<double> weights(keep);
+                    for (std::size_t v = 0; v < keep; ++v) total += (weights[v] = std::exp((ranked[v].first - top) / options.temperature));
+                    const std::uint64_t bits = mix(options.seed ^ mix(b * 0x100000001B3ull + static_cast<std::uint64_t>(step) * 0x9E3779B97F4A7C15ull + 11));
+                    double target = static_cast<double>(bits >> 11) / 9007199254740992.0 * total;
+                    chosen = ranked[keep - 1].second;
+                    for (std::size_t v = 0; v < keep; ++v) {
+                        target -= weights[v];
+                        if (target < 0) {
+                            chosen = ranked[v].second;
+                            break;
+                        }
+                    }
+                }
+                out[b * static_cast<std::size_t>(options.maxNewTokens) + static_cast<std::size_t>(step)] = chosen;
+                tokens[b] = chosen;
+            }
+            seq = 1;
+        }
+        return out;
+    });
+}
+
+std::vector<float> Engine::gatherParameter(std::size_t index) {
+    State& s = *state_;
+    if (index >= s.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", index);
+    if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "gatherParameter() between forward() and backward()");
+    return s.guarded([&]() -> std::vector<float> {
+        if (!s.pendingReduces.empty()) s.waitReduces();
+        if (s.persistentDirty) s.gatherPersistent();
+        const std::size_t u = s.where[index].unit;
+        s.ensure(u, {u}, 0);
+        const float* values = s.valueOf(index);
+        std::vector<float> full(values, values + s.params[index].numel);
+        s.release(u);
+        return full;
     });
 }
 
@@ -925,55 +1394,59 @@ std::size_t Engine::sliceLength(std::size_t param) const {
     return state_->sliceLength(param);
 }
 
-namespace {
-
-const float* floatsOf(const std::vector<float>& values) { return values.data(); }
-
-} // namespace
-
 void Engine::readSlice(std::size_t param, const std::string& kind, float* out) const {
     const State& s = *state_;
     if (param >= s.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", param);
-    const Unit& unit = s.units[s.paramUnit[param]];
-    const std::size_t off = unit.poff[s.paramIndex[param]];
+    const Group& g = s.groupOf(param);
+    const std::size_t k = s.where[param].index;
+    const std::size_t off = g.primary.off[k];
     const std::size_t n = s.sliceLength(param);
     const bool fp32 = s.options.dtype == DType::kFloat32;
-    if (kind == "param" || (kind == "master" && fp32)) {
-        convertInto(unit.data.data() + off * s.eb(), s.options.dtype, out, DType::kFloat32, n);
-    } else if (kind == "master") {
-        std::memcpy(out, floatsOf(unit.master) + off, n * sizeof(float));
-    } else if (kind == "exp_avg") {
-        std::memcpy(out, floatsOf(unit.expAvg) + off, n * sizeof(float));
-    } else if (kind == "exp_avg_sq") {
-        std::memcpy(out, floatsOf(unit.expAvgSq) + off, n * sizeof(float));
-    } else if (kind == "grad") {
-        convertInto(unit.grad.data() + off * s.eb(), s.options.dtype, out, DType::kFloat32, n);
-    } else {
+    const bool trainable = s.params[param].trainable;
+    if (kind == "param" || (kind == "master" && fp32 && trainable)) {
+        if (g.quantized) {
+            s.dequantizeFrom(g.data.data(), g.primary, k, n, out);
+        } else {
+            convertInto(g.data.data() + off * s.eb(), s.options.dtype, out, DType::kFloat32, n);
+        }
+        return;
+    }
+    if (kind != "master" && kind != "exp_avg" && kind != "exp_avg_sq" && kind != "grad") {
         MIXZ_THROW(InvalidArgument, "unknown state kind \"", kind, "\" (param, master, exp_avg, exp_avg_sq, grad)");
+    }
+    if (!trainable) MIXZ_THROW(InvalidArgument, s.params[param].name, " is frozen: it has no ", kind);
+    if (kind == "master") {
+        std::memcpy(out, g.master.data() + off, n * sizeof(float));
+    } else if (kind == "exp_avg") {
+        std::memcpy(out, g.expAvg.data() + off, n * sizeof(float));
+    } else if (kind == "exp_avg_sq") {
+        std::memcpy(out, g.expAvgSq.data() + off, n * sizeof(float));
+    } else {
+        convertInto(g.grad.data() + off * s.eb(), s.options.dtype, out, DType::kFloat32, n);
     }
 }
 
 void Engine::writeSlice(std::size_t param, const std::string& kind, const float* data) {
     State& s = *state_;
     if (param >= s.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", param);
-    Unit& unit = s.units[s.paramUnit[param]];
-    const std::size_t off = unit.poff[s.paramIndex[param]];
+    Group& g = s.groupOf(param);
+    const std::size_t off = g.primary.off[s.where[param].index];
     const std::size_t n = s.sliceLength(param);
     const bool fp32 = s.options.dtype == DType::kFloat32;
-    if (kind == "param" || (kind == "master" && fp32)) {
+    const bool trainable = s.params[param].trainable;
+    if (kind == "param" || (kind == "master" && fp32 && trainable)) {
         std::vector<float> padded(s.params[param].partition, 0.0f);
         std::memcpy(padded.data(), data, n * sizeof(float));
-        s.writePartition(param, padded.data(), /*setMaster=*/false);
-        if (!unit.master.empty()) std::memcpy(unit.master.data() + off, padded.data(), padded.size() * sizeof(float));
-    } else if (kind == "master") {
-        std::memcpy(unit.master.data() + off, data, n * sizeof(float));
-    } else if (kind == "exp_avg") {
-        std::memcpy(unit.expAvg.data() + off, data, n * sizeof(float));
-    } else if (kind == "exp_avg_sq") {
-        std::memcpy(unit.expAvgSq.data() + off, data, n * sizeof(float));
-    } else {
+        s.writePartition(param, padded.data(), false);
+        if (!g.master.empty()) std::memcpy(g.master.data() + off, padded.data(), padded.size() * sizeof(float));
+        return;
+    }
+    if (kind != "master" && kind != "exp_avg" && kind != "exp_avg_sq") {
         MIXZ_THROW(InvalidArgument, "cannot write state kind \"", kind, "\" (param, master, exp_avg, exp_avg_sq)");
     }
+    if (!trainable) MIXZ_THROW(InvalidArgument, s.params[param].name, " is frozen: it has no ", kind);
+    float* target = kind == "master" ? g.master.data() : kind == "exp_avg" ? g.expAvg.data() : g.expAvgSq.data();
+    std::memcpy(target + off, data, n * sizeof(float));
 }
 
 std::uint64_t Engine::optimizerSteps() const { return state_->steps; }
@@ -982,16 +1455,27 @@ void Engine::setOptimizerSteps(std::uint64_t steps) { state_->steps = steps; }
 MemoryReport Engine::memory() const {
     const State& s = *state_;
     MemoryReport report;
-    for (std::size_t u = 0; u < s.units.size(); ++u) {
-        const Unit& unit = s.units[u];
-        report.parameterPartitions += unit.data.size();
-        report.gradientPartitions += unit.grad.size();
-        report.masterWeights += unit.master.size() * sizeof(float);
-        report.optimizerStates += (unit.expAvg.size() + unit.expAvgSq.size()) * sizeof(float);
+    for (const Unit& unit : s.units) {
+        for (const Group& g : unit.groups) {
+            if (g.quantized) {
+                report.quantizedPartitions += g.primary.scaleBase;
+                report.quantScales += g.primary.scaleCount * sizeof(float);
+                if (g.secondaryValid) {
+                    report.secondaryPartitions += g.secondary.scaleBase;
+                    report.quantScales += g.secondary.scaleCount * sizeof(float);
+                }
+            } else {
+                report.parameterPartitions += g.data.size();
+                if (g.secondaryValid) report.secondaryPartitions += g.secondaryData.size();
+            }
+            report.gradientPartitions += g.grad.size();
+            report.masterWeights += g.master.size() * sizeof(float);
+            report.optimizerStates += (g.expAvg.size() + g.expAvgSq.size()) * sizeof(float);
+        }
     }
-    report.persistentParameters = s.units[0].persistentValues.size() * sizeof(float);
-    report.gatheredParameters = s.pool->bytesHeld();
-    report.gatheredParametersPeak = s.pool->peakBytes();
+    for (const Group& g : s.units[0].groups) report.persistentParameters += g.persistentValues.size() * sizeof(float);
+    report.gatheredParameters = s.pool.bytesHeld();
+    report.gatheredParametersPeak = s.pool.peakBytes();
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
     report.communicationBuffers = s.staging.size() + (s.packed.size() + s.reduced.size()) * sizeof(float);
@@ -1005,6 +1489,9 @@ EngineMetrics Engine::takeMetrics() {
     return metrics;
 }
 
-void Engine::abort(const std::string& reason) { state_->world->abort(reason); }
+void Engine::abort(const std::string& reason) {
+    state_->world->abort(reason);
+    if (state_->hpz) state_->hpz->abort(reason);
+}
 
 } // namespace mixz::zero

@@ -39,6 +39,8 @@ export interface NativeEngineDescriptor {
         readonly decoupledWeightDecay: boolean;
     };
     readonly kernelThreads: number;
+    /** Elements per qwZ block (mixz.quant_block_size). */
+    readonly quantBlockSize: number;
     readonly tagBase: number;
     readonly timeoutMs: number;
 }
@@ -52,6 +54,10 @@ export interface NativeParamInfo {
     readonly unit: number;
     readonly trainable: boolean;
     readonly persistent: boolean;
+    /** Frozen and stored as int8 blocks with float32 scales (after quantizeNontrainable). */
+    readonly quantized: boolean;
+    /** An hpZ secondary partition is held now (after a gather; trainable ones are dropped at every step). */
+    readonly hasSecondary: boolean;
     /** This rank's unpadded slice of the flattened tensor: [sliceBegin, sliceBegin + sliceLength). */
     readonly sliceBegin: number;
     readonly sliceLength: number;
@@ -68,7 +74,14 @@ export interface NativeBatch {
 export type NativeSliceKind = "param" | "master" | "exp_avg" | "exp_avg_sq" | "grad";
 
 export interface NativeMemoryReport {
+    /** Primary partitions in the model dtype. */
     readonly parameterPartitions: number;
+    /** Primary partitions of int8 frozen parameters (codes). */
+    readonly quantizedPartitions: number;
+    /** hpZ secondary partitions (model dtype or int8 codes). */
+    readonly secondaryPartitions: number;
+    /** float32 scales of every int8 partition. */
+    readonly quantScales: number;
     readonly persistentParameters: number;
     readonly gatheredParameters: number;
     readonly gatheredParametersPeak: number;
@@ -89,6 +102,30 @@ export interface NativeEngineMetrics {
     readonly optimizerSeconds: number;
     readonly gatheredBytes: number;
     readonly reducedBytes: number;
+    /** Bytes received from ranks on this rank's host (intra) or other hosts (cross), by kind. */
+    readonly frozenGatherIntraBytes: number;
+    readonly frozenGatherCrossBytes: number;
+    readonly trainableGatherIntraBytes: number;
+    readonly trainableGatherCrossBytes: number;
+    readonly reduceIntraBytes: number;
+    readonly reduceCrossBytes: number;
+}
+
+export interface NativeLoraOptions {
+    readonly r: number;
+    readonly alpha: number;
+    readonly targets: readonly string[];
+    readonly seed: number;
+}
+
+export interface NativeGenerateOptions {
+    readonly promptIds: Int32Array;
+    readonly batch: number;
+    readonly promptLength: number;
+    readonly maxNewTokens: number;
+    readonly temperature: number;
+    readonly topK: number;
+    readonly seed: number;
 }
 
 export interface NativeEngine {
@@ -103,8 +140,12 @@ export interface NativeEngine {
     setOptimizerSteps(steps: number): void;
     memory(): NativeMemoryReport;
     takeMetrics(): NativeEngineMetrics;
+    applyLora(options: NativeLoraOptions): void;
+    quantizeNontrainable(): Promise<{parameters: number; bytesBefore: number; bytesAfter: number}>;
+    generate(options: NativeGenerateOptions): Promise<Int32Array>;
+    gatherParameter(index: number): Promise<Float32Array>;
     abort(reason: string): void;
     dispose(): void;
 }
 
-export type NativeCreateEngine = (descriptor: NativeEngineDescriptor, communicator: NativeCommunicator) => Promise<NativeEngine>;
+export type NativeCreateEngine = (descriptor: NativeEngineDescriptor, communicator: NativeCommunicator, hpz: NativeCommunicator | null) => Promise<NativeEngine>;

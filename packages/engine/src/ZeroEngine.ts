@@ -6,6 +6,7 @@ import {nativeCommunicatorOf, type Communicator} from "./Communicator.js";
 import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
 import type {LlamaModel} from "./llama.js";
 import {loadBinding} from "./loadBinding.js";
+import {exportPretrained, loadPretrainedWeights} from "./pretrained.js";
 import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
 
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
@@ -56,7 +57,40 @@ export interface StepMetrics {
     readonly gatherBusyMs: number;
     readonly gatheredBytes: number;
     readonly reducedBytes: number;
+    /**
+     * Bytes this rank received during the step, by kind and by origin: "intra" from ranks on its
+     * own plan host, "cross" from other hosts (zeropp.md §4.2's accounting).
+     */
+    readonly traffic: {
+        readonly frozenGatherIntra: number;
+        readonly frozenGatherCross: number;
+        readonly trainableGatherIntra: number;
+        readonly trainableGatherCross: number;
+        readonly reduceIntra: number;
+        readonly reduceCross: number;
+    };
 }
+
+/** LoRA as applied to the engine's model (PEFT's LoraConfig fields). */
+export interface LoraSettings {
+    readonly r: number;
+    readonly alpha: number;
+    readonly dropout: number;
+    readonly targetModules: readonly string[];
+}
+
+export interface GenerateOptions {
+    /** Default 32. */
+    readonly maxNewTokens?: number;
+    /** ≤ 0: greedy. Default 1. */
+    readonly temperature?: number;
+    /** Sample among the k most likely tokens; 0: all. Default 0. */
+    readonly topK?: number;
+    /** The same seed gives the same tokens. Default 0. */
+    readonly seed?: number;
+}
+
+export const loraTargetModules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"] as const;
 
 export interface MemoryReport extends NativeMemoryReport {
     /** Sum of the resident categories (peaks excluded). */
@@ -68,6 +102,11 @@ export interface ZeroEngineOptions {
     readonly config: ResolvedConfig;
     /** A connected world communicator the engine owns from now on. */
     readonly communicator: Communicator;
+    /**
+     * The node's hpZ group (communicator.group("hpz", h)), owned by the engine from now on: hpZ
+     * secondary partitions live on it (zero_hpz_partition_size). Null or absent: no hpZ.
+     */
+    readonly hpz?: Communicator | null;
     /** Threads for the engine's kernels; default 1. */
     readonly kernelThreads?: number;
     /** Bounds every collective of the engine; default 120 s. */
@@ -93,7 +132,9 @@ export class ZeroEngine {
     readonly #accumulation: number;
     readonly #micro: number;
     readonly #onStep: ((metrics: StepMetrics) => void) | undefined;
-    readonly #params: readonly NativeParamInfo[];
+    #params: readonly NativeParamInfo[];
+    readonly #hpz: Communicator | null;
+    #lora: LoraSettings | null = null;
     #forwardId = 0;
     #pendingBackward: number | null = null;
     #microSteps = 0;
@@ -116,6 +157,7 @@ export class ZeroEngine {
         this.#scaler = scaler;
         this.#onStep = options.onStep;
         this.#params = native.params();
+        this.#hpz = options.hpz ?? null;
     }
 
     /**
@@ -132,8 +174,11 @@ export class ZeroEngine {
         const accumulation = config.gradient_accumulation_steps ?? 1;
         const micro = config.train_micro_batch_size_per_gpu ?? 1;
         const descriptor = engineDescriptor(options);
-        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator));
-        return new ZeroEngine(native, options, accumulation, micro, schedule, scaler);
+        const hpz = options.hpz === undefined || options.hpz === null ? null : nativeCommunicatorOf(options.hpz);
+        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator), hpz);
+        const engine = new ZeroEngine(native, options, accumulation, micro, schedule, scaler);
+        if (model.pretrained !== undefined) await loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained).catch((error: unknown) => { native.dispose(); throw error; });
+        return engine;
     }
 
     get rank(): number {
@@ -148,9 +193,24 @@ export class ZeroEngine {
         return this.#model;
     }
 
-    /** Parameters with their shapes and this rank's slice. */
+    /** Parameters with their shapes and this rank's slice (hasSecondary as of now). */
     get parameters(): readonly NativeParamInfo[] {
+        if (!this.#disposed && !this.#busy) this.#params = this.#native.params();
         return this.#params;
+    }
+
+    /**
+     * Parameter `index` in full, as the forward computes with it (gathered like forward gathers it,
+     * dequantized when int8). A collective: every rank calls it with the same index.
+     */
+    async gatheredParameter(index: number): Promise<Float32Array> {
+        return this.#run("gatheredParameter", async () => {
+            if (!Number.isInteger(index) || index < 0 || index >= this.#params.length) {
+                throw new MixzError(ErrorCodes.engineState, `gatheredParameter(): no parameter with index ${index}`, {category: "user"});
+            }
+            if (this.#pendingBackward !== null) throw new MixzError(ErrorCodes.engineState, "gatheredParameter() between forward() and backward(); call backward() first", {category: "user"});
+            return this.#native.gatherParameter(index);
+        });
     }
 
     /** Optimizer steps applied (skipped overflow steps excluded). */
@@ -243,6 +303,102 @@ export class ZeroEngine {
         });
     }
 
+    /** LoRA settings once lora.apply() ran, else null. */
+    get lora(): LoraSettings | null {
+        return this.#lora;
+    }
+
+    /**
+     * Converts the model to LoRA (PEFT semantics): every base parameter is frozen (its gradients,
+     * fp32 master and Adam states are freed) and each target linear of every layer gets trainable
+     * A [r, in] (uniform ±1/√in) and B [out, r] (zeros), so outputs are unchanged until training
+     * moves B. Call between steps, after initialize(); every rank calls it alike.
+     */
+    applyLora(options: {readonly r: number; readonly alpha?: number; readonly dropout?: number; readonly targetModules?: readonly string[]; readonly seed?: number}): void {
+        this.#checkIdle("lora.apply");
+        const problems: {code: string; path: string; message: string}[] = [];
+        const bad = (path: string, message: string): void => {
+            problems.push({code: ErrorCodes.modelConfig, path: `lora.apply: ${path}`, message});
+        };
+        const r = options?.r;
+        if (typeof r !== "number" || !Number.isInteger(r) || r < 1 || r > 65_536) bad("r", `must be an integer in [1, 65536], got ${String(r)}`);
+        const alpha = options?.alpha ?? (typeof r === "number" ? r : 8);
+        if (typeof alpha !== "number" || !Number.isFinite(alpha) || alpha <= 0) bad("alpha", `must be a positive number, got ${String(alpha)}`);
+        const dropout = options?.dropout ?? 0;
+        if (dropout !== 0) bad("dropout", `LoRA dropout is not supported by mixz's kernels yet; use 0 (got ${String(dropout)})`);
+        const targets = options?.targetModules ?? ["q_proj", "v_proj"];
+        if (!Array.isArray(targets) || targets.length === 0) bad("targetModules", "must be a non-empty array of module names");
+        else {
+            for (const target of targets) {
+                if (!(loraTargetModules as readonly string[]).includes(target)) bad("targetModules", `unknown module "${String(target)}" (known: ${loraTargetModules.join(", ")})`);
+            }
+        }
+        const seed = options?.seed ?? this.#model.config.seed;
+        if (this.#lora !== null) bad("", "LoRA is already applied to this model");
+        if (this.#pendingBackward !== null) bad("", "apply LoRA between steps, not between forward() and backward()");
+        if (problems.length > 0) throw new InputError(problems);
+        const unique = [...new Set(targets)];
+        this.#native.applyLora({r: r!, alpha, targets: unique, seed});
+        this.#lora = {r: r!, alpha, dropout, targetModules: unique};
+        this.#params = this.#native.params();
+    }
+
+    /**
+     * qwZ for frozen weights (zero_quantized_nontrainable_weights): the partitions of every frozen
+     * parameter that is not kept gathered (persistent) — the primary and, with hpZ, the secondary,
+     * built now from the gathered real values — become int8 blocks with float32 scales, once; from
+     * then on their gathers move int8 and dequantize per parameter. With the config key off it
+     * warns and does nothing, as DeepSpeed does. A collective: every rank calls it.
+     */
+    async quantizeNontrainableParams(): Promise<{readonly parameters: number; readonly bytesBefore: number; readonly bytesAfter: number}> {
+        return this.#run("quantizeNontrainableParams", async () => {
+            if (!this.#config.zero_optimization.zero_quantized_nontrainable_weights) {
+                process.emitWarning("quantizeNontrainableParams(): zero_optimization.zero_quantized_nontrainable_weights is false, nothing is quantized", {code: "MIXZ_WARN_QUANTIZE_OFF"});
+                return {parameters: 0, bytesBefore: 0, bytesAfter: 0};
+            }
+            if (this.#pendingBackward !== null) {
+                throw new MixzError(ErrorCodes.engineState, "quantizeNontrainableParams() between forward() and backward(); call backward() first", {category: "user"});
+            }
+            const report = await this.#native.quantizeNontrainable();
+            this.#params = this.#native.params();
+            return report;
+        });
+    }
+
+    /**
+     * Continues each prompt (Int32Array of batch × length ids; `shape` [batch, length]) with a KV
+     * cache, gathering each layer per token through hpZ where secondaries exist. Deterministic for
+     * a seed; usable between training steps. A collective: every rank calls it with the same
+     * shape. Returns [batch, maxNewTokens] ids.
+     */
+    async generate(promptIds: Int32Array, options: GenerateOptions & {readonly shape?: readonly [number, number]} = {}): Promise<Int32Array> {
+        return this.#run("generate", async () => {
+            if (!(promptIds instanceof Int32Array) || promptIds.length === 0) throw batchError("generate(): promptIds must be a non-empty Int32Array");
+            const [batch, promptLength] = options.shape ?? [1, promptIds.length];
+            if (!Number.isInteger(batch) || !Number.isInteger(promptLength) || batch < 1 || promptLength < 1 || batch * promptLength !== promptIds.length) {
+                throw batchError(`generate(): shape [${batch}, ${promptLength}] does not match ${promptIds.length} prompt ids`);
+            }
+            const maxNewTokens = options.maxNewTokens ?? 32;
+            const {vocabSize, maxSeqLen} = this.#model.config;
+            if (!Number.isInteger(maxNewTokens) || maxNewTokens < 1) throw batchError(`generate(): maxNewTokens must be a positive integer, got ${maxNewTokens}`);
+            if (promptLength + maxNewTokens > maxSeqLen) throw batchError(`generate(): prompt length ${promptLength} + maxNewTokens ${maxNewTokens} exceeds the model's maxSeqLen ${maxSeqLen}`);
+            for (let i = 0; i < promptIds.length; i++) {
+                const id = promptIds[i]!;
+                if (id < 0 || id >= vocabSize) throw batchError(`generate(): promptIds[${i}] = ${id} is outside the vocabulary [0, ${vocabSize})`);
+            }
+            if (this.#pendingBackward !== null) {
+                throw new MixzError(ErrorCodes.engineState, "generate() between forward() and backward() would discard the activations backward needs; call backward() first", {category: "user"});
+            }
+            const temperature = options.temperature ?? 1;
+            const topK = options.topK ?? 0;
+            const seed = options.seed ?? 0;
+            if (!Number.isFinite(temperature)) throw batchError(`generate(): temperature must be a finite number, got ${temperature}`);
+            if (!Number.isInteger(topK) || topK < 0) throw batchError(`generate(): topK must be an integer ≥ 0, got ${topK}`);
+            if (!Number.isSafeInteger(seed) || seed < 0) throw batchError(`generate(): seed must be a non-negative integer, got ${seed}`);
+            return this.#native.generate({promptIds, batch, promptLength, maxNewTokens, temperature, topK, seed});
+        });
+    }
+
     /** The metrics of the latest optimizer step (null before the first). */
     get lastStepMetrics(): StepMetrics | null {
         return this.#lastMetrics;
@@ -252,7 +408,7 @@ export class ZeroEngine {
     memoryReport(): MemoryReport {
         this.#checkLive("memoryReport");
         const m = this.#native.memory();
-        const total = m.parameterPartitions + m.persistentParameters + m.gatheredParameters + m.gradientPartitions +
+        const total = m.parameterPartitions + m.quantizedPartitions + m.secondaryPartitions + m.quantScales + m.persistentParameters + m.gatheredParameters + m.gradientPartitions +
             m.masterWeights + m.optimizerStates + m.activations + m.communicationBuffers;
         return {...m, total};
     }
@@ -309,6 +465,19 @@ export class ZeroEngine {
         return this.#run("loadCheckpoint", async () => loadCheckpoint(this.#checkpointAccess(), dir, options));
     }
 
+    /**
+     * Writes a consolidated Hugging Face model (config.json + model.safetensors in the model dtype)
+     * into `dir`, gathering one parameter at a time to rank 0. A collective. See pretrained.ts.
+     */
+    async exportPretrained(dir: string): Promise<void> {
+        return this.#run("exportPretrained", async () => exportPretrained(this.#checkpointAccess(), dir));
+    }
+
+    /** @internal Runs `body` as an engine call with the checkpoint access (PEFT adapters: peftAdapter.ts). */
+    async runCollective<T>(fn: string, body: (access: CheckpointAccess) => Promise<T>): Promise<T> {
+        return this.#run(fn, async () => body(this.#checkpointAccess()));
+    }
+
     /** Stops the engine's collectives at once (the job is aborting). */
     abort(reason: string): void {
         if (!this.#disposed) this.#native.abort(reason);
@@ -320,6 +489,7 @@ export class ZeroEngine {
         if (this.#busy) throw new MixzError(ErrorCodes.engineState, "dispose(): an engine call is still running; await it first", {category: "user"});
         this.#disposed = true;
         this.#native.dispose();
+        await this.#hpz?.dispose();
         await this.#communicator.dispose();
     }
 
@@ -342,7 +512,15 @@ export class ZeroEngine {
             reduceMs: m.reduceSeconds * 1000,
             gatherBusyMs: m.gatherSeconds * 1000,
             gatheredBytes: m.gatheredBytes,
-            reducedBytes: m.reducedBytes
+            reducedBytes: m.reducedBytes,
+            traffic: {
+                frozenGatherIntra: m.frozenGatherIntraBytes,
+                frozenGatherCross: m.frozenGatherCrossBytes,
+                trainableGatherIntra: m.trainableGatherIntraBytes,
+                trainableGatherCross: m.trainableGatherCrossBytes,
+                reduceIntra: m.reduceIntraBytes,
+                reduceCross: m.reduceCrossBytes
+            }
         };
         this.#losses = [];
         this.#tokens = 0;
@@ -478,6 +656,7 @@ function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
             decoupledWeightDecay: config.optimizer!.type === "adamw" || adam.adam_w_mode
         },
         kernelThreads: options.kernelThreads ?? 1,
+        quantBlockSize: config.mixz.quant_block_size,
         tagBase: 7000,
         timeoutMs: options.timeoutMs ?? 120_000
     };

@@ -149,8 +149,16 @@ export type {
 export {llama, llamaParameterCount} from "./llama.js";
 export type {LlamaConfig, LlamaModel} from "./llama.js";
 export {ZeroEngine} from "./ZeroEngine.js";
-export type {Batch, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./ZeroEngine.js";
+export {loraTargetModules} from "./ZeroEngine.js";
+export type {Batch, GenerateOptions, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./ZeroEngine.js";
 export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./AddonEngineTypes.js";
 // checkpoints
 export {checkpointFormat, checkpointLatestName, checkpointManifestName, checkpointVersion} from "./checkpoint.js";
 export type {CheckpointInfo, CheckpointStage, LoadCheckpointOptions, SaveCheckpointOptions, TrainingState} from "./checkpoint.js";
+// pretrained + peft + data
+export {fromPretrainedLlama, hfConfigOf, llamaTensorShapes, pretrainedConfigName, pretrainedIndexName, pretrainedLoadReport, pretrainedWeightsName} from "./pretrained.js";
+export type {FromPretrainedOptions, PretrainedDType, PretrainedLoadReport, PretrainedSource, PretrainedTensor} from "./pretrained.js";
+export {checkPeftAdapterConfig, foldLora, loadPeftAdapter, loraModuleBlocks, mergeLora, peftAdapterConfig, peftConfigName, peftTensorName, peftTensorPrefix, peftWeightsName, savePeftAdapter} from "./peftAdapter.js";
+export type {LoraSettings} from "./peftAdapter.js";
+export {permutation as tokenDataPermutation, textData, tokenData} from "./data.js";
+export type {TextDataOptions, TokenBatches, TokenDataOptions, TokenDType} from "./data.js";

@@ -1,5 +1,6 @@
 import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
 import type {NativeLlamaDims} from "./AddonEngineTypes.js";
+import type {PretrainedSource} from "./pretrained.js";
 
 /** A LLaMA-style model configuration (the names of DESIGN.md §3; Hugging Face's in comments). */
 export interface LlamaConfig {
@@ -33,6 +34,11 @@ export interface LlamaModel {
     readonly config: Required<LlamaConfig>;
     /** The shapes every rank agrees on, for the engine's descriptor. */
     readonly dims: NativeLlamaDims;
+    /**
+     * Set by models.llama.fromPretrained (pretrained.ts): where the weights are. The engine loads
+     * them when it is created, each rank reading only its own slices.
+     */
+    readonly pretrained?: PretrainedSource;
 }
 
 const maxInt = 2 ** 31 - 1;

@@ -4,4 +4,11 @@ export {runtime} from "./runtime.js";
 export {initialize} from "./initialize.js";
 export type {InitializeOptions} from "./initialize.js";
 export {models} from "./models.js";
-export type {Batch, LlamaConfig, LlamaModel, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngine} from "@mixz/engine";
+export {lora} from "./lora.js";
+export type {LoraOptions} from "./lora.js";
+export type {Batch, GenerateOptions, LlamaConfig, LlamaModel, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngine} from "@mixz/engine";
+// pretrained + peft + data
+export {data} from "./data.js";
+export type {TextOptions, TokensOptions} from "./data.js";
+export type {LlamaBuilder} from "./models.js";
+export type {FromPretrainedOptions, TokenBatches} from "@mixz/engine";

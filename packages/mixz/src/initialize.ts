@@ -2,6 +2,7 @@ import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
 import {Communicator, storeExchange, ZeroEngine, type LlamaModel, type StepMetrics} from "@mixz/engine";
 import {ErrorCodes, InputError} from "@mixz/protocol";
 import {runtime} from "./runtime.js";
+import {attachEngine} from "./modelEngines.js";
 
 export interface InitializeOptions {
     readonly model: LlamaModel;
@@ -33,16 +34,26 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         {rank: ctx.rank, worldSize: ctx.worldSize, host: ctx.host, jobId: `${ctx.jobId}-e${engines}`, localRanks, timeoutMs},
         storeExchange(ctx.store, {prefix, rank: ctx.rank, worldSize: ctx.worldSize, timeoutMs})
     );
+    let hpz: Communicator | null = null;
     try {
-        return await ZeroEngine.create({
+        // hpZ: secondary partitions over consecutive blocks of h ranks, each on one node (the
+        // config check made sure h divides the world and every node). h = world holds nothing a
+        // primary partition does not, so it is skipped like h = 1.
+        const h = config.zero_optimization.zero_hpz_partition_size;
+        if (h > 1 && h < ctx.worldSize) hpz = await communicator.group("hpz", h, {tag: 7200, timeoutMs});
+        const engine = await ZeroEngine.create({
             model: options.model,
             config,
             communicator,
+            hpz,
             kernelThreads: kernelThreads(),
             timeoutMs,
             onStep: (m: StepMetrics) => ctx.reportMetrics({step: m.step, loss: m.loss, tokensPerSec: m.tokensPerSec, stepTimeMs: m.stepTimeMs, gatherMs: m.gatherMs, computeMs: m.computeMs, reduceMs: m.reduceMs})
         });
+        attachEngine(options.model, engine);
+        return engine;
     } catch (error) {
+        await hpz?.dispose();
         await communicator.dispose();
         throw error;
     }

@@ -153,7 +153,11 @@ export const ErrorCodes = {
     /** A batch handed to the engine has the wrong shape, type or values (token ids, labels). */
     batch: "MIXZ_ERR_BATCH",
     /** An engine call out of order (backward without forward, a call after dispose). */
-    engineState: "MIXZ_ERR_ENGINE_STATE"
+    engineState: "MIXZ_ERR_ENGINE_STATE",
+    /** A token data file cannot be used: too short, size not a multiple of the token dtype, an id out of range. */
+    data: "MIXZ_ERR_DATA",
+    /** A PEFT adapter that does not fit the engine's LoRA settings or model, or is malformed. */
+    peftAdapter: "MIXZ_ERR_PEFT_ADAPTER"
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -71,6 +71,8 @@ struct EngineOptions {
     ZeroOptions zero;
     OptimizerOptions optimizer;
     int kernelThreads = 1;
+    // Elements per qwZ block (mixz.quant_block_size); partitions smaller than a block are one block.
+    std::size_t quantBlockSize = 4096;
     std::uint32_t tagBase = 1000;
     std::chrono::milliseconds timeout{60000};
 };
@@ -83,6 +85,31 @@ struct ParamInfo {
     int unit = 0;
     bool trainable = true;
     bool persistent = false;
+    bool quantized = false; // frozen and stored as int8 blocks (quantizeNontrainable)
+    bool hasSecondary = false; // an hpZ secondary partition is held now
+};
+
+struct LoraOptions {
+    int rank = 8;
+    double alpha = 16;
+    // Linear names of a decoder layer: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+    std::vector<std::string> targets;
+    std::uint64_t seed = 0;
+};
+
+struct GenerateOptions {
+    int batch = 1;
+    int promptLength = 1;
+    int maxNewTokens = 1;
+    double temperature = 1.0; // ≤ 0: greedy
+    int topK = 0;             // 0: no limit
+    std::uint64_t seed = 0;
+};
+
+struct QuantizeReport {
+    std::size_t parameters = 0;  // frozen parameters now stored as int8
+    std::size_t bytesBefore = 0; // their primary and secondary partitions before
+    std::size_t bytesAfter = 0;  // after (codes and scales)
 };
 
 struct Batch {
@@ -112,7 +139,10 @@ struct StepResult {
 
 // Bytes resident on this rank by category (memoryReport()).
 struct MemoryReport {
-    std::size_t parameterPartitions = 0;
+    std::size_t parameterPartitions = 0;   // primary partitions in the model dtype
+    std::size_t quantizedPartitions = 0;   // primary partitions of int8 frozen parameters (codes)
+    std::size_t secondaryPartitions = 0;   // hpZ secondary partitions (model dtype or int8 codes)
+    std::size_t quantScales = 0;           // float32 scales of every int8 partition
     std::size_t persistentParameters = 0; // unit 0 gathered, kept for the whole run
     std::size_t gatheredParameters = 0;   // full fp32 buffers held now (cached for reuse)
     std::size_t gatheredParametersPeak = 0;
@@ -134,6 +164,15 @@ struct EngineMetrics {
     double optimizerSeconds = 0;
     std::uint64_t gatheredBytes = 0;  // received by all-gathers
     std::uint64_t reducedBytes = 0;   // sent into reduce-scatters
+    // Bytes this rank received, by what and from where: "intra" from ranks on its own plan host,
+    // "cross" from other hosts. Gathers count the partitions received; reduce-scatters the other
+    // members' contributions to this rank's chunk (the logical volume, whatever the algorithm).
+    std::uint64_t frozenGatherIntraBytes = 0;
+    std::uint64_t frozenGatherCrossBytes = 0;
+    std::uint64_t trainableGatherIntraBytes = 0;
+    std::uint64_t trainableGatherCrossBytes = 0;
+    std::uint64_t reduceIntraBytes = 0;
+    std::uint64_t reduceCrossBytes = 0;
 };
 
 class Engine {
@@ -141,8 +180,11 @@ public:
     // Builds the parameter partitions (initialized from `seed`: normal(0, initStd) for matrices,
     // ones for norms, each element drawn from a counter-based generator so that every world size
     // produces the same model) and gathers the persistent unit. `world` must be connected and
-    // must not be used by anyone else while the engine lives.
-    Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world);
+    // must not be used by anyone else while the engine lives. `hpz`, when given (a group of h ranks
+    // on this node, 1 < h < world), holds secondary partitions: backward gathers, generation and
+    // every gather of frozen weights read them over the intra-node group.
+    Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world,
+           std::shared_ptr<comm::Communicator> hpz = nullptr);
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
@@ -158,6 +200,25 @@ public:
     void backward(double lossGrad);
     StepResult step(const StepOptions& options);
     void zeroGradients();
+
+    // LoRA (after construction, before training): every base parameter becomes frozen (its
+    // gradient, master and optimizer states are freed) and each target linear of every layer gets
+    // trainable A [r, in] (PEFT's init: uniform ±1/sqrt(in), from `seed`) and B [out, r] (zeros), so
+    // outputs are unchanged until B moves. Not a collective.
+    void applyLora(const LoraOptions& options);
+    // qwZ for frozen weights (a collective): the primary partition of every frozen, non-persistent
+    // parameter — and its hpZ secondary, built now from the gathered real data — become int8
+    // blocks with float32 scales, quantized from their real values once; gathers then move int8
+    // and dequantize per parameter into fp32.
+    QuantizeReport quantizeNontrainable();
+    // Sampled continuation of `prompt` ([batch, promptLength] ids) with a KV cache, gathering each
+    // layer per token (through hpZ where secondaries exist). A collective: every rank calls it with
+    // the same shapes. Returns [batch, maxNewTokens] ids.
+    std::vector<std::int32_t> generate(const std::int32_t* prompt, const GenerateOptions& options);
+    // Param `index` in full, as compute sees it (gathered the way forward gathers it, dequantized).
+    // A collective of the world (or of the hpZ group when it reads secondaries): every rank calls
+    // it with the same index.
+    std::vector<float> gatherParameter(std::size_t index);
 
     // This rank's slice of a parameter's flattened data (its partition without padding), as
     // float32. `kind`: "param", "master" (the fp32 copy the optimizer updates), "exp_avg",

@@ -1,0 +1,696 @@
+/**
+ * Hugging Face LLaMA models: reading a model directory into the ZeRO-3 engine, and exporting the
+ * engine's weights as one.
+ *
+ * A model directory (what `save_pretrained` writes):
+ *   config.json                     LlamaConfig: vocab_size, hidden_size, num_hidden_layers,
+ *                                   num_attention_heads, num_key_value_heads, intermediate_size,
+ *                                   max_position_embeddings, rope_theta, rms_norm_eps,
+ *                                   tie_word_embeddings, torch_dtype (or dtype)
+ *   model.safetensors               every tensor, or, when sharded:
+ *   model.safetensors.index.json    {"metadata": {...}, "weight_map": {tensor name: shard file}}
+ *   model-0000k-of-0000n.safetensors
+ * Tensors carry Hugging Face's names (model.embed_tokens.weight, model.layers.N.self_attn.q_proj.weight,
+ * …, model.norm.weight, lm_head.weight), which are the engine's parameter names, in F32, F16 or BF16.
+ *
+ * Tied embeddings (tie_word_embeddings: true, no lm_head.weight in the files): the engine's LM head
+ * is a separate parameter, so it is loaded from model.embed_tokens.weight — the same values — and
+ * trains apart from the embedding from then on. An export therefore always writes lm_head.weight
+ * and tie_word_embeddings: false.
+ *
+ * Loading is two-phase. fromPretrainedLlama reads config.json and the safetensors headers only
+ * (never tensor data) and checks that every tensor the config implies exists with its shape and a
+ * float dtype; it returns a LlamaModel carrying `pretrained`. When the engine is created, every
+ * rank reads, for each parameter, only the element range [sliceBegin, sliceBegin + sliceLength) of
+ * the flattened tensor that its own slice holds (a positioned read of exactly those bytes),
+ * converts it to fp32, and keeps it; the ranks then agree that all of them succeeded, and only
+ * then write their slices. Any error — a file changed since its header was read, a truncated file —
+ * leaves every rank's engine as it was.
+ *
+ * Export (a collective): rank 0 writes config.json and model.safetensors in the engine's dtype.
+ * Tensors are gathered one at a time, when rank 0's safetensors writer asks for the next one: rank 0
+ * broadcasts the parameter's index, every rank contributes its slice to an all-gather of the padded
+ * partitions, and rank 0 converts the full tensor and hands it to the writer. So rank 0 holds one
+ * full tensor at a time (each rank holds one during its all-gather), never the model. Files are
+ * written into a staging directory dir/.mixz-export.tmp-<nonce>; once every rank reports success,
+ * rank 0 renames model.safetensors, then config.json, into dir (each rename atomic) and removes the
+ * staging directory. A failure on any rank makes every rank throw and leaves dir's files untouched.
+ */
+import {randomBytes} from "node:crypto";
+import {constants as fsConstants} from "node:fs";
+import {mkdir, open, readdir, readFile, rename, rm, stat} from "node:fs/promises";
+import type {FileHandle} from "node:fs/promises";
+import {isAbsolute, join, resolve} from "node:path";
+
+import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
+
+import type {NativeModelDType, NativeParamInfo} from "./AddonEngineTypes.js";
+import type {CheckpointAccess} from "./checkpoint.js";
+import {llama, type LlamaConfig, type LlamaModel} from "./llama.js";
+import {convertFloats} from "./quantize.js";
+import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
+
+/** The float dtypes a pretrained tensor may have on disk. */
+export type PretrainedDType = "F32" | "F16" | "BF16";
+
+/** Where one of the engine's parameters is found. */
+export interface PretrainedTensor {
+    /** The safetensors file that holds it (absolute path). */
+    readonly file: string;
+    /** Its name in that file: the parameter's own name, or model.embed_tokens.weight for a tied LM head. */
+    readonly name: string;
+    readonly dtype: PretrainedDType;
+    readonly shape: readonly number[];
+}
+
+/** What fromPretrainedLlama found; only file names, shapes and dtypes, no tensor data. */
+export interface PretrainedSource {
+    /** The model directory (absolute). */
+    readonly dir: string;
+    readonly configFile: string;
+    /** model.safetensors.index.json when the weights are sharded, else null. */
+    readonly indexFile: string | null;
+    /** The safetensors files, absolute, in name order. */
+    readonly files: readonly string[];
+    /** tie_word_embeddings: the LM head is loaded from model.embed_tokens.weight. */
+    readonly tiedEmbeddings: boolean;
+    /** config.json's torch_dtype (or dtype), when it names one. */
+    readonly torchDtype: "float32" | "float16" | "bfloat16" | null;
+    /** config.json as read, so an export keeps its other keys (token ids, …). */
+    readonly hfConfig: Readonly<Record<string, unknown>>;
+    /** By engine parameter name. */
+    readonly tensors: Readonly<Record<string, PretrainedTensor>>;
+}
+
+export interface FromPretrainedOptions {
+    /** The longest sequence the engine supports; default max_position_embeddings, at most that. */
+    readonly maxSeqLen?: number;
+    /** Seeds what the engine initializes itself (LoRA adapters); default 0. */
+    readonly seed?: number;
+}
+
+/** Bytes and tensors one rank read while loading a pretrained model (for tests and logs). */
+export interface PretrainedLoadReport {
+    /** Header bytes plus tensor bytes. */
+    readonly bytesRead: number;
+    readonly tensorBytesRead: number;
+    /** Tensor range reads made. */
+    readonly reads: number;
+    readonly files: number;
+}
+
+export const pretrainedConfigName = "config.json";
+export const pretrainedWeightsName = "model.safetensors";
+export const pretrainedIndexName = "model.safetensors.index.json";
+
+/** Collective tags: apart from the engine's (7001–7003) and checkpoints' (7101–7104). */
+const kTagExportPrepared = 7111;
+const kTagExportNext = 7112;
+const kTagExportData = 7113;
+const kTagExportWritten = 7114;
+const kTagExportPublished = 7115;
+const kTagLoadReady = 7116;
+
+const kStagingPattern = /^\.mixz-export\.tmp-[0-9a-f]{16}$/;
+const kShardPattern = /^[^/\\]+\.safetensors$/;
+
+const paramDTypeOf: Readonly<Record<NativeModelDType, PretrainedDType>> = {fp32: "F32", fp16: "F16", bf16: "BF16"};
+const torchDTypeOf: Readonly<Record<NativeModelDType, string>> = {fp32: "float32", fp16: "float16", bf16: "bfloat16"};
+
+/** Tensor names the Hugging Face checkpoints of older transformers carry that the model recomputes. */
+const kIgnoredTensor = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
+
+// ---------------------------------------------------------------------------------------------
+// Describing
+
+/**
+ * The parameters of a LLaMA model with their Hugging Face names and shapes, in the engine's order
+ * (embedding, per layer q, k, v, o, gate, up, down, the two norms, final norm, LM head).
+ */
+export function llamaTensorShapes(config: Required<LlamaConfig>): {name: string; shape: number[]}[] {
+    const {vocabSize: v, hidden: h, layers, heads, kvHeads, intermediate: i} = config;
+    const kv = (h / heads) * kvHeads;
+    const out: {name: string; shape: number[]}[] = [{name: "model.embed_tokens.weight", shape: [v, h]}];
+    for (let l = 0; l < layers; l++) {
+        const p = `model.layers.${l}`;
+        out.push(
+            {name: `${p}.self_attn.q_proj.weight`, shape: [h, h]},
+            {name: `${p}.self_attn.k_proj.weight`, shape: [kv, h]},
+            {name: `${p}.self_attn.v_proj.weight`, shape: [kv, h]},
+            {name: `${p}.self_attn.o_proj.weight`, shape: [h, h]},
+            {name: `${p}.mlp.gate_proj.weight`, shape: [i, h]},
+            {name: `${p}.mlp.up_proj.weight`, shape: [i, h]},
+            {name: `${p}.mlp.down_proj.weight`, shape: [h, i]},
+            {name: `${p}.input_layernorm.weight`, shape: [h]},
+            {name: `${p}.post_attention_layernorm.weight`, shape: [h]}
+        );
+    }
+    out.push({name: "model.norm.weight", shape: [h]}, {name: "lm_head.weight", shape: [v, h]});
+    return out;
+}
+
+/**
+ * Describes the Hugging Face LLaMA model in `dir` (models.llama.fromPretrained): reads config.json
+ * and the safetensors headers, checks every tensor, reads no tensor data. Throws InputError:
+ * MIXZ_ERR_FILE_READ for missing files, MIXZ_ERR_SAFETENSORS for a malformed or truncated
+ * safetensors file (naming it), MIXZ_ERR_MODEL_CONFIG for a config mixz cannot train or weights
+ * that do not match it (naming the tensor, the expected and the found shape).
+ */
+export async function fromPretrainedLlama(dir: string, options: FromPretrainedOptions = {}): Promise<LlamaModel> {
+    if (typeof dir !== "string" || dir === "") {
+        throw new InputError([{code: ErrorCodes.modelConfig, path: "models.llama.fromPretrained", message: `dir must be a non-empty path string, got ${JSON.stringify(dir) ?? typeof dir}`}]);
+    }
+    if (typeof options !== "object" || options === null) {
+        throw new InputError([{code: ErrorCodes.modelConfig, path: "models.llama.fromPretrained", message: "options must be an object"}]);
+    }
+    const root = isAbsolute(dir) ? dir : resolve(dir);
+    const entries = await listDirectory(root);
+    const configFile = join(root, pretrainedConfigName);
+    if (!entries.includes(pretrainedConfigName)) {
+        throw new InputError([{code: ErrorCodes.fileRead, file: configFile, message: `missing: ${JSON.stringify(dir)} is not a Hugging Face model directory (it has ${describeEntries(entries)})`}]);
+    }
+    const hfConfig = parseJsonObject(configFile, await readText(configFile), ErrorCodes.modelConfig);
+    const {config, tied, torchDtype} = llamaConfigOf(configFile, hfConfig, options);
+    let model: LlamaModel;
+    try {
+        model = llama(config);
+    } catch (error) {
+        if (error instanceof InputError) {
+            throw new InputError(error.problems.map((p) => ({...p, file: configFile})));
+        }
+        throw error;
+    }
+
+    // Which file holds which tensor.
+    const {indexFile, single, weightMap} = await locateWeights(root, entries);
+    const files = single !== null ? [single] : [...new Set(weightMap.values())].sort();
+    const headers = new Map<string, SafetensorsHeader>();
+    for (const file of files) headers.set(file, await readSafetensorsHeader(file));
+    if (single !== null) {
+        for (const name of headers.get(single)!.tensors.keys()) weightMap.set(name, single);
+    }
+
+    // Every expected tensor: present, its shape, a float dtype. Nothing unexpected.
+    const problems: Problem[] = [];
+    const tensors: Record<string, PretrainedTensor> = {};
+    const expected = llamaTensorShapes(model.config);
+    const expectedNames = new Set(expected.map((e) => e.name));
+    const dims = `hidden_size ${model.config.hidden}, intermediate_size ${model.config.intermediate}, vocab_size ${model.config.vocabSize}, ` +
+        `num_attention_heads ${model.config.heads}, num_key_value_heads ${model.config.kvHeads}`;
+    for (const {name, shape} of expected) {
+        const sourceName = name === "lm_head.weight" && tied ? "model.embed_tokens.weight" : name;
+        const file = weightMap.get(sourceName);
+        const info = file === undefined ? undefined : headers.get(file)!.tensors.get(sourceName);
+        const where = file ?? (indexFile ?? join(root, pretrainedWeightsName));
+        if (file === undefined || info === undefined) {
+            const because = name === "lm_head.weight" ? " (config.json says tie_word_embeddings false, so the LM head must be stored)" : "";
+            problems.push({code: ErrorCodes.modelConfig, file: where, message: `tensor ${JSON.stringify(sourceName)} is missing${because}; config.json (${dims}, num_hidden_layers ${model.config.layers}) needs it`});
+            continue;
+        }
+        if (info.dtype !== "F32" && info.dtype !== "F16" && info.dtype !== "BF16") {
+            problems.push({code: ErrorCodes.modelConfig, file, message: `tensor ${JSON.stringify(sourceName)} is ${info.dtype}; mixz loads F32, F16 or BF16 weights`});
+            continue;
+        }
+        if (info.shape.length !== shape.length || info.shape.some((d, k) => d !== shape[k])) {
+            problems.push({code: ErrorCodes.modelConfig, file, message: `tensor ${JSON.stringify(sourceName)} has shape [${info.shape.join(",")}], config.json (${dims}) expects [${shape.join(",")}]`});
+            continue;
+        }
+        tensors[name] = {file, name: sourceName, dtype: info.dtype, shape};
+    }
+    for (const [name, file] of weightMap) {
+        if (expectedNames.has(name) || kIgnoredTensor.test(name)) continue;
+        problems.push({code: ErrorCodes.modelConfig, file, message: `unexpected tensor ${JSON.stringify(name)}: config.json (num_hidden_layers ${model.config.layers}) describes no such parameter`});
+    }
+    if (problems.length > 0) throw new InputError(problems.slice(0, 12));
+
+    const pretrained: PretrainedSource = {dir: root, configFile, indexFile, files, tiedEmbeddings: tied, torchDtype, hfConfig, tensors};
+    return {...model, pretrained};
+}
+
+/** config.json → mixz's LlamaConfig; refuses what the engine does not implement. */
+function llamaConfigOf(
+    file: string,
+    hf: Record<string, unknown>,
+    options: FromPretrainedOptions
+): {config: LlamaConfig; tied: boolean; torchDtype: PretrainedSource["torchDtype"]} {
+    const problems: Problem[] = [];
+    const bad = (key: string, message: string): void => {
+        problems.push({code: ErrorCodes.modelConfig, file, path: key, message});
+    };
+    const modelType = hf["model_type"];
+    if (modelType !== undefined && modelType !== "llama") bad("model_type", `mixz trains LLaMA models (model_type "llama"), got ${JSON.stringify(modelType)}`);
+    const architectures = hf["architectures"];
+    if (architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.includes("LlamaForCausalLM"))) {
+        bad("architectures", `mixz trains LlamaForCausalLM, got ${JSON.stringify(architectures)}`);
+    }
+    const ropeScaling = hf["rope_scaling"];
+    if (ropeScaling !== undefined && ropeScaling !== null) {
+        bad("rope_scaling", `rotary scaling (${JSON.stringify(ropeScaling)}) is not supported: the engine implements plain RoPE; remove it or set null`);
+    }
+    const act = hf["hidden_act"];
+    if (act !== undefined && act !== "silu") bad("hidden_act", `the engine's MLP is SwiGLU (silu), got ${JSON.stringify(act)}`);
+    for (const key of ["attention_bias", "mlp_bias"]) {
+        if (hf[key] !== undefined && hf[key] !== false) bad(key, `biases are not supported (got ${JSON.stringify(hf[key])})`);
+    }
+    const required = (key: string): number => {
+        const value = hf[key];
+        if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 1) {
+            bad(key, `must be a positive integer, got ${JSON.stringify(value) ?? "nothing"}`);
+            return 2;
+        }
+        return value;
+    };
+    const vocabSize = required("vocab_size");
+    const hidden = required("hidden_size");
+    const layers = required("num_hidden_layers");
+    const heads = required("num_attention_heads");
+    const kvHeads = hf["num_key_value_heads"] === undefined || hf["num_key_value_heads"] === null ? heads : required("num_key_value_heads");
+    const intermediate = required("intermediate_size");
+    const maxPositions = required("max_position_embeddings");
+    const headDim = hf["head_dim"];
+    if (headDim !== undefined && headDim !== null && headDim !== hidden / heads) {
+        bad("head_dim", `must be hidden_size / num_attention_heads = ${hidden / heads} (the engine derives it), got ${JSON.stringify(headDim)}`);
+    }
+    const positive = (key: string, fallback: number): number => {
+        const value = hf[key];
+        if (value === undefined || value === null) return fallback;
+        if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
+            bad(key, `must be a positive number, got ${JSON.stringify(value)}`);
+            return fallback;
+        }
+        return value;
+    };
+    const ropeTheta = positive("rope_theta", 10_000);
+    const rmsEps = positive("rms_norm_eps", 1e-6);
+    const initStd = positive("initializer_range", 0.02);
+    const tiedValue = hf["tie_word_embeddings"] ?? false;
+    if (typeof tiedValue !== "boolean") bad("tie_word_embeddings", `must be true or false, got ${JSON.stringify(tiedValue)}`);
+    const dtypeValue = hf["torch_dtype"] ?? hf["dtype"] ?? null;
+    if (dtypeValue !== null && dtypeValue !== "float32" && dtypeValue !== "float16" && dtypeValue !== "bfloat16") {
+        bad("torch_dtype", `must be "float32", "float16" or "bfloat16", got ${JSON.stringify(dtypeValue)}`);
+    }
+    let maxSeqLen = Math.min(maxPositions, 1 << 24);
+    if (options.maxSeqLen !== undefined) {
+        const cap = options.maxSeqLen;
+        if (!Number.isSafeInteger(cap) || cap < 1 || cap > maxPositions) {
+            problems.push({code: ErrorCodes.modelConfig, path: "models.llama.fromPretrained: options.maxSeqLen", message: `must be an integer in [1, ${maxPositions}] (max_position_embeddings), got ${JSON.stringify(cap)}`});
+        } else {
+            maxSeqLen = cap;
+        }
+    }
+    if (problems.length > 0) throw new InputError(problems);
+    const config: LlamaConfig = {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, rmsEps, initStd, seed: options.seed ?? 0};
+    return {config, tied: tiedValue === true, torchDtype: dtypeValue as PretrainedSource["torchDtype"]};
+}
+
+/** model.safetensors, or the index's weight map with every shard checked to exist. */
+async function locateWeights(root: string, entries: readonly string[]): Promise<{indexFile: string | null; single: string | null; weightMap: Map<string, string>}> {
+    if (entries.includes(pretrainedWeightsName)) {
+        // As transformers does: the single file wins over an index next to it.
+        return {indexFile: null, single: join(root, pretrainedWeightsName), weightMap: new Map()};
+    }
+    const indexFile = join(root, pretrainedIndexName);
+    if (!entries.includes(pretrainedIndexName)) {
+        const hint = entries.some((e) => e.endsWith(".bin") || e.endsWith(".pt")) ? "; PyTorch .bin weights are not read: convert them to safetensors" : "";
+        throw new InputError([{
+            code: ErrorCodes.fileRead,
+            file: join(root, pretrainedWeightsName),
+            message: `missing: the directory has neither ${pretrainedWeightsName} nor ${pretrainedIndexName} (it has ${describeEntries(entries)})${hint}`
+        }]);
+    }
+    const index = parseJsonObject(indexFile, await readText(indexFile), ErrorCodes.safetensors);
+    const map = index["weight_map"];
+    if (typeof map !== "object" || map === null || Array.isArray(map)) {
+        throw new InputError([{code: ErrorCodes.safetensors, file: indexFile, path: "weight_map", message: "must be an object {tensor name: shard file}"}]);
+    }
+    const weightMap = new Map<string, string>();
+    for (const [name, shard] of Object.entries(map as Record<string, unknown>)) {
+        if (typeof shard !== "string" || !kShardPattern.test(shard) || shard === "." || shard === "..") {
+            throw new InputError([{code: ErrorCodes.safetensors, file: indexFile, path: `weight_map.${name}`, message: `must name a .safetensors file in the model directory, got ${JSON.stringify(shard)}`}]);
+        }
+        if (!entries.includes(shard)) {
+            throw new InputError([{code: ErrorCodes.fileRead, file: join(root, shard), message: `missing: ${pretrainedIndexName} maps ${JSON.stringify(name)} to it`}]);
+        }
+        weightMap.set(name, join(root, shard));
+    }
+    if (weightMap.size === 0) throw new InputError([{code: ErrorCodes.safetensors, file: indexFile, path: "weight_map", message: "is empty"}]);
+    return {indexFile, single: null, weightMap};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading into the engine
+
+/** Reports by model description and rank (ranks of one process may share a model object). */
+const loadReports = new WeakMap<LlamaModel, Map<number, PretrainedLoadReport>>();
+
+/**
+ * @internal What the pretrained load at the engine's creation read on this rank (null when the
+ * engine's model was not pretrained).
+ */
+export function pretrainedLoadReport(engine: {readonly model: LlamaModel; readonly rank: number}): PretrainedLoadReport | null {
+    return loadReports.get(engine.model)?.get(engine.rank) ?? null;
+}
+
+/** A slice read into memory, written once every rank has read everything. */
+interface PendingSlice {
+    readonly index: number;
+    readonly values: Float32Array;
+}
+
+/**
+ * Loads `source` into the engine: every rank reads only its own slices (see the module comment). A
+ * collective, called by ZeroEngine.create. Throws on every rank when any rank fails, having written
+ * nothing.
+ */
+export async function loadPretrainedWeights(engine: CheckpointAccess, source: PretrainedSource): Promise<PretrainedLoadReport> {
+    let failure: unknown;
+    let prepared: {writes: PendingSlice[]; report: PretrainedLoadReport} | undefined;
+    try {
+        prepared = await readOwnSlices(engine, source);
+    } catch (error) {
+        failure = error;
+    }
+    const ready = new Uint32Array(engine.worldSize);
+    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), ready, kTagLoadReady);
+    if (failure !== undefined) throw failure;
+    const failed = [...ready].flatMap((ok, r) => (ok === 1 ? [] : [r]));
+    if (failed.length > 0 || prepared === undefined) throw peerFailure("fromPretrained", source.dir, failed, "nothing was loaded on any rank");
+    for (const {index, values} of prepared.writes) engine.writeSlice(index, "param", values);
+    const reports = loadReports.get(engine.model) ?? new Map<number, PretrainedLoadReport>();
+    loadReports.set(engine.model, reports.set(engine.rank, prepared.report));
+    return prepared.report;
+}
+
+async function readOwnSlices(engine: CheckpointAccess, source: PretrainedSource): Promise<{writes: PendingSlice[]; report: PretrainedLoadReport}> {
+    const handles = new Map<string, {handle: FileHandle; header: SafetensorsHeader}>();
+    let headerBytes = 0;
+    let tensorBytes = 0;
+    let reads = 0;
+    const fileOf = async (path: string): Promise<{handle: FileHandle; header: SafetensorsHeader}> => {
+        let opened = handles.get(path);
+        if (opened === undefined) {
+            let handle: FileHandle;
+            try {
+                handle = await open(path, "r");
+            } catch (error) {
+                throw new InputError([{code: ErrorCodes.fileRead, file: path, message: `cannot read the file (${errnoOf(error)})`}]);
+            }
+            try {
+                const header = await readSafetensorsHeader(handle, {path});
+                headerBytes += header.dataOffset;
+                opened = {handle, header};
+                handles.set(path, opened);
+            } catch (error) {
+                await handle.close().catch(() => undefined);
+                throw error;
+            }
+        }
+        return opened;
+    };
+    const writes: PendingSlice[] = [];
+    try {
+        for (const [index, param] of engine.parameters.entries()) {
+            const tensor = source.tensors[param.name];
+            if (tensor === undefined) {
+                // LoRA adapters and other parameters the engine adds start from its own init.
+                if (param.name.includes(".lora_")) continue;
+                throw new MixzError(ErrorCodes.modelConfig, `${source.dir}: the engine has parameter ${param.name}, which the pretrained model does not describe`, {category: "user"});
+            }
+            if (tensor.shape.length !== param.shape.length || tensor.shape.some((d, k) => d !== param.shape[k])) {
+                throw new MixzError(ErrorCodes.modelConfig, `${tensor.file}: tensor ${JSON.stringify(tensor.name)} is [${tensor.shape.join(",")}], the engine's ${param.name} is [${param.shape.join(",")}]`, {category: "user"});
+            }
+            const {handle, header} = await fileOf(tensor.file);
+            const info = header.tensors.get(tensor.name);
+            if (info === undefined || info.dtype !== tensor.dtype || info.shape.length !== tensor.shape.length || info.shape.some((d, k) => d !== tensor.shape[k])) {
+                throw new InputError([{code: ErrorCodes.safetensors, file: tensor.file, message: `tensor ${JSON.stringify(tensor.name)} changed since its header was read (now ${info === undefined ? "missing" : `${info.dtype} [${info.shape.join(",")}]`}, was ${tensor.dtype} [${tensor.shape.join(",")}])`}]);
+            }
+            const raw = await readTensor(handle, header, tensor.name, {from: param.sliceBegin, to: param.sliceBegin + param.sliceLength});
+            reads += 1;
+            tensorBytes += raw.byteLength;
+            const values = raw instanceof Float32Array ? raw : await convertFloats(raw as Uint16Array, {from: tensor.dtype === "F16" ? "fp16" : "bf16", to: "fp32"});
+            writes.push({index, values});
+        }
+    } finally {
+        for (const {handle} of handles.values()) await handle.close().catch(() => undefined);
+    }
+    return {writes, report: {bytesRead: headerBytes + tensorBytes, tensorBytesRead: tensorBytes, reads, files: handles.size}};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exporting
+
+/** One tensor of an exported file: its name there, and how rank 0 computes it from gathered parameters. */
+export interface GatheredTensor {
+    readonly name: string;
+    readonly shape: readonly number[];
+    /** Computes the fp32 values; `gather(i)` is parameter i's full flattened tensor (a collective). */
+    build(gather: (index: number) => Promise<Float32Array>): Promise<Float32Array>;
+}
+
+/** A text file written next to the safetensors file (after it). */
+export interface ExtraFile {
+    readonly name: string;
+    readonly text: string;
+}
+
+/**
+ * @internal Writes `fileName` (the tensors, in the engine's dtype) and `extras` into `dir`, gathering
+ * tensors one at a time to rank 0 (see the module comment). A collective; `fn` names the caller in
+ * errors.
+ */
+export async function writeGatheredFiles(
+    engine: CheckpointAccess,
+    fn: string,
+    dir: string,
+    fileName: string,
+    tensors: readonly GatheredTensor[],
+    extras: readonly ExtraFile[],
+    metadata: Readonly<Record<string, string>>
+): Promise<void> {
+    const {rank, worldSize} = engine;
+    for (const [r, p] of engine.parameters.entries()) {
+        if (p.sliceBegin !== Math.min(rank * p.partition, p.numel) || p.partition * worldSize < p.numel) {
+            throw new MixzError(ErrorCodes.engineState, `${fn}: parameter ${r} (${p.name}) is not partitioned as rank × partition`, {category: "platform"});
+        }
+    }
+
+    // 1. Rank 0 prepares the staging directory.
+    const prepared = new Uint32Array(3);
+    let failure: unknown;
+    let staging = "";
+    if (rank === 0) {
+        try {
+            const nonce = randomBytes(8).toString("hex");
+            await mkdir(dir, {recursive: true});
+            for (const entry of await readdir(dir)) {
+                if (kStagingPattern.test(entry)) await rm(join(dir, entry), {recursive: true, force: true});
+            }
+            staging = join(dir, `.mixz-export.tmp-${nonce}`);
+            await mkdir(staging);
+            prepared[0] = 1;
+        } catch (error) {
+            failure = error;
+        }
+    }
+    await engine.broadcast(prepared, kTagExportPrepared);
+    if (failure !== undefined) throw asWriteError(dir, failure);
+    if (prepared[0] !== 1) throw peerFailure(fn, dir, [0], "nothing was written");
+
+    // 2. Tensors travel one at a time, when rank 0's writer asks for them.
+    const gatherParam = async (index: number): Promise<Float32Array> => {
+        const p = engine.parameters[index]!;
+        const input = new Float32Array(p.partition);
+        input.set(engine.readSlice(index, "param"));
+        const output = new Float32Array(p.partition * worldSize);
+        // The all-gather moves bytes: the floats travel as their bit patterns.
+        await engine.allGather(new Uint32Array(input.buffer), new Uint32Array(output.buffer), kTagExportData);
+        return output.subarray(0, p.numel);
+    };
+    if (rank === 0) {
+        const request = async (index: number): Promise<Float32Array> => {
+            if (!Number.isInteger(index) || index < 0 || index >= engine.parameters.length) throw new RangeError(`${fn}: no parameter ${index}`);
+            await engine.broadcast(Uint32Array.of(1, index), kTagExportNext);
+            return gatherParam(index);
+        };
+        const to = engine.dtype;
+        const entries: SafetensorsTensor[] = tensors.map((t) => ({
+            name: t.name,
+            dtype: paramDTypeOf[to],
+            shape: t.shape,
+            data: (async function* () {
+                const values = await t.build(request);
+                yield to === "fp32" ? values : await convertFloats(values, {from: "fp32", to});
+            })()
+        }));
+        try {
+            await writeSafetensors(join(staging, fileName), entries, metadata);
+            for (const extra of extras) await writeDurably(join(staging, extra.name), extra.text);
+        } catch (error) {
+            failure = error;
+        }
+        await engine.broadcast(Uint32Array.of(0, 0), kTagExportNext);
+    } else {
+        const next = new Uint32Array(2);
+        for (;;) {
+            await engine.broadcast(next, kTagExportNext);
+            if (next[0] !== 1) break;
+            await gatherParam(next[1]!);
+        }
+    }
+    const written = new Uint32Array(worldSize);
+    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), written, kTagExportWritten);
+    const failed = [...written].flatMap((ok, r) => (ok === 1 ? [] : [r]));
+    if (failed.length > 0) {
+        if (rank === 0) await rm(staging, {recursive: true, force: true}).catch(() => undefined);
+        if (failure !== undefined) throw asWriteError(dir, failure);
+        throw peerFailure(fn, dir, failed, "nothing was written");
+    }
+
+    // 3. Rank 0 publishes: the tensors first, the small files (config) last.
+    const published = new Uint32Array(1);
+    if (rank === 0) {
+        try {
+            for (const name of [fileName, ...extras.map((e) => e.name)]) await rename(join(staging, name), join(dir, name));
+            await syncDirectory(dir);
+            await rm(staging, {recursive: true, force: true});
+            published[0] = 1;
+        } catch (error) {
+            failure = error;
+        }
+    }
+    await engine.broadcast(published, kTagExportPublished);
+    if (failure !== undefined) throw asWriteError(dir, failure);
+    if (published[0] !== 1) throw peerFailure(fn, dir, [0], "the export did not complete");
+}
+
+/** Folds what the engine adds to a base weight (LoRA) into the exported tensor; see peftAdapter.ts. */
+export type ExportFold = (param: NativeParamInfo, index: number) => GatheredTensor["build"] | null;
+
+/**
+ * engine.exportPretrained(dir): a consolidated Hugging Face model (config.json + model.safetensors
+ * in the engine's dtype, Hugging Face names, LM head always stored). LoRA adapters are left out;
+ * `fold` (lora.merge) folds them into their base weights. A collective.
+ */
+export async function exportPretrained(engine: CheckpointAccess, dir: string, fold?: ExportFold, fn = "exportPretrained"): Promise<void> {
+    if (typeof dir !== "string" || dir === "") {
+        throw new InputError([{code: ErrorCodes.fileWrite, path: fn, message: `dir must be a non-empty path string, got ${JSON.stringify(dir) ?? typeof dir}`}]);
+    }
+    const tensors: GatheredTensor[] = [];
+    for (const [index, param] of engine.parameters.entries()) {
+        if (param.name.includes(".lora_")) continue;
+        const build = fold?.(param, index) ?? ((gather: (i: number) => Promise<Float32Array>) => gather(index));
+        tensors.push({name: param.name, shape: param.shape, build});
+    }
+    const config = hfConfigOf(engine.model, engine.dtype);
+    await writeGatheredFiles(engine, fn, dir, pretrainedWeightsName, tensors, [{name: pretrainedConfigName, text: `${JSON.stringify(config, null, 2)}\n`}], {format: "pt"});
+}
+
+/** config.json for `model`: the pretrained config's other keys kept, the architecture's rewritten. */
+export function hfConfigOf(model: LlamaModel, dtype: NativeModelDType): Record<string, unknown> {
+    const c = model.config;
+    const base: Record<string, unknown> = {...(model.pretrained?.hfConfig ?? {})};
+    for (const key of ["dtype", "head_dim", "rope_scaling", "pretraining_tp", "quantization_config"]) delete base[key];
+    return {
+        ...base,
+        architectures: ["LlamaForCausalLM"],
+        model_type: "llama",
+        vocab_size: c.vocabSize,
+        hidden_size: c.hidden,
+        intermediate_size: c.intermediate,
+        num_hidden_layers: c.layers,
+        num_attention_heads: c.heads,
+        num_key_value_heads: c.kvHeads,
+        head_dim: c.hidden / c.heads,
+        max_position_embeddings: Math.max(c.maxSeqLen, typeof base["max_position_embeddings"] === "number" ? base["max_position_embeddings"] : 0),
+        rope_theta: c.ropeTheta,
+        rope_scaling: null,
+        rms_norm_eps: c.rmsEps,
+        initializer_range: c.initStd,
+        hidden_act: "silu",
+        attention_bias: false,
+        mlp_bias: false,
+        // The engine's LM head is its own parameter (a tied model's was loaded from the embedding).
+        tie_word_embeddings: false,
+        torch_dtype: torchDTypeOf[dtype]
+    };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+async function listDirectory(dir: string): Promise<string[]> {
+    try {
+        if (!(await stat(dir)).isDirectory()) throw Object.assign(new Error("not a directory"), {code: "ENOTDIR"});
+        return await readdir(dir);
+    } catch (error) {
+        throw new InputError([{code: ErrorCodes.fileRead, file: dir, message: `not a model directory (${errnoOf(error)})`}]);
+    }
+}
+
+async function readText(path: string): Promise<string> {
+    try {
+        return await readFile(path, "utf8");
+    } catch (error) {
+        throw new InputError([{code: ErrorCodes.fileRead, file: path, message: `cannot read the file (${errnoOf(error)})`}]);
+    }
+}
+
+/** @internal */
+export function parseJsonObject(path: string, text: string, code: string): Record<string, unknown> {
+    let json: unknown;
+    try {
+        json = JSON.parse(text);
+    } catch (error) {
+        throw new InputError([{code, file: path, message: `not valid JSON (${(error as Error).message})`}]);
+    }
+    if (typeof json !== "object" || json === null || Array.isArray(json)) throw new InputError([{code, file: path, message: "not a JSON object"}]);
+    return json as Record<string, unknown>;
+}
+
+function describeEntries(entries: readonly string[]): string {
+    if (entries.length === 0) return "no files";
+    const shown = entries.slice(0, 8).join(", ");
+    return entries.length > 8 ? `${shown}, … (${entries.length} entries)` : shown;
+}
+
+/** Writes a whole file and fsyncs it (the caller makes it visible by renaming it). */
+async function writeDurably(path: string, text: string): Promise<void> {
+    const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
+    try {
+        await handle.writeFile(text, "utf8");
+        await handle.sync();
+    } finally {
+        await handle.close();
+    }
+}
+
+async function syncDirectory(directory: string): Promise<void> {
+    let handle: FileHandle | undefined;
+    try {
+        handle = await open(directory, fsConstants.O_RDONLY);
+        await handle.sync();
+    } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw error;
+    } finally {
+        await handle?.close().catch(() => undefined);
+    }
+}
+
+/** @internal Another rank failed: every rank throws, naming who failed. */
+export function peerFailure(fn: string, dir: string, ranks: readonly number[], consequence: string): MixzError {
+    const who = ranks.length === 0 ? "a rank" : ranks.length === 1 ? `rank ${ranks[0]}` : `ranks ${ranks.join(", ")}`;
+    return new MixzError(ErrorCodes.engineState, `${fn}(${JSON.stringify(dir)}): ${who} failed (see ${ranks.length === 1 ? "its" : "their"} error); ${consequence}`, {
+        category: "user",
+        context: {dir, ranks}
+    });
+}
+
+function asWriteError(path: string, error: unknown): MixzError {
+    if (error instanceof MixzError) return error;
+    return new MixzError(ErrorCodes.fileWrite, `${path}: cannot write (${errnoOf(error)})`, {category: "infra", context: {path}, cause: error});
+}
+
+function errnoOf(error: unknown): string {
+    return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
+}
