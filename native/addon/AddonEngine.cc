@@ -87,6 +87,7 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.optimizer.decoupledWeightDecay = booleanField(optimizer, "decoupledWeightDecay", o);
     options.kernelThreads = static_cast<int>(integerField(descriptor, "kernelThreads", what, 1, 1024));
     options.quantBlockSize = static_cast<std::size_t>(integerField(descriptor, "quantBlockSize", what, 8, 65536));
+    options.quantizeWeights = booleanField(descriptor, "quantizeWeights", what);
     options.tagBase = static_cast<std::uint32_t>(integerField(descriptor, "tagBase", what, 0, 4'000'000'000));
     options.timeout = std::chrono::milliseconds(integerField(descriptor, "timeoutMs", what, 1, 2'147'483'647));
     return options;

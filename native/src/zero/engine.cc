@@ -168,9 +168,9 @@ std::size_t alignUp(std::size_t value, std::size_t to) { return (value + to - 1)
 
 // How a group's parameters are cut into partitions over M members: param k's member m holds
 // elements [m·part[k], (m+1)·part[k]) of the flattened tensor (zero past its end). Unquantized, a
-// member's partitions lie back to back (off[k], in elements); quantized (int8), each partition is
-// zero-padded to whole blocks, its codes lie at qoff[k] bytes and its scales at soff[k] floats in
-// the scale region that follows all codes (at scaleBase bytes, 4-aligned).
+// member's partitions lie back to back (off[k], in elements); quantized (int8), partition k's
+// `part` codes lie at qoff[k] bytes and its blockCount(part) scales at soff[k] floats in the scale
+// region that follows all codes (at scaleBase bytes, 4-aligned).
 struct Layout {
     int members = 1;
     std::vector<std::size_t> part;
@@ -195,11 +195,14 @@ Layout makeLayout(const std::vector<std::size_t>& numels, int members, std::size
         layout.part.push_back(part);
         layout.off.push_back(layout.elements);
         layout.elements += part;
-        const std::size_t padded = quant::paddedSize(part, blockSize);
+        // The partition is quantized as zero-padded to whole blocks (zeropp.md P4/P5), but the
+        // padding's codes are zeros by construction and never enter a block's absmax, so they are
+        // neither stored nor sent: `part` codes and blockCount(part) scales per parameter. (With a
+        // 4096-element block and small partitions, sending the padding cost more than 16-bit.)
         layout.qoff.push_back(codes);
-        codes += quant::quantizedBytes(padded, 8);
+        codes += quant::quantizedBytes(part, 8);
         layout.soff.push_back(layout.scaleCount);
-        layout.scaleCount += quant::blockCount(padded, blockSize);
+        layout.scaleCount += quant::blockCount(part, blockSize);
     }
     layout.scaleBase = alignUp(codes, 4);
     return layout;
@@ -258,6 +261,7 @@ struct Engine::State {
     std::vector<Unit> units;
     BufferPool pool;
     std::vector<std::uint8_t> staging; // gathers, grown to the largest
+    std::vector<std::uint8_t> wire;    // zero_quantized_weights: this rank's int8 partitions
     std::vector<float> packed;         // reduce-scatter input
     std::vector<float> reduced;
     std::unique_ptr<CommThread> comm;
@@ -431,7 +435,7 @@ struct Engine::State {
         q.input = input;
         q.inputType = inputType;
         q.elements = valid;
-        q.paddedElements = quant::paddedSize(part, options.quantBlockSize);
+        q.paddedElements = part; // see makeLayout: the block padding past `part` is implicit
         q.bits = 8;
         q.blockSize = options.quantBlockSize;
         q.output = blob + layout.qoff[k];
@@ -471,9 +475,19 @@ struct Engine::State {
         const bool useSecondary = hpzOn() && g.secondaryValid;
         comm::Communicator& c = useSecondary ? *hpz : *world;
         const Layout& layout = useSecondary ? g.secondary : g.primary;
-        const std::vector<std::uint8_t>& local = useSecondary ? g.secondaryData : g.data;
-        const std::size_t bytes = layout.bytes(g.quantized, eb());
         const std::size_t members = static_cast<std::size_t>(c.size());
+        // qwZ on the fly: int8 on the wire for a world gather of 16-bit/fp32 partitions.
+        const bool onTheFly = options.quantizeWeights && !g.quantized && !useSecondary && members > 1;
+        const bool quantized = g.quantized || onTheFly;
+        if (onTheFly) {
+            wire.assign(layout.bytes(true, eb()), 0);
+            for (std::size_t k = 0; k < g.params.size(); ++k) {
+                const std::size_t i = g.params[k];
+                quantizeInto(g.data.data() + layout.off[k] * eb(), options.dtype, sliceLength(i), layout.part[k], wire.data(), layout, k);
+            }
+        }
+        const std::vector<std::uint8_t>& local = onTheFly ? wire : useSecondary ? g.secondaryData : g.data;
+        const std::size_t bytes = layout.bytes(quantized, eb());
         const std::uint8_t* gathered = local.data();
         std::size_t stride = 0;
         if (members > 1 && bytes > 0) {
@@ -513,7 +527,7 @@ struct Engine::State {
                 const std::size_t valid = std::min(layout.part[k], p.numel - begin);
                 const std::uint8_t* member = gathered + m * stride;
                 float* out = values + g.foff[k] + begin;
-                if (g.quantized) {
+                if (quantized) {
                     dequantizeFrom(member, layout, k, valid, out);
                 } else {
                     convertInto(member + layout.off[k] * eb(), options.dtype, out, DType::kFloat32, valid);
@@ -1233,7 +1247,8 @@ void Engine::applyLora(const LoraOptions& options) {
     for (std::size_t i = firstNew; i < s.params.size(); ++i) {
         const ParamInfo& p = s.params[i];
         values.assign(p.partition, 0.0f);
-        const bool isA = p.name.size() > 15 && p.name.compare(p.name.size() - 15, 15, ".lora_A.weight") == 0;
+        const std::string suffix = ".lora_A.weight";
+        const bool isA = p.name.size() > suffix.size() && p.name.compare(p.name.size() - suffix.size(), suffix.size(), suffix) == 0;
         if (isA) {
             // PEFT: kaiming_uniform_(a=√5) on [r, in] gives bound 1/√in.
             const double bound = 1.0 / std::sqrt(static_cast<double>(p.shape[1]));
@@ -1478,7 +1493,7 @@ MemoryReport Engine::memory() const {
     report.gatheredParametersPeak = s.pool.peakBytes();
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
-    report.communicationBuffers = s.staging.size() + (s.packed.size() + s.reduced.size()) * sizeof(float);
+    report.communicationBuffers = s.staging.size() + s.wire.size() + (s.packed.size() + s.reduced.size()) * sizeof(float);
     return report;
 }
 

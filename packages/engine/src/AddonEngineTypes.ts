@@ -41,6 +41,8 @@ export interface NativeEngineDescriptor {
     readonly kernelThreads: number;
     /** Elements per qwZ block (mixz.quant_block_size). */
     readonly quantBlockSize: number;
+    /** zero_quantized_weights: world gathers of non-int8 partitions move int8 blocks. */
+    readonly quantizeWeights: boolean;
     readonly tagBase: number;
     readonly timeoutMs: number;
 }

@@ -657,6 +657,7 @@ function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
         },
         kernelThreads: options.kernelThreads ?? 1,
         quantBlockSize: config.mixz.quant_block_size,
+        quantizeWeights: zero.zero_quantized_weights,
         tagBase: 7000,
         timeoutMs: options.timeoutMs ?? 120_000
     };

@@ -305,7 +305,8 @@ async function rankTensors(engine: CheckpointAccess): Promise<SafetensorsTensor[
         const values = engine.readSlice(index, "param");
         const data = dtype === "fp32" ? values : await convertFloats(values, {from: "fp32", to: dtype});
         tensors.push({name: tensorName(param.name, "param"), dtype: paramDTypeOf[dtype], shape, data});
-        const kinds: TensorKind[] = dtype === "fp32" ? ["exp_avg", "exp_avg_sq"] : ["master", "exp_avg", "exp_avg_sq"];
+        // Frozen parameters (LoRA's base) have no master copy and no optimizer state.
+        const kinds: TensorKind[] = !param.trainable ? [] : dtype === "fp32" ? ["exp_avg", "exp_avg_sq"] : ["master", "exp_avg", "exp_avg_sq"];
         for (const kind of kinds) {
             tensors.push({name: tensorName(param.name, kind), dtype: "F32", shape, data: engine.readSlice(index, kind)});
         }
@@ -487,13 +488,19 @@ async function prepareLoad(
           ]
         : [{kind: "param", tensor: manifest.tensors.hasMaster ? "master" : "param"}];
     plan.push({kind: "exp_avg", tensor: "exp_avg"}, {kind: "exp_avg_sq", tensor: "exp_avg_sq"});
+    // Frozen parameters carry only their values; int8 frozen ones (quantizeNontrainableParams ran
+    // before the load) are skipped: frozen weights never change in training, so the checkpoint holds
+    // the dequantized values of what the engine already has, and re-quantizing those would quantize
+    // twice (zeropp.md pitfall P7).
+    const planFor = (param: (typeof engine.parameters)[number]): typeof plan =>
+        param.quantized ? [] : param.trainable ? plan : plan.filter(({kind}) => kind === "param");
 
     const files = new RankFiles(path, manifest);
     const writes: PendingWrite[] = [];
     try {
         for (const [index, param] of engine.parameters.entries()) {
             const spans = oldSpans(param.numel, manifest.worldSize, param.sliceBegin, param.sliceBegin + param.sliceLength);
-            for (const {kind, tensor} of plan) {
+            for (const {kind, tensor} of planFor(param)) {
                 const dtype: ParamDType = tensor === "param" ? manifest.tensors.paramDType : "F32";
                 const name = tensorName(param.name, tensor);
                 const raw = dtype === "F32" ? new Float32Array(param.sliceLength) : new Uint16Array(param.sliceLength);

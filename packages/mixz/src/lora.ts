@@ -1,4 +1,4 @@
-import type {LlamaModel, ZeroEngine} from "@mixz/engine";
+import {loadPeftAdapter, mergeLora, savePeftAdapter, type LlamaModel, type ZeroEngine} from "@mixz/engine";
 import {engineOf} from "./modelEngines.js";
 
 export interface LoraOptions {
@@ -22,5 +22,17 @@ export interface LoraOptions {
 export const lora = {
     apply(model: LlamaModel | ZeroEngine, options: LoraOptions): void {
         engineOf(model, "lora.apply").applyLora(options);
+    },
+    /** Writes the adapters in Hugging Face PEFT's layout (adapter_config.json + adapter_model.safetensors). A collective. */
+    savePeftAdapter(engine: LlamaModel | ZeroEngine, dir: string): Promise<void> {
+        return savePeftAdapter(engineOf(engine, "lora.savePeftAdapter"), dir);
+    },
+    /** Loads PEFT adapters written for this model and LoRA configuration; nothing is loaded on a mismatch. A collective. */
+    loadPeftAdapter(engine: LlamaModel | ZeroEngine, dir: string): Promise<void> {
+        return loadPeftAdapter(engineOf(engine, "lora.loadPeftAdapter"), dir);
+    },
+    /** Exports the model with the adapters folded into the base weights (W + alpha/r·B·A), as a Hugging Face model. A collective. */
+    merge(engine: LlamaModel | ZeroEngine, dir: string): Promise<void> {
+        return mergeLora(engineOf(engine, "lora.merge"), dir);
     }
 };

@@ -73,6 +73,10 @@ struct EngineOptions {
     int kernelThreads = 1;
     // Elements per qwZ block (mixz.quant_block_size); partitions smaller than a block are one block.
     std::size_t quantBlockSize = 4096;
+    // zero_quantized_weights (qwZ on the fly): world gathers of parameters without int8 partitions
+    // move int8 blocks quantized just before the gather. hpZ secondaries stay in the model dtype,
+    // so the intra-node backward gathers never quantize a second time (pitfall P7).
+    bool quantizeWeights = false;
     std::uint32_t tagBase = 1000;
     std::chrono::milliseconds timeout{60000};
 };
