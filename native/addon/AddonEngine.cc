@@ -88,6 +88,7 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.kernelThreads = static_cast<int>(integerField(descriptor, "kernelThreads", what, 1, 1024));
     options.quantBlockSize = static_cast<std::size_t>(integerField(descriptor, "quantBlockSize", what, 8, 65536));
     options.quantizeWeights = booleanField(descriptor, "quantizeWeights", what);
+    options.quantizeGradients = booleanField(descriptor, "quantizeGradients", what);
     options.tagBase = static_cast<std::uint32_t>(integerField(descriptor, "tagBase", what, 0, 4'000'000'000));
     options.timeout = std::chrono::milliseconds(integerField(descriptor, "timeoutMs", what, 1, 2'147'483'647));
     return options;
@@ -131,7 +132,7 @@ Napi::Object memoryObject(Napi::Env env, const zero::MemoryReport& m) {
 struct Building {
     zero::EngineOptions options;
     std::shared_ptr<comm::Communicator> world;
-    std::shared_ptr<comm::Communicator> hpz;
+    zero::Engine::Groups groups;
     std::shared_ptr<zero::Engine> engine;
 };
 
@@ -490,18 +491,24 @@ Napi::Value AddonEngine::dispose(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value createEngine(const Napi::CallbackInfo& info) {
-    expectArguments(info, "createEngine(descriptor, communicator, hpz)", 3);
+    expectArguments(info, "createEngine(descriptor, communicator, groups)", 3);
     auto building = std::make_shared<Building>();
     building->options = engineOptions(objectArgument(info[0], "createEngine: descriptor"));
     building->world = communicatorOf(info[1], "createEngine: communicator");
-    if (!info[2].IsNull()) building->hpz = communicatorOf(info[2], "createEngine: hpz");
-    auto constructor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(AddonEngine::define(info.Env())));
+    const Napi::Object groups = objectArgument(info[2], "createEngine: groups");
     KeepAlive keep;
     keep.add(info[1]);
-    if (!info[2].IsNull()) keep.add(info[2]);
+    for (const char* key : {"hpz", "node", "cross"}) {
+        const Napi::Value value = groups.Get(key);
+        if (value.IsNull()) continue;
+        auto comm = communicatorOf(value, std::string("createEngine: groups.") + key);
+        keep.add(value);
+        (std::string(key) == "hpz" ? building->groups.hpz : std::string(key) == "node" ? building->groups.node : building->groups.cross) = comm;
+    }
+    auto constructor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(AddonEngine::define(info.Env())));
     return queuePromise(
         info.Env(), "mixz.engine.create",
-        [building] { building->engine = std::make_shared<zero::Engine>(building->options, building->world, building->hpz); },
+        [building] { building->engine = std::make_shared<zero::Engine>(building->options, building->world, building->groups); },
         std::move(keep),
         [building, constructor](Napi::Env env) -> Napi::Value {
             return constructor->New({Napi::External<std::shared_ptr<zero::Engine>>::New(env, &building->engine)});

@@ -1,7 +1,7 @@
 // JS face of mixz::zero::Engine (mixz/zero/engine.h).
 //
-//   createEngine(descriptor, communicator, hpz)  → Promise<Engine>  (gathers the persistent unit: a collective;
-//                                                  hpz: the node's hpZ group or null)
+//   createEngine(descriptor, communicator, {hpz, node, cross}) → Promise<Engine>  (gathers the persistent
+//                                                  unit: a collective; each group a Communicator or null)
 //   engine.params()                              → [{name, shape, numel, partition, unit, trainable, persistent,
 //                                                    sliceBegin, sliceLength}]
 //   engine.forward({inputIds, labels, micro, seq, train}) → Promise<{loss, counted}>   labels: Int32Array | null

@@ -253,6 +253,11 @@ struct Engine::State {
     EngineOptions options;
     std::shared_ptr<comm::Communicator> world;
     std::shared_ptr<comm::Communicator> hpz; // null without hpZ
+    std::shared_ptr<comm::Communicator> node;  // qgZ: this node's ranks (null: one rank per node)
+    std::shared_ptr<comm::Communicator> cross; // qgZ: this local rank of every node (null: no qgZ)
+    std::vector<float> nodeReduced;            // qgZ: the node's partial sums for this local rank
+    std::vector<std::uint8_t> qgzGathered;
+    std::vector<float> reorder, dequantized;
     int rank = 0;
     int size = 1;
     std::vector<ParamInfo> params;
@@ -778,7 +783,10 @@ struct Engine::State {
                 }
             }
             const float* mine = packed.data();
-            if (N > 1) {
+            if (N > 1 && cross) {
+                quantizedReduce(width);
+                mine = reduced.data();
+            } else if (N > 1) {
                 comm::ReduceScatterOptions op(*world);
                 op.tag = options.tagBase + 2;
                 op.timeout = options.timeout;
@@ -801,6 +809,100 @@ struct Engine::State {
             accumulateGrad(g, a, mine, width);
         }
         add(&EngineMetrics::reduceSeconds, secondsSince(start));
+    }
+
+    // qgZ: `packed` holds N chunks of `width` (chunk d for world rank d = k·L + l, node k, local
+    // rank l); `reduced` gets the mean over all ranks of this rank's chunk. Level 1: the node's
+    // ranks reduce-scatter in fp32 (chunks reordered so local rank l receives the node's sums of
+    // every chunk (k', l)). Level 2: those K sums are quantized to int4 blocks and gathered over
+    // the cross group (the ranks of local index l, one per node); each rank dequantizes chunk k
+    // (its own node's index) of every node's blob and sums. Then ÷ N: the true mean.
+    void quantizedReduce(std::size_t width) {
+        const std::size_t L = node ? static_cast<std::size_t>(node->size()) : 1;
+        const std::size_t K = static_cast<std::size_t>(cross->size());
+        const std::size_t k = static_cast<std::size_t>(cross->rank());
+        // Reorder into local-rank-major order: part l' = chunks (0, l'), (1, l'), …, (K−1, l').
+        reorder.resize(L * K * width);
+        for (std::size_t lp = 0; lp < L; ++lp) {
+            for (std::size_t kp = 0; kp < K; ++kp) {
+                std::memcpy(reorder.data() + (lp * K + kp) * width, packed.data() + (kp * L + lp) * width, width * sizeof(float));
+            }
+        }
+        nodeReduced.resize(K * width);
+        if (L > 1) {
+            comm::ReduceScatterOptions op(*node);
+            op.tag = options.tagBase + 5;
+            op.timeout = options.timeout;
+            op.input = reorder.data();
+            op.output = nodeReduced.data();
+            op.count = K * width;
+            op.dtype = DType::kFloat32;
+            op.op = comm::ReduceOp::kSum;
+            comm::reduceScatter(op);
+            add(&EngineMetrics::reduceIntraBytes, static_cast<std::uint64_t>(L - 1) * K * width * sizeof(float));
+        } else {
+            std::memcpy(nodeReduced.data(), reorder.data(), K * width * sizeof(float));
+        }
+        // Level 2: int4 blocks per chunk: codes then scales, per chunk, per member.
+        const std::size_t block = options.quantBlockSize;
+        const std::size_t codes = quant::quantizedBytes(width, 4);
+        const std::size_t scales = quant::blockCount(width, block);
+        const std::size_t chunkBytes = alignUp(codes, 4) + scales * sizeof(float);
+        const std::size_t blobBytes = K * chunkBytes;
+        qgzGathered.assign(K * blobBytes, 0);
+        std::uint8_t* mineBlob = qgzGathered.data() + k * blobBytes;
+        for (std::size_t c = 0; c < K; ++c) {
+            quant::QuantizeOptions q;
+            q.input = nodeReduced.data() + c * width;
+            q.inputType = DType::kFloat32;
+            q.elements = width;
+            q.paddedElements = width;
+            q.bits = 4;
+            q.blockSize = block;
+            q.output = mineBlob + c * chunkBytes;
+            q.outputBytes = codes;
+            q.scales = reinterpret_cast<float*>(mineBlob + c * chunkBytes + alignUp(codes, 4));
+            q.scaleCount = scales;
+            q.threads = 1;
+            quant::quantize(q);
+        }
+        comm::AllgatherOptions op(*cross);
+        op.tag = options.tagBase + 6;
+        op.timeout = options.timeout;
+        op.input = mineBlob;
+        op.inputBytes = blobBytes;
+        op.output = qgzGathered.data();
+        op.outputBytes = K * blobBytes;
+        comm::allgather(op);
+        add(&EngineMetrics::reduceCrossBytes, static_cast<std::uint64_t>(K - 1) * blobBytes);
+        add(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(K - 1) * blobBytes + static_cast<std::uint64_t>(L - 1) * K * width * sizeof(float));
+        // Sum chunk k of every node: our own node's exact fp32 sum, the others dequantized.
+        reduced.assign(width, 0.0f);
+        std::vector<float>& part = dequantized;
+        part.resize(width);
+        for (std::size_t kp = 0; kp < K; ++kp) {
+            const float* source = nodeReduced.data() + k * width;
+            if (kp != k) {
+                const std::uint8_t* chunk = qgzGathered.data() + kp * blobBytes + k * chunkBytes;
+                quant::DequantizeOptions q;
+                q.input = chunk;
+                q.inputBytes = codes;
+                q.bits = 4;
+                q.scales = reinterpret_cast<const float*>(chunk + alignUp(codes, 4));
+                q.scaleCount = scales;
+                q.elements = width;
+                q.blockSize = block;
+                q.output = part.data();
+                q.outputType = DType::kFloat32;
+                q.outputElements = width;
+                q.threads = 1;
+                quant::dequantize(q);
+                source = part.data();
+            }
+            for (std::size_t j = 0; j < width; ++j) reduced[j] += source[j];
+        }
+        const float inverse = 1.0f / static_cast<float>(size);
+        for (std::size_t j = 0; j < width; ++j) reduced[j] *= inverse;
     }
 
     void accumulateGrad(Group& g, std::size_t offset, const float* values, std::size_t count) {
@@ -916,8 +1018,9 @@ struct Engine::State {
     }
 };
 
-Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world, std::shared_ptr<comm::Communicator> hpz)
+Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world, Groups groups)
     : state_(std::make_unique<State>()) {
+    std::shared_ptr<comm::Communicator> hpz = std::move(groups.hpz);
     State& s = *state_;
     model::validate(options.dims);
     if (!world || !world->connected()) MIXZ_THROW(InvalidArgument, "the engine needs a connected communicator");
@@ -935,6 +1038,11 @@ Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator>
         if (!hpz->connected() || hpz->kind() != comm::GroupKind::kHpz) MIXZ_THROW(InvalidArgument, "hpz must be a connected hpZ group");
         // A group of one or of the whole world holds nothing a primary does not.
         if (hpz->size() > 1 && hpz->size() < s.size) s.hpz = std::move(hpz);
+    }
+    const int perNode = groups.node ? groups.node->size() : 1;
+    if (options.quantizeGradients && groups.cross && groups.cross->size() > 1 && perNode * groups.cross->size() == s.size) {
+        s.node = std::move(groups.node); // null: one rank per node
+        s.cross = std::move(groups.cross);
     }
     model::setKernelThreads(std::max(1, options.kernelThreads));
     s.caches.resize(static_cast<std::size_t>(options.dims.layers));
@@ -1493,7 +1601,8 @@ MemoryReport Engine::memory() const {
     report.gatheredParametersPeak = s.pool.peakBytes();
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
-    report.communicationBuffers = s.staging.size() + s.wire.size() + (s.packed.size() + s.reduced.size()) * sizeof(float);
+    report.communicationBuffers = s.staging.size() + s.wire.size() + s.qgzGathered.size() +
+                                  (s.packed.size() + s.reduced.size() + s.reorder.size() + s.nodeReduced.size() + s.dequantized.size()) * sizeof(float);
     return report;
 }
 
@@ -1507,6 +1616,8 @@ EngineMetrics Engine::takeMetrics() {
 void Engine::abort(const std::string& reason) {
     state_->world->abort(reason);
     if (state_->hpz) state_->hpz->abort(reason);
+    if (state_->node) state_->node->abort(reason);
+    if (state_->cross) state_->cross->abort(reason);
 }
 
 } // namespace mixz::zero

@@ -43,6 +43,8 @@ export interface NativeEngineDescriptor {
     readonly quantBlockSize: number;
     /** zero_quantized_weights: world gathers of non-int8 partitions move int8 blocks. */
     readonly quantizeWeights: boolean;
+    /** zero_quantized_gradients (qgZ): two-level reduction, int4 between nodes (needs the node and cross groups). */
+    readonly quantizeGradients: boolean;
     readonly tagBase: number;
     readonly timeoutMs: number;
 }
@@ -150,4 +152,10 @@ export interface NativeEngine {
     dispose(): void;
 }
 
-export type NativeCreateEngine = (descriptor: NativeEngineDescriptor, communicator: NativeCommunicator, hpz: NativeCommunicator | null) => Promise<NativeEngine>;
+export interface NativeEngineGroups {
+    readonly hpz: NativeCommunicator | null;
+    readonly node: NativeCommunicator | null;
+    readonly cross: NativeCommunicator | null;
+}
+
+export type NativeCreateEngine = (descriptor: NativeEngineDescriptor, communicator: NativeCommunicator, groups: NativeEngineGroups) => Promise<NativeEngine>;

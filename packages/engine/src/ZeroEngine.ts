@@ -2,6 +2,7 @@ import type {ResolvedConfig} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 import {loadCheckpoint, saveCheckpoint, type CheckpointAccess, type CheckpointInfo, type LoadCheckpointOptions, type SaveCheckpointOptions, type TrainingState} from "./checkpoint.js";
 import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEngineTypes.js";
+import type {NativeCommunicator} from "./AddonCommunicatorTypes.js";
 import {nativeCommunicatorOf, type Communicator} from "./Communicator.js";
 import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
 import type {LlamaModel} from "./llama.js";
@@ -107,6 +108,12 @@ export interface ZeroEngineOptions {
      * secondary partitions live on it (zero_hpz_partition_size). Null or absent: no hpZ.
      */
     readonly hpz?: Communicator | null;
+    /**
+     * qgZ (zero_quantized_gradients) needs every rank of this node (a group of the node's size, which
+     * may be the hpZ group itself) and the cross-node group of this local rank; owned by the engine.
+     */
+    readonly node?: Communicator | null;
+    readonly cross?: Communicator | null;
     /** Threads for the engine's kernels; default 1. */
     readonly kernelThreads?: number;
     /** Bounds every collective of the engine; default 120 s. */
@@ -133,7 +140,8 @@ export class ZeroEngine {
     readonly #micro: number;
     readonly #onStep: ((metrics: StepMetrics) => void) | undefined;
     #params: readonly NativeParamInfo[];
-    readonly #hpz: Communicator | null;
+    /** The groups the engine owns besides the world (hpZ, node, cross), each once. */
+    readonly #groups: readonly Communicator[];
     #lora: LoraSettings | null = null;
     #forwardId = 0;
     #pendingBackward: number | null = null;
@@ -157,7 +165,7 @@ export class ZeroEngine {
         this.#scaler = scaler;
         this.#onStep = options.onStep;
         this.#params = native.params();
-        this.#hpz = options.hpz ?? null;
+        this.#groups = [...new Set([options.hpz, options.node, options.cross].filter((c): c is Communicator => c !== undefined && c !== null))];
     }
 
     /**
@@ -174,8 +182,12 @@ export class ZeroEngine {
         const accumulation = config.gradient_accumulation_steps ?? 1;
         const micro = config.train_micro_batch_size_per_gpu ?? 1;
         const descriptor = engineDescriptor(options);
-        const hpz = options.hpz === undefined || options.hpz === null ? null : nativeCommunicatorOf(options.hpz);
-        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator), hpz);
+        const nativeOf = (comm: Communicator | null | undefined): NativeCommunicator | null => (comm === undefined || comm === null ? null : nativeCommunicatorOf(comm));
+        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator), {
+            hpz: nativeOf(options.hpz),
+            node: nativeOf(options.node),
+            cross: nativeOf(options.cross)
+        });
         const engine = new ZeroEngine(native, options, accumulation, micro, schedule, scaler);
         if (model.pretrained !== undefined) await loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained).catch((error: unknown) => { native.dispose(); throw error; });
         return engine;
@@ -489,7 +501,7 @@ export class ZeroEngine {
         if (this.#busy) throw new MixzError(ErrorCodes.engineState, "dispose(): an engine call is still running; await it first", {category: "user"});
         this.#disposed = true;
         this.#native.dispose();
-        await this.#hpz?.dispose();
+        for (const group of this.#groups) await group.dispose();
         await this.#communicator.dispose();
     }
 
@@ -658,6 +670,7 @@ function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
         kernelThreads: options.kernelThreads ?? 1,
         quantBlockSize: config.mixz.quant_block_size,
         quantizeWeights: zero.zero_quantized_weights,
+        quantizeGradients: zero.zero_quantized_gradients,
         tagBase: 7000,
         timeoutMs: options.timeoutMs ?? 120_000
     };

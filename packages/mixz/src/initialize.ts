@@ -35,17 +35,28 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         storeExchange(ctx.store, {prefix, rank: ctx.rank, worldSize: ctx.worldSize, timeoutMs})
     );
     let hpz: Communicator | null = null;
+    let node: Communicator | null = null;
+    let cross: Communicator | null = null;
     try {
         // hpZ: secondary partitions over consecutive blocks of h ranks, each on one node (the
         // config check made sure h divides the world and every node). h = world holds nothing a
         // primary partition does not, so it is skipped like h = 1.
         const h = config.zero_optimization.zero_hpz_partition_size;
         if (h > 1 && h < ctx.worldSize) hpz = await communicator.group("hpz", h, {tag: 7200, timeoutMs});
+        // qgZ reduces inside the node first, then across nodes: it needs uniform nodes (every rank
+        // calls group() alike, so the condition must be the same on every rank: world = L × nodes).
+        const perNode = ctx.localWorldSize;
+        if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1 && perNode * ctx.crossSize === ctx.worldSize) {
+            node = perNode === h && hpz !== null ? hpz : perNode > 1 ? await communicator.group("hpz", perNode, {tag: 7201, timeoutMs}) : null;
+            cross = await communicator.group("cross", {tag: 7202, timeoutMs});
+        }
         const engine = await ZeroEngine.create({
             model: options.model,
             config,
             communicator,
             hpz,
+            node,
+            cross,
             kernelThreads: kernelThreads(),
             timeoutMs,
             onStep: (m: StepMetrics) => ctx.reportMetrics({step: m.step, loss: m.loss, tokensPerSec: m.tokensPerSec, stepTimeMs: m.stepTimeMs, gatherMs: m.gatherMs, computeMs: m.computeMs, reduceMs: m.reduceMs})
@@ -53,7 +64,7 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         attachEngine(options.model, engine);
         return engine;
     } catch (error) {
-        await hpz?.dispose();
+        for (const group of new Set([hpz, node, cross])) await group?.dispose();
         await communicator.dispose();
         throw error;
     }

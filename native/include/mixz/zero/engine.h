@@ -77,6 +77,11 @@ struct EngineOptions {
     // move int8 blocks quantized just before the gather. hpZ secondaries stay in the model dtype,
     // so the intra-node backward gathers never quantize a second time (pitfall P7).
     bool quantizeWeights = false;
+    // zero_quantized_gradients (qgZ): gradients are reduced in two levels, fp32 reduce-scatter
+    // inside the node, then int4 blocks between nodes, and every rank gets the true mean over all
+    // ranks (zeropp.md §1.8: DeepSpeed's returns ranks-per-node × the mean). Needs `node` and
+    // `cross` groups (uniform nodes, more than one); otherwise the plain reduce-scatter runs.
+    bool quantizeGradients = false;
     std::uint32_t tagBase = 1000;
     std::chrono::milliseconds timeout{60000};
 };
@@ -187,8 +192,12 @@ public:
     // must not be used by anyone else while the engine lives. `hpz`, when given (a group of h ranks
     // on this node, 1 < h < world), holds secondary partitions: backward gathers, generation and
     // every gather of frozen weights read them over the intra-node group.
-    Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world,
-           std::shared_ptr<comm::Communicator> hpz = nullptr);
+    struct Groups {
+        std::shared_ptr<comm::Communicator> hpz;   // hpZ secondaries (1 < h < world), or null
+        std::shared_ptr<comm::Communicator> node;  // every rank of this node (qgZ), or null
+        std::shared_ptr<comm::Communicator> cross; // this local rank on every node (qgZ), or null
+    };
+    Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator> world, Groups groups = {});
     ~Engine();
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
