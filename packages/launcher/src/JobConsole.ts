@@ -72,7 +72,8 @@ export class JobConsole {
     /**
      * Step metrics of one rank. Once every rank that reports metrics at all has reported a step
      * (all ranks, or only rank 0 in scripts where only rank 0 reports), one progress entry is
-     * shown: mean loss, summed tokens/s, and the slowest rank (the one every other rank waits for).
+     * shown: mean loss, summed tokens/s, the slowest rank (the one every other rank waits for), and the
+     * bytes all ranks received from their own node and from other nodes.
      */
     metrics(rank: number, metrics: Omit<MetricsMessage, "kind">): void {
         this.reporters.add(rank);
@@ -94,6 +95,12 @@ export class JobConsole {
         if (losses.length > 0) parts.push(`loss ${(losses.reduce((a, b) => a + b, 0) / losses.length).toFixed(4)}`);
         if (tokens > 0) parts.push(`${tokens.toFixed(0)} tokens/s`);
         if (slowest !== undefined) parts.push(`slowest rank ${slowest[0]} (${slowest[1].toFixed(0)} ms)`);
+        const intra = reports.map(([, m]) => m.intraNodeBytes).filter((b): b is number => b !== undefined);
+        const cross = reports.map(([, m]) => m.crossNodeBytes).filter((b): b is number => b !== undefined);
+        if (intra.length > 0 || cross.length > 0) {
+            const mb = (values: number[]): string => (values.reduce((a, b) => a + b, 0) / 1e6).toFixed(1);
+            parts.push(`received ${mb(intra)} MB intra-node, ${mb(cross)} MB cross-node`);
+        }
         const text = `[mixz] ${parts.join(" | ")}`;
         if (this.options.sink.interactive) {
             this.status = text;

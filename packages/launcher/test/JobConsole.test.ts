@@ -46,6 +46,15 @@ describe("JobConsole", () => {
         console.metrics(0, {step: 2, loss: 9});
         assert.equal(s.out.length, 2, "an old step is not printed again");
     });
+    it("the progress line sums the bytes every rank received from its own node and from other nodes", () => {
+        const s = sink();
+        const console = new JobConsole({sink: s.sink});
+        console.metrics(0, {step: 1, loss: 1});
+        console.metrics(1, {step: 1, loss: 1});
+        console.metrics(0, {step: 2, loss: 1, intraNodeBytes: 1_500_000, crossNodeBytes: 0});
+        console.metrics(1, {step: 2, loss: 1, intraNodeBytes: 2_000_000, crossNodeBytes: 250_000});
+        assert.equal(s.out.at(-1), "[mixz] step 2 | loss 1.0000 | received 3.5 MB intra-node, 0.3 MB cross-node\n");
+    });
     it("an interactive terminal keeps the progress line last", () => {
         const s = sink(true);
         const console = new JobConsole({sink: s.sink});

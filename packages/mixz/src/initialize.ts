@@ -59,7 +59,14 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
             cross,
             kernelThreads: kernelThreads(),
             timeoutMs,
-            onStep: (m: StepMetrics) => ctx.reportMetrics({step: m.step, loss: m.loss, tokensPerSec: m.tokensPerSec, stepTimeMs: m.stepTimeMs, gatherMs: m.gatherMs, computeMs: m.computeMs, reduceMs: m.reduceMs})
+            onStep: (m: StepMetrics) => {
+                const t = m.traffic;
+                ctx.reportMetrics({
+                    step: m.step, loss: m.loss, tokensPerSec: m.tokensPerSec, stepTimeMs: m.stepTimeMs, gatherMs: m.gatherMs, computeMs: m.computeMs, reduceMs: m.reduceMs,
+                    intraNodeBytes: t.frozenGatherIntra + t.trainableGatherIntra + t.reduceIntra,
+                    crossNodeBytes: t.frozenGatherCross + t.trainableGatherCross + t.reduceCross
+                });
+            }
         });
         attachEngine(options.model, engine);
         return engine;

@@ -183,7 +183,9 @@ const daemonSchemas: Readonly<Record<DaemonMessage["kind"], Schema>> = {
         stepTimeMs: optional(nonNegativeFinite),
         gatherMs: optional(nonNegativeFinite),
         computeMs: optional(nonNegativeFinite),
-        reduceMs: optional(nonNegativeFinite)
+        reduceMs: optional(nonNegativeFinite),
+        intraNodeBytes: optional(nonNegativeFinite),
+        crossNodeBytes: optional(nonNegativeFinite)
     },
     failure: {message: required(text), stack: optional(text)},
     // Exit statuses are 8 bits; the daemon maps a signal n to 128 + n before saying bye.

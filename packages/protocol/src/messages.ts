@@ -80,6 +80,9 @@ export interface MetricsMessage {
     readonly gatherMs?: number;
     readonly computeMs?: number;
     readonly reduceMs?: number;
+    /** Bytes this rank received in the step from ranks on its own host, and from other hosts. */
+    readonly intraNodeBytes?: number;
+    readonly crossNodeBytes?: number;
 }
 
 /** The script threw: what and where, before the daemon exits non-zero (torchrun's error file). */
