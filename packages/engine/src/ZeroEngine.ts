@@ -207,7 +207,6 @@ export class ZeroEngine {
 
     /** Parameters with their shapes and this rank's slice (hasSecondary as of now). */
     get parameters(): readonly NativeParamInfo[] {
-        if (!this.#disposed && !this.#busy) this.#params = this.#native.params();
         return this.#params;
     }
 
@@ -611,6 +610,8 @@ export class ZeroEngine {
             return await body();
         } finally {
             this.#busy = false;
+            // Secondaries come and go with gathers and steps: refresh the snapshot once per call.
+            if (!this.#disposed) this.#params = this.#native.params();
         }
     }
 }
