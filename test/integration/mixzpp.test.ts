@@ -177,4 +177,16 @@ describe("MixZ++ topologies and dtypes", () => {
             assert.ok(Math.abs(b[step]!.loss - a[step]!.loss) / a[step]!.loss < 0.01, `step ${step}: loss ${b[step]!.loss} vs ${a[step]!.loss}`);
         }
     });
+
+    it("hpZ invariants after a checkpoint load: every written primary drops its secondary; training goes on", async () => {
+        const dir = mkdtempSync(join(scratch, "ckpt-"));
+        const run = await launch(hostfile(2, 2), config({zero_hpz_partition_size: 2, zero_quantized_nontrainable_weights: false}), ["--steps", "2", "--lora", "2", "--checkpoint", dir]);
+        for (const match of lines(run, /checkpoint before-save frozen=(\d+)\/(\d+) trainable=(\d+)\/(\d+)/)) {
+            assert.equal(match[1], match[2], "frozen secondaries exist before the save");
+        }
+        const loaded = lines(run, /checkpoint after-load frozen=(\d+)\/(\d+) trainable=(\d+)\/(\d+) same-loss=(\w+)/);
+        assert.equal(loaded.length, 4);
+        for (const match of loaded) assert.deepEqual([match[1], match[3], match[5]], ["0", "0", "true"], match[0]);
+        assert.equal(lines(run, /checkpoint step-after-load loss=\S+/).length, 4);
+    });
 });
