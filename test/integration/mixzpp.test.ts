@@ -128,12 +128,15 @@ describe("MixZ++ topologies and dtypes", () => {
         for (const match of lines(run, /frozenCross=(\d+)/)) assert.equal(match[1], "0");
     });
 
-    it("bf16 model, one node, no hpZ: frozen int8 gathered over the world equals local dequantize(quantize(w))", async () => {
-        const run = await launch(hostfile(1, 3), config({}, {bf16: {enabled: true}}), ["--steps", "2", "--lora", "2", "--quantize", "--check-quant"]);
-        const found = lines(run, /quant-check params=(\d+) members=(\d+) block-sizes=\S+ mismatches=(\d+)/);
-        assert.equal(found.length, 3);
-        for (const match of found) assert.deepEqual([match[2], match[3]], ["3", "0"]);
-    });
+    for (const precision of ["bf16", "fp16"] as const) {
+        it(`${precision} model, one node, no hpZ: frozen int8 gathered over the world equals local dequantize(quantize(w))`, async () => {
+            const run = await launch(hostfile(1, 3), config({}, {[precision]: {enabled: true, ...(precision === "fp16" ? {initial_scale_power: 8} : {})}}),
+                ["--steps", "2", "--lora", "2", "--quantize", "--check-quant"]);
+            const found = lines(run, /quant-check params=(\d+) members=(\d+) block-sizes=\S+ mismatches=(\d+)/);
+            assert.equal(found.length, 3);
+            for (const match of found) assert.deepEqual([match[2], match[3]], ["3", "0"]);
+        });
+    }
 
     it("quantizeNontrainableParams with zero_quantized_nontrainable_weights off warns and changes nothing", async () => {
         const run = await launch(hostfile(1, 2), config({zero_quantized_nontrainable_weights: false}), ["--steps", "1", "--lora", "2", "--quantize"]);
