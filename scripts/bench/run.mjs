@@ -15,7 +15,11 @@ const benchmarks = [
     ["allgather-peers", "scripts/bench/allgather-peers", []],
     // One ZeRO-3 training step of a ~25M-parameter LLaMA next to the same model in PyTorch; the
     // gather time hidden by prefetch on 2 ranks; model-state memory against zeropp.md §4.1.
-    ["train-step-peers", "scripts/bench/train-step-peers", []]
+    ["train-step-peers", "scripts/bench/train-step-peers", []],
+    // LoRA on 2 plan nodes × 2 ranks: ZeRO-3 (frozen 16-bit) next to MixZ++ (frozen int8 + hpZ):
+    // memory by category, step time (also over a tc-shaped cross-node link), intra/cross-node bytes
+    // per step next to zeropp.md §4.1/§4.2.
+    ["mixzpp-peers", "scripts/bench/mixzpp-peers", []]
 ];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));

@@ -1,7 +1,8 @@
 // The installed command end to end: bin/mixz → built dist → exit codes and streams of a real process.
 import assert from "node:assert/strict";
 import {spawnSync} from "node:child_process";
-import {readdirSync} from "node:fs";
+import {existsSync, mkdtempSync, readdirSync, rmSync} from "node:fs";
+import {tmpdir} from "node:os";
 import {join} from "node:path";
 import {describe, it} from "node:test";
 import {fileURLToPath} from "node:url";
@@ -35,12 +36,20 @@ describe("bin/mixz", () => {
         assert.equal(run.stdout, "");
         assert.equal(run.stderr, "mixz: no-such-hostfile: --hostfile: cannot read hostfile: no such file\n");
     });
-    it("the main job command runs its 4 ranks on 2 nodes and says what is not available yet", () => {
-        const run = mixz("launch", "--hostfile", "configs/hostfile.local", "--master-port", "0", "--config", "configs/mixzpp-local.json", "packages/examples/src/mixzppDemo.ts");
-        assert.equal(run.status, 1, run.stderr);
-        assert.match(run.stdout, /^\[127\.0\.0\.1:0\] world: 4 ranks on 2 nodes \(127\.0\.0\.1, 127\.0\.0\.2\)/m);
-        assert.match(run.stdout, /ZeRO stage 3, hpZ groups of 2, frozen weights int8: true, micro-batch 4 × accumulation 1 × world 4 = 16/);
-        assert.match(run.stderr, /LoRA training of this demo is not available yet/);
+    it("the main job command (shortened) trains on its 4 ranks on 2 nodes, saves the adapter and exits 0", () => {
+        const out = mkdtempSync(join(tmpdir(), "mixz-demo-"));
+        try {
+            const run = mixz("launch", "--hostfile", "configs/hostfile.local", "--master-port", "0", "--config", "configs/mixzpp-local.json", "packages/examples/src/mixzppDemo.ts",
+                "--pretrain-steps", "3", "--lora-steps", "2", "--no-samples", "--out", out);
+            assert.equal(run.status, 0, run.stdout + run.stderr);
+            assert.match(run.stdout, /^\[127\.0\.0\.1:0\] world: 4 ranks on 2 nodes; ZeRO stage 3, hpZ groups of 2, frozen weights int8: true, bf16 model/m);
+            assert.match(run.stdout, /quantizeNontrainableParams\(\): \d+ frozen parameters are int8 now/);
+            assert.ok(existsSync(join(out, "adapter", "adapter_model.safetensors")) && existsSync(join(out, "base", "model.safetensors")), run.stdout);
+            // Only rank 0 prints (the launcher's own lines aside).
+            assert.deepEqual(run.stdout.split("\n").filter((line) => /^\[[^\]]+:[123]\]/.test(line)), []);
+        } finally {
+            rmSync(out, {recursive: true, force: true});
+        }
     });
 });
 

@@ -34,9 +34,9 @@ const count = (name: string, fallback: number): number => {
     if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} takes a whole number, got ${JSON.stringify(text)}`);
     return n;
 };
-const pretrainSteps = count("pretrain-steps", 400);
-const loraSteps = count("lora-steps", 150);
-const logEvery = count("log-every", 25);
+const pretrainSteps = count("pretrain-steps", 900);
+const loraSteps = count("lora-steps", 300);
+const logEvery = count("log-every", 50);
 const samples = !args.includes("--no-samples");
 const out = resolve(value("out") ?? "mixz-demo-output");
 const config = runtime.config;
@@ -57,30 +57,44 @@ const loraOptions = {r: 8, alpha: 16, targetModules: ["q_proj", "k_proj", "v_pro
 const licenseDir = "/usr/share/common-licenses";
 const licenseNames = ["GPL-3", "LGPL-3", "GPL-2", "LGPL-2.1", "Apache-2.0", "MPL-2.0", "GFDL-1.3"];
 
-/** Python's argparse.py (train) and textwrap.py (held out), newest Python first; else Perl modules of perl-base. */
-function codeTexts(): {train: string; heldOut: string; language: string} {
+/**
+ * Source code for phase 2: Python's argparse.py, optparse.py and configparser.py (train) and
+ * textwrap.py (held out), newest Python 3 first (libpython3.X-minimal, which the bootstrap's python3
+ * brings); else Perl modules of perl-base, an essential Debian package.
+ */
+function codeTexts(): {train: readonly string[]; heldOut: string; language: string} {
     const pythons = existsSync("/usr/lib") ? readdirSync("/usr/lib").filter((name) => /^python3\.\d+$/.test(name)) : [];
     pythons.sort((a, b) => Number(b.split(".")[1]) - Number(a.split(".")[1]));
     for (const python of pythons) {
         const dir = join("/usr/lib", python);
-        if (existsSync(join(dir, "argparse.py")) && existsSync(join(dir, "textwrap.py"))) {
-            return {train: join(dir, "argparse.py"), heldOut: join(dir, "textwrap.py"), language: `Python (${python} standard library)`};
+        const train = ["argparse.py", "optparse.py", "configparser.py"].map((name) => join(dir, name));
+        if ([...train, join(dir, "textwrap.py")].every((file) => existsSync(file))) {
+            return {train, heldOut: join(dir, "textwrap.py"), language: `Python source (${python} standard library)`};
         }
     }
-    for (const arch of readdirSync("/usr/lib")) {
+    for (const arch of existsSync("/usr/lib") ? readdirSync("/usr/lib") : []) {
         const dir = join("/usr/lib", arch, "perl-base");
-        if (existsSync(join(dir, "File/Temp.pm")) && existsSync(join(dir, "Getopt/Long.pm"))) {
-            return {train: join(dir, "File/Temp.pm"), heldOut: join(dir, "Getopt/Long.pm"), language: "Perl (perl-base modules)"};
+        const train = ["File/Temp.pm", "Carp.pm", "POSIX.pm"].map((name) => join(dir, name));
+        if ([...train, join(dir, "Getopt/Long.pm")].every((file) => existsSync(file))) {
+            return {train, heldOut: join(dir, "Getopt/Long.pm"), language: "Perl source (perl-base modules)"};
         }
     }
     throw new Error("no Python 3 standard library (/usr/lib/python3.X/argparse.py) nor perl-base modules found: install python3, or pass --lora-text FILE --lora-eval FILE");
 }
 
 const code = value("lora-text") !== undefined
-    ? {train: value("lora-text")!, heldOut: value("lora-eval") ?? value("lora-text")!, language: "given text"}
+    ? {train: [value("lora-text")!], heldOut: value("lora-eval") ?? value("lora-text")!, language: "the given text"}
     : codeTexts();
 
 // ---- Helpers -------------------------------------------------------------------------------------
+
+/** The files, concatenated into OUT/name by rank 0 (data.text reads one file); the other ranks wait for it. */
+async function concatenate(files: readonly string[], name: string): Promise<string> {
+    const path = join(out, name);
+    if (rank === 0) writeFileSync(path, Buffer.concat(files.map((file) => readFileSync(file))));
+    await runtime.store.barrier(`demo/${name}`, 60_000);
+    return path;
+}
 
 /** Fixed windows of a file, the same on every rank (evaluation batches). */
 function windows(file: string, batches: number): Batch[] {
@@ -157,18 +171,15 @@ log(`world: ${worldSize} ranks on ${runtime.crossSize} nodes; ZeRO stage ${zero.
     `frozen weights int8: ${zero.zero_quantized_nontrainable_weights}, ${config.bf16?.enabled === true ? "bf16" : config.fp16?.enabled === true ? "fp16" : "fp32"} model, ` +
     `micro-batch ${micro} × ${seqLen} bytes per rank`);
 if (baseDir === undefined) {
-    const corpus = join(out, "licenses.txt");
-    const files = licenseNames.map((name) => join(licenseDir, name)).filter((file) => existsSync(file));
-    if (files.length === 0) throw new Error(`no license texts in ${licenseDir}: pass --base DIR (a pretrained model) instead`);
-    // Rank 0 writes the corpus (the license texts, concatenated); the others wait for it.
-    if (rank === 0) writeFileSync(corpus, Buffer.concat(files.map((file) => readFileSync(file))));
-    await runtime.store.barrier("demo/corpus", 60_000);
+    const files = value("pretrain-text") !== undefined ? [value("pretrain-text")!] : licenseNames.map((name) => join(licenseDir, name)).filter((file) => existsSync(file));
+    if (files.length === 0) throw new Error(`no license texts in ${licenseDir}: pass --pretrain-text FILE, or --base DIR (a pretrained model)`);
+    const corpus = await concatenate(files, "licenses.txt");
     const model = models.llama(modelConfig);
     const engine = await initialize({model, config});
     const parameters = engine.parameters.reduce((n, p) => n + p.numel, 0);
     log("");
     log(`== phase 1: pretraining a ${parameters.toLocaleString("en")}-parameter byte-level LLaMA from scratch (ZeRO-3, all parameters trainable)`);
-    log(`   text: ${files.map((file) => file.slice(licenseDir.length + 1)).join(", ")} from ${licenseDir} (${readFileSync(corpus).length.toLocaleString("en")} bytes)`);
+    log(`   text: ${files.map((file) => file.replace(`${licenseDir}/`, "")).join(", ")}${files[0]!.startsWith(licenseDir) ? ` from ${licenseDir}` : ""} (${readFileSync(corpus).length.toLocaleString("en")} bytes)`);
     const licenseEval = windows(join(licenseDir, existsSync(join(licenseDir, "Artistic")) ? "Artistic" : "BSD"), 2);
     log(`   held-out loss (${existsSync(join(licenseDir, "Artistic")) ? "Artistic" : "BSD"} license) before: ${(await heldOutLoss(engine, licenseEval)).toFixed(3)} (uniform over 256 bytes: ${Math.log(256).toFixed(3)})`);
     const batches = data.text(corpus, {seqLen, microBatch: micro, seed: 1, epochs: Infinity});
@@ -194,15 +205,19 @@ log("");
 log(`== phase 2: LoRA (r ${loraOptions.r}, alpha ${loraOptions.alpha}, ${loraOptions.targetModules.join(" ")}) on ${code.language}`);
 log(`   trainable ${trainable.toLocaleString("en")} of ${(trainable + frozen).toLocaleString("en")} parameters (f = ${(frozen / (trainable + frozen)).toFixed(3)} frozen); ` +
     (quantized === null ? "frozen weights kept in the model dtype (zero_quantized_nontrainable_weights is off)"
-        : `quantizeNontrainableParams(): ${quantized.parameters} frozen parameters to int8, ${kib(quantized.bytesBefore)} -> ${kib(quantized.bytesAfter)} on this rank`));
-log(`   text: ${code.train} (${readFileSync(code.train).length.toLocaleString("en")} bytes); held out: ${code.heldOut}`);
+        : `quantizeNontrainableParams(): ${quantized.parameters} frozen parameters are int8 now`));
+const codeCorpus = await concatenate(code.train, "code.txt");
+log(`   text: ${code.train.join(", ")} (${readFileSync(codeCorpus).length.toLocaleString("en")} bytes); held out: ${code.heldOut}`);
 const codeEval = windows(code.heldOut, 2);
 log(`   held-out loss before: ${(await heldOutLoss(engine, codeEval)).toFixed(3)}`);
 const prompt = code.language.startsWith("Perl") ? "sub new {\n    my " : "    def __init__(self, ";
 if (samples) await sample(engine, prompt, "   sample before LoRA");
-const batches = data.text(code.train, {seqLen, microBatch: micro, seed: 2, epochs: Infinity});
+const batches = data.text(codeCorpus, {seqLen, microBatch: micro, seed: 2, epochs: Infinity});
 const loraStarted = performance.now();
 const metrics = await train(engine, "lora", batches, loraSteps);
+// Right after the last step: evaluation, generation and saving gather the adapters again (hpZ
+// secondaries of trainable parameters live until the next step).
+const memory = engine.memoryReport();
 const loraSeconds = (performance.now() - loraStarted) / 1000;
 log(`   held-out loss after ${loraSteps} steps: ${(await heldOutLoss(engine, codeEval)).toFixed(3)} (${loraSeconds.toFixed(1)} s)`);
 if (samples) await sample(engine, prompt, "   sample after LoRA");
@@ -212,36 +227,43 @@ log(`   PEFT adapter saved: ${adapterDir} (adapter_config.json, adapter_model.sa
 
 // ---- Summary (rank 0) ----------------------------------------------------------------------------
 
-summary(engine.memoryReport(), metrics);
+summary(memory, metrics);
 log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 await engine.dispose();
 
 function summary(memory: MemoryReport, steps: readonly StepMetrics[]): void {
     const h = zero.zero_hpz_partition_size > 1 && zero.zero_hpz_partition_size < worldSize ? zero.zero_hpz_partition_size : 0;
-    // What the same frozen partitions take in 16-bit storage (primary, plus the hpZ secondary).
+    const ranksPerNode = worldSize / runtime.crossSize;
+    // The frozen parameters that are partitioned (small ones are kept whole on every rank), and
+    // what their partitions would take in 16-bit storage: the primary, plus the hpZ secondary.
+    let frozenElements = 0;
     let frozen16 = 0;
     for (const p of engine.parameters) {
         if (p.trainable || p.persistent) continue;
+        frozenElements += p.numel;
         frozen16 += 2 * p.partition + (h > 0 ? 2 * Math.ceil(p.numel / h) : 0);
     }
     const frozenInt8 = memory.quantizedPartitions + memory.secondaryPartitions + memory.quantScales;
     log("");
-    log("== summary");
-    log(`   memory on rank 0: frozen int8 partitions ${mib(memory.quantizedPartitions)}, hpZ secondaries ${mib(memory.secondaryPartitions)}, ` +
-        `scales ${mib(memory.quantScales)}, trainable partitions ${mib(memory.parameterPartitions)}, gradients ${mib(memory.gradientPartitions)}, ` +
-        `fp32 master ${mib(memory.masterWeights)}, Adam ${mib(memory.optimizerStates)}, persistent (small) ${mib(memory.persistentParameters)}, ` +
+    log("== summary (rank 0)");
+    log(`   memory by category: frozen int8 partitions ${mib(memory.quantizedPartitions)}, hpZ secondaries ${mib(memory.secondaryPartitions)}, ` +
+        `quantization scales ${mib(memory.quantScales)}, 16-bit partitions ${mib(memory.parameterPartitions)}, gradients ${mib(memory.gradientPartitions)}, ` +
+        `fp32 master ${mib(memory.masterWeights)}, Adam states ${mib(memory.optimizerStates)}, small parameters kept whole ${mib(memory.persistentParameters)}, ` +
         `activations ${mib(memory.activations)}, communication buffers ${mib(memory.communicationBuffers)}`);
     if (quantized !== null) {
-        log(`   frozen weights on rank 0: ${mib(frozenInt8)} int8 + scales, ${mib(frozen16)} in 16-bit (${(frozenInt8 / frozen16).toFixed(3)}×)`);
+        log(`   frozen weights: ${mib(frozenInt8)} as int8 + scales (primary + hpZ secondary partitions), ${mib(frozen16)} in 16-bit storage: ${(frozenInt8 / frozen16).toFixed(2)}×`);
     }
-    const sum = (from: number, key: keyof StepMetrics["traffic"]): number => steps.slice(from).reduce((n, m) => n + m.traffic[key], 0);
-    const later = Math.max(1, steps.length - 1);
-    const first = steps[0]?.traffic;
-    if (first !== undefined) {
-        log(`   bytes rank 0 received per LoRA step (steps 2–${steps.length}, mean), intra-node / cross-node: ` +
-            `frozen gathers ${kib(sum(1, "frozenGatherIntra") / later)} / ${kib(sum(1, "frozenGatherCross") / later)}, ` +
-            `trainable gathers ${kib(sum(1, "trainableGatherIntra") / later)} / ${kib(sum(1, "trainableGatherCross") / later)}, ` +
-            `gradient reduce ${kib(sum(1, "reduceIntra") / later)} / ${kib(sum(1, "reduceCross") / later)}; ` +
-            `step 1 frozen: ${kib(first.frozenGatherIntra)} / ${kib(first.frozenGatherCross)}`);
-    }
+    if (steps.length < 2) return;
+    // Step 1's counters also hold what happened before it (quantization, the sample), so the mean
+    // is over steps 2–N.
+    const later = steps.slice(1);
+    const mean = (key: keyof StepMetrics["traffic"]): number => later.reduce((n, m) => n + m.traffic[key], 0) / later.length;
+    const frozenCross = later.reduce((n, m) => n + m.traffic.frozenGatherCross, 0);
+    log(`   bytes received per LoRA step (mean of steps 2–${steps.length}), intra-node / cross-node: frozen weights ${kib(mean("frozenGatherIntra"))} / ${kib(mean("frozenGatherCross"))}, ` +
+        `adapter gathers ${kib(mean("trainableGatherIntra"))} / ${kib(mean("trainableGatherCross"))}, adapter gradients ${kib(mean("reduceIntra"))} / ${kib(mean("reduceCross"))}`);
+    // zeropp.md §4.2: ZeRO-3 gathers the frozen weights in forward and in backward, in 16 bits,
+    // from every rank; a rank receives (N − ranks per node)/N of each from other nodes.
+    const zero3Cross = 2 * 2 * frozenElements * (worldSize - ranksPerNode) / worldSize;
+    log(`   frozen-weight bytes that crossed nodes in steps 2–${steps.length}: ${frozenCross} ` +
+        `(ZeRO-3 + LoRA with 16-bit frozen weights and no hpZ would receive ≈ ${kib(zero3Cross)} per step across nodes, zeropp.md §4.2)`);
 }

@@ -15,6 +15,11 @@ export interface JobConsoleOptions {
     readonly logDir?: string;
     /** Only these ranks reach the console (files and failure summaries keep everything). */
     readonly consoleRanks?: ReadonlySet<number>;
+    /**
+     * Without a terminal, the progress line of every n-th step only (and of step 1): the config's
+     * steps_per_print, as DeepSpeed logs. A terminal shows every step in place. Default 1.
+     */
+    readonly printEvery?: number;
 }
 
 /** Steps waiting for some rank's report, at most. */
@@ -33,6 +38,11 @@ export class JobConsole {
     private readonly steps = new Map<number, Map<number, Omit<MetricsMessage, "kind">>>();
     private status = "";
     private lastPrintedStep = -1;
+    /** Per rank: its latest step, and how many times its steps started over (a new engine). */
+    private readonly lastStepOf = new Map<number, number>();
+    private readonly engineOf = new Map<number, number>();
+    /** The newest engine any rank reports for; older engines' reports are not shown. */
+    private engine = 0;
     /** Ranks that have reported metrics at least once. */
     private readonly reporters = new Set<number>();
 
@@ -77,6 +87,19 @@ export class JobConsole {
      */
     metrics(rank: number, metrics: Omit<MetricsMessage, "kind">): void {
         this.reporters.add(rank);
+        // One rank's steps only grow within one engine (its reports arrive in order); a smaller one
+        // means the script built a new engine (e.g. pretraining, then LoRA on the exported model),
+        // whose steps count from 1 again: the progress line follows the newest engine.
+        const previous = this.lastStepOf.get(rank);
+        let engine = this.engineOf.get(rank) ?? 0;
+        if (previous !== undefined && metrics.step < previous) this.engineOf.set(rank, ++engine);
+        this.lastStepOf.set(rank, metrics.step);
+        if (engine < this.engine) return;
+        if (engine > this.engine) {
+            this.engine = engine;
+            this.steps.clear();
+            this.lastPrintedStep = -1;
+        }
         if (metrics.step <= this.lastPrintedStep) return;
         const byRank = this.steps.get(metrics.step) ?? new Map<number, Omit<MetricsMessage, "kind">>();
         byRank.set(rank, metrics);
@@ -102,6 +125,8 @@ export class JobConsole {
             parts.push(`received ${mb(intra)} MB intra-node, ${mb(cross)} MB cross-node`);
         }
         const text = `[mixz] ${parts.join(" | ")}`;
+        const every = this.options.printEvery ?? 1;
+        if (!this.options.sink.interactive && every > 1 && metrics.step !== 1 && metrics.step % every !== 0) return;
         if (this.options.sink.interactive) {
             this.status = text;
             this.options.sink.out(`\r\x1b[K${text}`);

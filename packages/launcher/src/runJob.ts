@@ -121,7 +121,8 @@ class Job {
         this.console = new JobConsole({
             sink: options.sink,
             ...(options.logDir === undefined ? {} : {logDir: options.logDir}),
-            ...(options.consoleRanks === undefined ? {} : {consoleRanks: options.consoleRanks})
+            ...(options.consoleRanks === undefined ? {} : {consoleRanks: options.consoleRanks}),
+            printEvery: stepsPerPrint(options.config)
         });
     }
 
@@ -486,3 +487,8 @@ function stoppedByUs(exit: RankExit, killedByUs: boolean): boolean {
     return exit.code === 128 + signalNumber("SIGTERM") || (exit.code === 128 + signalNumber("SIGKILL") && killedByUs);
 }
 
+/** The config's steps_per_print (DeepSpeed's logging interval), 1 without a config. */
+function stepsPerPrint(config: unknown): number {
+    const value = (config as {steps_per_print?: unknown} | null)?.steps_per_print;
+    return typeof value === "number" && Number.isInteger(value) && value >= 1 ? value : 1;
+}

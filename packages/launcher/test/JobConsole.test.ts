@@ -46,6 +46,21 @@ describe("JobConsole", () => {
         console.metrics(0, {step: 2, loss: 9});
         assert.equal(s.out.length, 2, "an old step is not printed again");
     });
+    it("a second engine in the same script (steps from 1 again) gets its own progress lines", () => {
+        const s = sink();
+        const console = new JobConsole({sink: s.sink});
+        for (const step of [1, 2, 3]) for (const rank of [0, 1]) console.metrics(rank, {step, loss: 1});
+        assert.equal(s.out.length, 3);
+        console.metrics(0, {step: 1, loss: 5});
+        assert.equal(s.out.length, 3, "rank 1 has not reported the new engine's step 1 yet");
+        console.metrics(1, {step: 3, loss: 9});
+        assert.equal(s.out.length, 3, "a repeated report of the old engine is not shown");
+        console.metrics(1, {step: 1, loss: 7});
+        assert.equal(s.out.at(-1), "[mixz] step 1 | loss 6.0000\n");
+        console.metrics(0, {step: 2, loss: 1});
+        console.metrics(1, {step: 2, loss: 1});
+        assert.equal(s.out.at(-1), "[mixz] step 2 | loss 1.0000\n");
+    });
     it("the progress line sums the bytes every rank received from its own node and from other nodes", () => {
         const s = sink();
         const console = new JobConsole({sink: s.sink});
@@ -54,6 +69,12 @@ describe("JobConsole", () => {
         console.metrics(0, {step: 2, loss: 1, intraNodeBytes: 1_500_000, crossNodeBytes: 0});
         console.metrics(1, {step: 2, loss: 1, intraNodeBytes: 2_000_000, crossNodeBytes: 250_000});
         assert.equal(s.out.at(-1), "[mixz] step 2 | loss 1.0000 | received 3.5 MB intra-node, 0.3 MB cross-node\n");
+    });
+    it("without a terminal, printEvery (steps_per_print) keeps step 1 and every n-th step", () => {
+        const s = sink();
+        const console = new JobConsole({sink: s.sink, printEvery: 10});
+        for (let step = 1; step <= 25; step++) console.metrics(0, {step, loss: 1});
+        assert.deepEqual(s.out.map((line) => /step (\d+)/.exec(line)![1]), ["1", "10", "20"]);
     });
     it("an interactive terminal keeps the progress line last", () => {
         const s = sink(true);
