@@ -89,6 +89,18 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.quantBlockSize = static_cast<std::size_t>(integerField(descriptor, "quantBlockSize", what, 8, 65536));
     options.quantizeWeights = booleanField(descriptor, "quantizeWeights", what);
     options.quantizeGradients = booleanField(descriptor, "quantizeGradients", what);
+    {
+        const std::string comm = stringField(descriptor, "gradientCommDType", what);
+        if (comm == "fp32") {
+            options.gradientCommDType = tensor::DType::kFloat32;
+        } else if (comm == "fp16") {
+            options.gradientCommDType = tensor::DType::kFloat16;
+        } else if (comm == "bf16") {
+            options.gradientCommDType = tensor::DType::kBFloat16;
+        } else {
+            MIXZ_THROW(InvalidArgument, what, ".gradientCommDType must be fp32, fp16 or bf16, got \"", comm, "\"");
+        }
+    }
     options.tagBase = static_cast<std::uint32_t>(integerField(descriptor, "tagBase", what, 0, 4'000'000'000));
     options.timeout = std::chrono::milliseconds(integerField(descriptor, "timeoutMs", what, 1, 2'147'483'647));
     return options;

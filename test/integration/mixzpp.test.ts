@@ -192,4 +192,14 @@ describe("MixZ++ topologies and dtypes", () => {
         for (const match of loaded) assert.deepEqual([match[1], match[3], match[5]], ["0", "0", "true"], match[0]);
         assert.equal(lines(run, /checkpoint step-after-load loss=\S+/).length, 4);
     });
+
+    it("gradients travel in the model dtype unless communication_data_type says otherwise (DeepSpeed's default)", async () => {
+        const hosts = hostfile(2, 2);
+        const bf16 = await launch(hosts, config({}, {bf16: {enabled: true}}), ["--steps", "2"]);
+        const fp32 = await launch(hosts, config({}, {bf16: {enabled: true}, communication_data_type: "fp32"}), ["--steps", "2"]);
+        const cross = (run: MixzRun): number[] => lines(run, /\[127\.0\.0\.1:0\] step=\d+ .*reduceCross=(\d+)/).map((m) => Number(m[1]));
+        const [a, b] = [cross(bf16), cross(fp32)];
+        assert.equal(a.length, 2);
+        for (let step = 0; step < 2; step++) assert.equal(a[step]! * 2, b[step]!, `step ${step}: ${a[step]} vs ${b[step]} bytes`);
+    });
 });

@@ -258,6 +258,7 @@ struct Engine::State {
     std::vector<float> nodeReduced;            // qgZ: the node's partial sums for this local rank
     std::vector<std::uint8_t> qgzGathered;
     std::vector<float> reorder, dequantized;
+    std::vector<std::uint8_t> gradWire, gradWireOut; // 16-bit gradient reduce-scatter
     int rank = 0;
     int size = 1;
     std::vector<ParamInfo> params;
@@ -787,22 +788,35 @@ struct Engine::State {
                 quantizedReduce(width);
                 mine = reduced.data();
             } else if (N > 1) {
+                const DType wireType = options.gradientCommDType;
+                const std::size_t wireBytes = elementBytes(wireType);
+                const void* input = packed.data();
+                void* output = reduced.data();
+                if (wireType != DType::kFloat32) {
+                    // 16-bit on the wire: this rank's contributions rounded once, summed in fp32.
+                    gradWire.resize(N * width * wireBytes);
+                    gradWireOut.resize(width * wireBytes);
+                    convertInto(packed.data(), DType::kFloat32, gradWire.data(), wireType, N * width);
+                    input = gradWire.data();
+                    output = gradWireOut.data();
+                }
                 comm::ReduceScatterOptions op(*world);
                 op.tag = options.tagBase + 2;
                 op.timeout = options.timeout;
-                op.input = packed.data();
-                op.output = reduced.data();
+                op.input = input;
+                op.output = output;
                 op.count = width;
-                op.dtype = DType::kFloat32;
+                op.dtype = wireType;
                 op.op = comm::ReduceOp::kMean;
                 comm::reduceScatter(op);
+                if (wireType != DType::kFloat32) convertInto(gradWireOut.data(), wireType, reduced.data(), DType::kFloat32, width);
                 mine = reduced.data();
                 std::uint64_t in = 0, cross = 0;
                 for (std::size_t m = 0; m < N; ++m) {
                     if (static_cast<int>(m) == rank) continue;
-                    (worldIntra[m] ? in : cross) += width * sizeof(float);
+                    (worldIntra[m] ? in : cross) += width * wireBytes;
                 }
-                add(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(N) * width * sizeof(float));
+                add(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(N) * width * wireBytes);
                 add(&EngineMetrics::reduceIntraBytes, in);
                 add(&EngineMetrics::reduceCrossBytes, cross);
             }
@@ -1601,7 +1615,7 @@ MemoryReport Engine::memory() const {
     report.gatheredParametersPeak = s.pool.peakBytes();
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
-    report.communicationBuffers = s.staging.size() + s.wire.size() + s.qgzGathered.size() +
+    report.communicationBuffers = s.staging.size() + s.wire.size() + s.qgzGathered.size() + s.gradWire.size() + s.gradWireOut.size() +
                                   (s.packed.size() + s.reduced.size() + s.reorder.size() + s.nodeReduced.size() + s.dequantized.size()) * sizeof(float);
     return report;
 }

@@ -45,6 +45,8 @@ export interface NativeEngineDescriptor {
     readonly quantizeWeights: boolean;
     /** zero_quantized_gradients (qgZ): two-level reduction, int4 between nodes (needs the node and cross groups). */
     readonly quantizeGradients: boolean;
+    /** The dtype of gradients in the reduce-scatter: communication_data_type, default the model dtype (DeepSpeed's). */
+    readonly gradientCommDType: NativeModelDType;
     readonly tagBase: number;
     readonly timeoutMs: number;
 }

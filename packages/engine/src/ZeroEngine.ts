@@ -672,6 +672,7 @@ function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
         quantBlockSize: config.mixz.quant_block_size,
         quantizeWeights: zero.zero_quantized_weights,
         quantizeGradients: zero.zero_quantized_gradients,
+        gradientCommDType: config.communication_data_type ?? modelDType(config),
         tagBase: 7000,
         timeoutMs: options.timeoutMs ?? 120_000
     };

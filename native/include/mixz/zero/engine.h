@@ -82,6 +82,9 @@ struct EngineOptions {
     // ranks (zeropp.md §1.8: DeepSpeed's returns ranks-per-node × the mean). Needs `node` and
     // `cross` groups (uniform nodes, more than one); otherwise the plain reduce-scatter runs.
     bool quantizeGradients = false;
+    // The dtype gradients travel in for the reduce-scatter (communication_data_type; DeepSpeed's
+    // default is the model dtype). Members sum in fp32 and round once (mixz/comm/reduce.h).
+    tensor::DType gradientCommDType = tensor::DType::kFloat32;
     std::uint32_t tagBase = 1000;
     std::chrono::milliseconds timeout{60000};
 };
