@@ -52,7 +52,6 @@
  * save into a directory: a save deletes the staging directories it finds there.
  */
 import {randomBytes} from "node:crypto";
-import {constants as fsConstants} from "node:fs";
 import type {FileHandle} from "node:fs/promises";
 import {mkdir, open, readdir, readFile, rename, rm, stat} from "node:fs/promises";
 import {join} from "node:path";
@@ -63,6 +62,7 @@ import type {NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEn
 import type {LlamaConfig, LlamaModel} from "./llama.js";
 import {convertFloats} from "./quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
+import {syncDirectory, writeDurably} from "./durableFiles.js";
 
 /** The points of a save at which `onStage` is called (see the module comment). */
 export type CheckpointStage = "rank-files-written" | "manifest-written" | "renamed";
@@ -390,30 +390,7 @@ function nonceOf(prepared: Uint32Array): string {
     return Array.from(prepared.subarray(1, 3), (word) => word.toString(16).padStart(8, "0")).join("");
 }
 
-/** Writes a whole file and fsyncs it (the caller makes it visible by renaming its directory or itself). */
-async function writeDurably(path: string, text: string): Promise<void> {
-    const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
-    try {
-        await handle.writeFile(text, "utf8");
-        await handle.sync();
-    } finally {
-        await handle.close();
-    }
-}
 
-/** fsync of a directory makes renames in it durable on Linux; filesystems that cannot do it say so with these codes. */
-async function syncDirectory(directory: string): Promise<void> {
-    let handle: FileHandle | undefined;
-    try {
-        handle = await open(directory, fsConstants.O_RDONLY);
-        await handle.sync();
-    } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw error;
-    } finally {
-        await handle?.close().catch(() => undefined);
-    }
-}
 
 async function exists(path: string): Promise<boolean> {
     try {

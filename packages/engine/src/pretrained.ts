@@ -37,7 +37,6 @@
  * staging directory. A failure on any rank makes every rank throw and leaves dir's files untouched.
  */
 import {randomBytes} from "node:crypto";
-import {constants as fsConstants} from "node:fs";
 import {mkdir, open, readdir, readFile, rename, rm, stat} from "node:fs/promises";
 import type {FileHandle} from "node:fs/promises";
 import {isAbsolute, join, resolve} from "node:path";
@@ -49,6 +48,7 @@ import type {CheckpointAccess} from "./checkpoint.js";
 import {llama, type LlamaConfig, type LlamaModel} from "./llama.js";
 import {convertFloats} from "./quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
+import {syncDirectory, writeDurably} from "./durableFiles.js";
 
 /** The float dtypes a pretrained tensor may have on disk. */
 export type PretrainedDType = "F32" | "F16" | "BF16";
@@ -653,29 +653,7 @@ function describeEntries(entries: readonly string[]): string {
     return entries.length > 8 ? `${shown}, … (${entries.length} entries)` : shown;
 }
 
-/** Writes a whole file and fsyncs it (the caller makes it visible by renaming it). */
-async function writeDurably(path: string, text: string): Promise<void> {
-    const handle = await open(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o644);
-    try {
-        await handle.writeFile(text, "utf8");
-        await handle.sync();
-    } finally {
-        await handle.close();
-    }
-}
 
-async function syncDirectory(directory: string): Promise<void> {
-    let handle: FileHandle | undefined;
-    try {
-        handle = await open(directory, fsConstants.O_RDONLY);
-        await handle.sync();
-    } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw error;
-    } finally {
-        await handle?.close().catch(() => undefined);
-    }
-}
 
 /** @internal Another rank failed: every rank throws, naming who failed. */
 export function peerFailure(fn: string, dir: string, ranks: readonly number[], consequence: string): MixzError {

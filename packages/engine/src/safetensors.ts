@@ -34,6 +34,7 @@ import {endianness} from "node:os";
 import {basename, dirname, join} from "node:path";
 
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
+import {syncDirectory} from "./durableFiles.js";
 
 /** The dtypes mixz reads and writes. Sub-byte dtypes (F4, F6_*) and complex ones are refused. */
 export type SafetensorsDType =
@@ -544,19 +545,6 @@ async function writeAll(handle: FileHandle, bytes: Uint8Array, path: string): Pr
     }
 }
 
-/** fsync of a directory makes a rename durable on Linux; platforms that cannot do it say so with these. */
-async function syncDirectory(directory: string): Promise<void> {
-    let handle: FileHandle | undefined;
-    try {
-        handle = await open(directory, fsConstants.O_RDONLY);
-        await handle.sync();
-    } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code !== "EISDIR" && code !== "EINVAL" && code !== "EPERM" && code !== "EBADF") throw error;
-    } finally {
-        await handle?.close().catch(() => undefined);
-    }
-}
 
 function bytesOf(view: ArrayBufferView): Uint8Array {
     return new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
