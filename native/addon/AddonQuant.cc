@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "PromiseWorker.h"
 #include "convertError.h"
 #include "readArguments.h"
 #include "mixz/common/error.h"
@@ -101,14 +102,6 @@ struct ArrayArgument {
     std::size_t length = 0;
 };
 
-class KeepAlive {
-public:
-    void add(const Napi::Value& value) { references_.push_back(Napi::Persistent(value.As<Napi::Object>())); }
-
-private:
-    std::vector<Napi::ObjectReference> references_;
-};
-
 ArrayArgument typedArray(Napi::Env env, const Napi::Value& value, const char* what, napi_typedarray_type expected,
                          KeepAlive& keep) {
     if (!value.IsTypedArray()) {
@@ -135,50 +128,10 @@ void expectLength(const ArrayArgument& array, std::size_t expected, const char* 
     }
 }
 
-// Runs `work` on libuv's pool and settles a promise: resolved with `result(env)` (undefined when
-// empty) or rejected with convertError of what `work` threw.
-class PromiseWorker : public Napi::AsyncWorker {
-public:
-    PromiseWorker(Napi::Env env, const char* name, std::function<void()> work, KeepAlive keep,
-                  std::function<Napi::Value(Napi::Env)> result = {})
-        : Napi::AsyncWorker(env, name),
-          deferred_(Napi::Promise::Deferred::New(env)),
-          work_(std::move(work)),
-          keep_(std::move(keep)),
-          result_(std::move(result)) {}
-
-    Napi::Promise promise() const { return deferred_.Promise(); }
-
-protected:
-    void Execute() override {
-        try {
-            work_();
-        } catch (...) {
-            error_ = std::current_exception();
-            SetError("failed"); // routes completion to OnError, which reports error_
-        }
-    }
-
-    void OnOK() override { deferred_.Resolve(result_ ? result_(Env()) : Env().Undefined()); }
-
-    void OnError(const Napi::Error& /*unused: error_ holds the real exception*/) override {
-        deferred_.Reject(convertError(Env(), error_).Value());
-    }
-
-private:
-    Napi::Promise::Deferred deferred_;
-    std::function<void()> work_;
-    KeepAlive keep_;
-    std::function<Napi::Value(Napi::Env)> result_;
-    std::exception_ptr error_;
-};
-
+// The promise-returning work of this file: PromiseWorker.h.
 Napi::Value queue(Napi::Env env, const char* name, std::function<void()> work, KeepAlive keep,
                   std::function<Napi::Value(Napi::Env)> result = {}) {
-    auto* worker = new PromiseWorker(env, name, std::move(work), std::move(keep), std::move(result));
-    const Napi::Promise promise = worker->promise();
-    worker->Queue(); // deleted by node-addon-api after OnOK/OnError
-    return promise;
+    return queuePromise(env, name, std::move(work), std::move(keep), std::move(result));
 }
 
 } // namespace
