@@ -315,6 +315,12 @@ int main(int argc, char** argv) {
             run({ranks, transport, {}, f16, f32, 8, 4096, 0, true});
         }
     }
+    // Outputs past the streaming threshold (4 MiB): dequantization with non-temporal stores, where
+    // a member's output is aligned (an odd count leaves member 1's unaligned: ordinary stores).
+    run({2, Transport::kShm, {}, f16, f16, 8, 4096, 1500000, false});
+    run({2, Transport::kShm, {}, b16, b16, 4, 1024, 1500001, false});
+    run({2, Transport::kGloo, {}, f16, f32, 8, 4096, 700000, true});
+    run({1, Transport::kShm, {}, f32, f32, 8, 2048, 1200000, false});
     // Hierarchical (shared memory inside a node, Gloo across): the buffered path.
     run({4, Transport::kAuto, {"a", "a", "b", "b"}, f16, f16, 8, 1024, 5000, false});
     run({4, Transport::kAuto, {"a", "a", "b", "b"}, f16, f32, 4, 1024, 5001, true});

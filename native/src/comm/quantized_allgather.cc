@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "mixz/comm/copy.h"
 #include "mixz/common/error.h"
 
 namespace mixz::comm {
@@ -50,7 +51,14 @@ struct Target {
     void* output = nullptr;
     DType outputType = DType::kFloat16;
     std::size_t threads = 0;
+    // Outputs larger than the cache (the transport's threshold, mixz/comm/copy.h): dequantize with
+    // non-temporal stores, as the plain all-gather copies; the output is not read again soon.
+    bool streaming = false;
 };
+
+Target targetOf(void* output, DType outputType, std::size_t outputElements, std::size_t threads) {
+    return Target{output, outputType, threads, tensor::storageBytes(outputType, outputElements) >= streamingThreshold()};
+}
 
 bool overlap(const void* a, std::size_t aBytes, const void* b, std::size_t bBytes) {
     const auto x = reinterpret_cast<std::uintptr_t>(a);
@@ -108,6 +116,7 @@ void dequantizeBlocks(const Plan& plan, const Target& target, int member, std::s
     options.outputType = target.outputType;
     options.outputElements = real;
     options.threads = target.threads;
+    options.streamingStores = target.streaming;
     quant::dequantize(options);
 }
 
@@ -174,6 +183,7 @@ void gatherBuffered(Communicator& comm, const Plan& plan, const BlockSource& sou
     options.outputType = target.outputType;
     options.outputElements = plan.elements * n;
     options.threads = target.threads;
+    options.streamingStores = target.streaming;
     const std::size_t codesPerByte = plan.bits == 8 ? 1 : 2;
     for (std::size_t m = 0; m < n; ++m) {
         options.segments.push_back({plan.elements, plan.blockSize, m * plan.wireBytes * codesPerByte,
@@ -241,7 +251,8 @@ void quantizedAllgather(const QuantizedAllgatherOptions& options) {
         }
     };
     const OpContext op(kKind, options.tag, options.timeout, shapeOf(plan));
-    gather(options.comm, plan, source, Target{options.output, options.outputType, options.threads}, op);
+    gather(options.comm, plan, source, targetOf(options.output, options.outputType, options.outputElements, options.threads),
+           op);
 }
 
 void prequantizedAllgather(const PrequantizedAllgatherOptions& options) {
@@ -268,7 +279,8 @@ void prequantizedAllgather(const PrequantizedAllgatherOptions& options) {
         std::memcpy(scalesOut, options.scales + first, count * sizeof(float));
     };
     const OpContext op(kKind, options.tag, options.timeout, shapeOf(plan));
-    gather(options.comm, plan, source, Target{options.output, options.outputType, options.threads}, op);
+    gather(options.comm, plan, source, targetOf(options.output, options.outputType, options.outputElements, options.threads),
+           op);
 }
 
 } // namespace mixz::comm
