@@ -7,7 +7,8 @@
 // or -fsanitize=thread -g for ThreadSanitizer):
 //
 //   g++ -std=c++17 -O2 -Wall -Wextra -pthread -Inative/include -o /tmp/mixz-comm-test
-//       native/test/comm_test.cc native/src/comm/*.cc native/src/common/error.cc -lgloo
+//       native/test/comm_test.cc native/src/comm/*.cc native/src/common/error.cc
+//       native/src/common/thread_pool.cc native/src/quant/*.cc native/src/tensor/*.cc -lgloo
 //
 // (one command line).
 //   /tmp/mixz-comm-test                        the suite and the fault scenarios

@@ -986,6 +986,12 @@ void ShmDomain::allgatherDirect(std::uint8_t* output, const std::vector<ShmRange
             [&](int m) { return !read[m]; }, "");
     }
 
+    // A writer that gave up while this member read its input may have reused that memory already
+    // (the last slice may hold anything): fail rather than return what was read. No writer can have
+    // left normally yet: each waits for this member's cmaDone below.
+    for (int m = 0; m < n; ++m) {
+        if (m != me_) checkMember(op, m);
+    }
     // Done reading: peers may let their inputs go. Then wait until they have read this one's.
     self.cmaDone.store(seq, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
