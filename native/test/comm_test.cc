@@ -128,6 +128,10 @@ int main(int argc, char** argv) {
         fault(3, transport, Fault::kClosedPeer, "closed peer", 1 << 20);
         fault(2, transport, Fault::kMismatch, "mismatch", 4096);
     }
+    // Two ranks, 2 MiB in all: the single-copy path where the kernel allows it.
+    fault(2, Transport::kShm, Fault::kStuckPeer, "stuck peer", 1 << 20);
+    fault(2, Transport::kShm, Fault::kClosedPeer, "closed peer", 1 << 20);
+    fault(2, Transport::kShm, Fault::kMismatch, "mismatch", 1 << 20);
     std::printf(failures == 0 ? "OK\n" : "%d FAILURE(S)\n", failures);
     return failures == 0 ? 0 : 1;
 }

@@ -373,12 +373,15 @@ void ShmDomain::waitAttached(const OpContext& op) {
 // refuses (EPERM) under Yama's ptrace_scope ≥ 1 between unrelated processes, in containers
 // without CAP_SYS_PTRACE, and where seccomp filters the call. Each member reads every peer's probe
 // word, publishes the outcome and waits for everyone's: the path must be the same on all
-// members. MIXZ_SHM_CMA=0 makes this member refuse (so the two-copy path runs everywhere).
+// members. A member with more members than CPUs declines too: then a reader mostly waits for a
+// descheduled writer to publish, where the rings let whoever runs make progress (measured with 4
+// ranks on 2 CPUs: single copy 10-30 % slower at 8-16 MiB). MIXZ_SHM_CMA=0 makes this member
+// decline always, MIXZ_SHM_CMA=1 never for lack of CPUs (tests).
 void ShmDomain::probeCma(const OpContext& op) {
-    bool readable = true;
-    if (const char* text = std::getenv("MIXZ_SHM_CMA"); text != nullptr && std::strcmp(text, "0") == 0) {
-        readable = false;
-    }
+    const char* setting = std::getenv("MIXZ_SHM_CMA");
+    const bool never = setting != nullptr && std::strcmp(setting, "0") == 0;
+    const bool always = setting != nullptr && std::strcmp(setting, "1") == 0;
+    bool readable = !never && (always || size() <= onlineCpus());
     for (int m = 0; m < size() && readable; ++m) {
         if (m == me_) continue;
         std::uint64_t value = 0;
@@ -825,7 +828,10 @@ void ShmDomain::streamRounds(const std::vector<std::size_t>& total, std::size_t 
             const int w = (me_ + step) % n;
             while (done[w] < total[w]) {
                 finished = false;
-                if (!roundAvailable(w, consumed_[w])) break;
+                if (!roundAvailable(w, consumed_[w])) {
+                    if (MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == opSeq_) throwCmaMismatch(op, w);
+                    break;
+                }
                 const std::size_t bytes = std::min(roundBytes, total[w] - done[w]);
                 consume(w, readEntry(w, consumed_[w], op), bytes);
                 done[w] += bytes;
@@ -842,7 +848,11 @@ void ShmDomain::streamRounds(const std::vector<std::size_t>& total, std::size_t 
                 for (int step = 1; step < n; ++step) {
                     const int w = (me_ + step) % n;
                     if (done[w] < total[w]) {
-                        if (roundAvailable(w, consumed_[w])) return -1;
+                        // Also wake for a writer in a single-copy gather: the loop reports the mismatch.
+                        if (roundAvailable(w, consumed_[w]) ||
+                            MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == opSeq_) {
+                            return -1;
+                        }
                         if (blocker < 0) blocker = w;
                     }
                 }
@@ -955,7 +965,11 @@ void ShmDomain::allgatherDirect(std::uint8_t* output, const std::vector<ShmRange
             const int w = (me_ + step) % n;
             if (read[w]) continue;
             const Control& writer = MIXZ_SHM_CONTROL(w);
-            if (writer.cmaSeq.load(std::memory_order_acquire) != seq) continue;
+            if (writer.cmaSeq.load(std::memory_order_acquire) != seq) {
+                // A round in its ring means it runs a ring collective as this one: readEntry names it.
+                if (roundAvailable(w, consumed_[w])) readEntry(w, consumed_[w], op);
+                continue;
+            }
             if (writer.cmaTagKind.load(std::memory_order_relaxed) != tagKind ||
                 writer.cmaShape.load(std::memory_order_relaxed) != op.shape ||
                 writer.cmaBytes.load(std::memory_order_relaxed) != ranges[w].bytes) {
@@ -978,7 +992,9 @@ void ShmDomain::allgatherDirect(std::uint8_t* output, const std::vector<ShmRange
                 for (int step = 1; step < n; ++step) {
                     const int w = (me_ + step) % n;
                     if (!read[w]) {
-                        return MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == seq ? -1 : w;
+                        const bool ready = MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == seq ||
+                                           roundAvailable(w, consumed_[w]); // a ring round: a mismatch
+                        return ready ? -1 : w;
                     }
                 }
                 return -1;
@@ -1008,6 +1024,15 @@ void ShmDomain::allgatherDirect(std::uint8_t* output, const std::vector<ShmRange
             return -1;
         },
         [&](int m) { return unread(m); }, "");
+}
+
+void ShmDomain::throwCmaMismatch(const OpContext& op, int writer) const {
+    const Control& control = MIXZ_SHM_CONTROL(writer);
+    const std::uint64_t theirs = control.cmaTagKind.load(std::memory_order_relaxed);
+    MIXZ_THROW(InvalidArgument, op.label(), " is collective #", opSeq_, " on this rank, but ",
+               describePeer(members_[writer]), " called ", opKindName(static_cast<OpKind>(theirs & 0xff)), " (tag ",
+               theirs >> 8, ") of another size",
+               ": every member must call the same collectives, in the same order, with the same sizes");
 }
 
 void ShmDomain::readPeer(const OpContext& op, int writer, std::uint8_t* target, std::uint64_t address,

@@ -39,7 +39,7 @@ function leftovers(jobId: string): string[] {
 }
 
 describe("native collective suite, ranks as threads", () => {
-    const cases: Array<{ranks: number; transport: CommTransport; hosts: string[]; counts: number[]; expected: string | RegExp; cma?: "0"}> = [];
+    const cases: Array<{ranks: number; transport: CommTransport; hosts: string[]; counts: number[]; expected: string | RegExp; cma?: "0" | "1"}> = [];
     for (const transport of ["shm", "gloo"] as const) {
         for (const ranks of [1, 2, 3, 4]) {
             cases.push({ranks, transport, hosts: [], counts: [0, 1, 13, 1001, big], expected: ranks === 1 ? "local" : transport === "shm" ? shm : "gloo"});
@@ -47,6 +47,8 @@ describe("native collective suite, ranks as threads", () => {
     }
     // CMA refused (as under Yama ptrace_scope or in a container): every all-gather takes the rings.
     for (const ranks of [2, 3]) cases.push({ranks, transport: "shm", hosts: [], counts: [0, 1, 1001, big], expected: "shm (two-copy)", cma: "0"});
+    // More ranks than CPUs decline the single copy unless told otherwise: its path with 3 and 4 ranks.
+    for (const ranks of [3, 4]) cases.push({ranks, transport: "shm", hosts: [], counts: [0, 1, 1001, big], expected: shm, cma: "1"});
     // Two plan hosts on this machine: shared memory inside each, Gloo across (hierarchical all-gather).
     cases.push({ranks: 4, transport: "auto", hosts: ["a", "a", "b", "b"], counts: [0, 1, 13, 1001, big], expected: shmGloo});
     // Unequal nodes: the all-gather falls back to Gloo among all ranks.
@@ -54,7 +56,7 @@ describe("native collective suite, ranks as threads", () => {
     cases.push({ranks: 2, transport: "auto", hosts: [], counts: [0, 13, 1001], expected: shm});
     for (const {ranks, transport, hosts, counts, expected, cma} of cases) {
         const where = hosts.length === 0 ? "one host" : `hosts ${hosts.join(",")}`;
-        test(`${ranks} rank(s), ${transport}, ${where}${cma === undefined ? "" : ", MIXZ_SHM_CMA=0"}`, async () => {
+        test(`${ranks} rank(s), ${transport}, ${where}${cma === undefined ? "" : `, MIXZ_SHM_CMA=${cma}`}`, async () => {
             const jobId = `suite-${transport}-${ranks}-${cma ?? ""}-${process.pid}`;
             // Read by the native side at connect, from this process's environment.
             if (cma !== undefined) process.env.MIXZ_SHM_CMA = cma;

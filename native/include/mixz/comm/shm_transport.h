@@ -23,8 +23,8 @@
 // r while the writer fills round r+1.
 //
 // Single copy (CMA): at connect every member checks that it may read every other member's memory
-// with process_vm_readv (the kernel refuses under Yama ptrace_scope, in many containers, and when
-// MIXZ_SHM_CMA=0), and the members agree. Where all may, large all-gathers skip the rings: each
+// with process_vm_readv (the kernel refuses under Yama ptrace_scope, in many containers; members
+// decline when they outnumber the CPUs, and when MIXZ_SHM_CMA=0), and the members agree. Where all may, large all-gathers skip the rings: each
 // member publishes the address of its input and every other member copies it straight into its
 // output (allgatherDirect), one copy per byte instead of two.
 //
@@ -173,6 +173,8 @@ private:
     // process_vm_readv of `bytes` at `address` of member `writer` into target, in slices, checking
     // the writer's health, this rank's abort and the deadline between slices.
     void readPeer(const OpContext& op, int writer, std::uint8_t* target, std::uint64_t address, std::size_t bytes);
+    // InvalidArgument: `writer` runs a single-copy gather where this member runs a ring collective.
+    [[noreturn]] void throwCmaMismatch(const OpContext& op, int writer) const;
     template <typename Produce, typename Consume>
     void streamRounds(const std::vector<std::size_t>& total, std::size_t roundBytes, Produce produce, Consume consume,
                       const OpContext& op);
