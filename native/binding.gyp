@@ -34,6 +34,7 @@
         "src/comm/copy.cc",
         "src/comm/gloo_transport.cc",
         "src/comm/peer.cc",
+        "src/comm/quantized_allgather.cc",
         "src/comm/reduce.cc",
         "src/comm/self_test.cc",
         "src/comm/shm_transport.cc",

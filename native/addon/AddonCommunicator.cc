@@ -11,6 +11,7 @@
 #include "convertError.h"
 #include "readArguments.h"
 #include "mixz/comm/collectives.h"
+#include "mixz/comm/quantized_allgather.h"
 #include "mixz/comm/self_test.h"
 #include "mixz/common/error.h"
 
@@ -209,6 +210,7 @@ Napi::Function AddonCommunicator::define(Napi::Env env) {
                         InstanceMethod<&AddonCommunicator::group>("group"),
                         InstanceMethod<&AddonCommunicator::allGather>("allGather"),
                         InstanceMethod<&AddonCommunicator::allGatherV>("allGatherV"),
+                        InstanceMethod<&AddonCommunicator::quantizedAllGather>("quantizedAllGather"),
                         InstanceMethod<&AddonCommunicator::reduceScatter>("reduceScatter"),
                         InstanceMethod<&AddonCommunicator::allReduce>("allReduce"),
                         InstanceMethod<&AddonCommunicator::broadcast>("broadcast"),
@@ -382,6 +384,50 @@ Napi::Value AddonCommunicator::allGatherV(const Napi::CallbackInfo& info) {
                 comm::allgatherv(options);
             },
             std::move(keep));
+    });
+}
+
+Napi::Value AddonCommunicator::quantizedAllGather(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&] {
+        expectArguments(info, "Communicator.quantizedAllGather(descriptor)", 1);
+        auto comm = live("quantizedAllGather");
+        const std::string what = "Communicator.quantizedAllGather: descriptor";
+        const Napi::Object descriptor = objectArgument(info[0], what);
+        KeepAlive keep;
+        const Bytes input = bytesField(info.Env(), descriptor, "input", what, keep);
+        const Bytes output = bytesField(info.Env(), descriptor, "output", what, keep);
+        const DType inputType = dtypeOf(stringField(descriptor, "dtype", what), what + ".dtype");
+        const DType outputType = dtypeOf(stringField(descriptor, "outDtype", what), what + ".outDtype");
+        const int bits = static_cast<int>(integerField(descriptor, "bits", what, 4, 8));
+        const std::size_t blockSize = static_cast<std::size_t>(integerField(descriptor, "blockSize", what, 1, 1 << 30));
+        const std::size_t threads = static_cast<std::size_t>(integerField(descriptor, "threads", what, 0, 1024));
+        const std::size_t elements = static_cast<std::size_t>(integerField(descriptor, "elements", what, 0, kMaxSafeInteger));
+        const std::size_t n = static_cast<std::size_t>(comm->size());
+        if (input.size != tensor::storageBytes(inputType, elements) ||
+            output.size != tensor::storageBytes(outputType, elements * n)) {
+            MIXZ_THROW(InvalidArgument, what, ": input (", input.size, " bytes) must hold ", elements, " and output (",
+                       output.size, " bytes) ", n, " × ", elements, " values");
+        }
+        const CallOptions call = callOptions(descriptor, what);
+        const std::size_t wireBytes = comm::quantizedWireBytes(elements, bits, blockSize);
+        return queue(
+            info.Env(), "mixz.comm.quantizedAllGather",
+            [comm, input, output, inputType, outputType, bits, blockSize, threads, elements, call] {
+                comm::QuantizedAllgatherOptions options(*comm);
+                applyCall(options, call);
+                options.input = input.data;
+                options.inputType = inputType;
+                options.elements = elements;
+                options.bits = bits;
+                options.blockSize = blockSize;
+                options.output = output.data;
+                options.outputType = outputType;
+                options.outputElements = elements * comm->size();
+                options.threads = threads;
+                comm::quantizedAllgather(options);
+            },
+            std::move(keep),
+            [wireBytes](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, static_cast<double>(wireBytes)); });
     });
 }
 

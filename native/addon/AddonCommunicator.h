@@ -6,6 +6,10 @@
 //   communicator.group({kind, h, tag, timeoutMs})                 → Promise<Communicator> collective of the world
 //   communicator.allGather({input, output, tag, timeoutMs})       → Promise<void>
 //   communicator.allGatherV({input, output, bytes, tag, timeoutMs})
+//   communicator.quantizedAllGather({input, output, dtype, outDtype, elements, bits, blockSize, threads, tag, timeoutMs})
+//                                                                 → Promise<number>       qwZ all-gather
+//                                                                   (mixz/comm/quantized_allgather.h); resolves
+//                                                                   with the bytes each rank sent
 //   communicator.reduceScatter({input, output, count, dtype, op, tag, timeoutMs})
 //   communicator.allReduce({input, output, count, dtype, op, tag, timeoutMs})
 //   communicator.broadcast({buffer, root, tag, timeoutMs})
@@ -52,6 +56,7 @@ private:
     Napi::Value group(const Napi::CallbackInfo& info);
     Napi::Value allGather(const Napi::CallbackInfo& info);
     Napi::Value allGatherV(const Napi::CallbackInfo& info);
+    Napi::Value quantizedAllGather(const Napi::CallbackInfo& info);
     Napi::Value reduceScatter(const Napi::CallbackInfo& info);
     Napi::Value allReduce(const Napi::CallbackInfo& info);
     Napi::Value broadcast(const Napi::CallbackInfo& info);

@@ -7,11 +7,13 @@
 // or -fsanitize=thread -g for ThreadSanitizer):
 //
 //   g++ -std=c++17 -O2 -Wall -Wextra -pthread -Inative/include -o /tmp/mixz-comm-test
-//       native/test/comm_test.cc native/src/comm/*.cc native/src/common/error.cc -lgloo
+//       native/test/comm_test.cc native/src/comm/*.cc native/src/common/error.cc
+//       native/src/common/thread_pool.cc native/src/quant/*.cc native/src/tensor/*.cc -lgloo
 //
 // (one command line).
 //   /tmp/mixz-comm-test                        the suite and the fault scenarios
-//   /tmp/mixz-comm-test bench RANKS TRANSPORT [inplace]   all-gather busbw at 8, 64 and 256 MiB (total output)
+//   /tmp/mixz-comm-test bench RANKS TRANSPORT [inplace] [MiB…]   all-gather busbw at these sizes of total
+//                                                      output (default 8, 64 and 256 MiB)
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -82,12 +84,13 @@ void fault(int ranks, Transport transport, Fault kind, const char* name, std::si
     }
 }
 
-void bench(int ranks, Transport transport, bool inPlace) {
+void bench(int ranks, Transport transport, bool inPlace, const std::vector<std::size_t>& mebibytes) {
     SuiteOptions options;
     options.ranks = ranks;
     options.transport = transport;
     options.jobId = "commbench";
-    for (std::size_t total : {8u << 20, 64u << 20, 256u << 20}) {
+    for (std::size_t mib : mebibytes) {
+        const std::size_t total = mib << 20;
         const std::size_t perRank = total / ranks;
         const int iterations = total >= (256u << 20) ? 5 : 20;
         const double seconds = benchmarkAllgather(options, perRank, iterations, 2, inPlace);
@@ -105,7 +108,11 @@ int main(int argc, char** argv) {
     // SIGPIPE that kills the test (Node ignores SIGPIPE for the same reason).
     std::signal(SIGPIPE, SIG_IGN);
     if (argc >= 4 && std::strcmp(argv[1], "bench") == 0) {
-        bench(std::atoi(argv[2]), *parseTransport(argv[3]), argc >= 5 && std::strcmp(argv[4], "inplace") == 0);
+        const bool inPlace = argc >= 5 && std::strcmp(argv[4], "inplace") == 0;
+        std::vector<std::size_t> sizes;
+        for (int i = inPlace ? 5 : 4; i < argc; ++i) sizes.push_back(std::strtoull(argv[i], nullptr, 10));
+        if (sizes.empty()) sizes = {8, 64, 256};
+        bench(std::atoi(argv[2]), *parseTransport(argv[3]), inPlace, sizes);
         return 0;
     }
     const std::vector<std::size_t> counts = {0, 1, 13, 1001, std::size_t{1} << 21};
@@ -121,6 +128,10 @@ int main(int argc, char** argv) {
         fault(3, transport, Fault::kClosedPeer, "closed peer", 1 << 20);
         fault(2, transport, Fault::kMismatch, "mismatch", 4096);
     }
+    // Two ranks, 2 MiB in all: the single-copy path where the kernel allows it.
+    fault(2, Transport::kShm, Fault::kStuckPeer, "stuck peer", 1 << 20);
+    fault(2, Transport::kShm, Fault::kClosedPeer, "closed peer", 1 << 20);
+    fault(2, Transport::kShm, Fault::kMismatch, "mismatch", 1 << 20);
     std::printf(failures == 0 ? "OK\n" : "%d FAILURE(S)\n", failures);
     return failures == 0 ? 0 : 1;
 }

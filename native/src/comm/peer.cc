@@ -29,6 +29,7 @@ const char* opKindName(OpKind kind) noexcept {
         case OpKind::kBarrier: return "barrier";
         case OpKind::kGroup: return "group";
         case OpKind::kConnect: return "connect";
+        case OpKind::kQuantizedAllgather: return "quantizedAllGather";
     }
     return "collective";
 }

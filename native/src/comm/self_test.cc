@@ -512,4 +512,18 @@ double benchmarkAllgather(const SuiteOptions& options, std::size_t bytesPerRank,
     return *std::max_element(seconds.begin(), seconds.end());
 }
 
+void runWorld(const SuiteOptions& options, const std::function<void(Communicator& comm, int rank)>& body) {
+    Exchange exchange(options.ranks);
+    runRanks(options.ranks, [&](int rank) {
+        std::unique_ptr<Communicator> comm = connectRank(options, rank, exchange);
+        try {
+            body(*comm, rank);
+        } catch (const std::exception& error) {
+            // Peers blocked on this rank fail at once instead of waiting for their timeout.
+            comm->abort(error.what());
+            throw;
+        }
+    });
+}
+
 } // namespace mixz::comm::testing

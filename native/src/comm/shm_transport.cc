@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,13 +27,22 @@ namespace mixz::comm {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x315a58494d4d4853ull; // "SHMMIXZ1"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2; // 2: the single-copy (CMA) fields of Control
 constexpr std::size_t kCacheLine = 64;
 constexpr std::size_t kPage = 4096;
 constexpr std::size_t kEntryHeaderBytes = 64;
 constexpr std::size_t kReasonBytes = 256;
 // How long one futex sleep lasts at most: the waiter then rechecks the deadline and its blocker.
 constexpr auto kSleepSlice = std::chrono::milliseconds(100);
+// What a member's probe word holds; peers read it with process_vm_readv at connect to learn
+// whether the kernel lets them read this process's memory (CMA).
+constexpr std::uint64_t kProbeMagic = 0x45424f52504d4d43ull; // "CMMPROBE"
+const volatile std::uint64_t probeWord = kProbeMagic;
+// The most bytes one process_vm_readv moves: between calls the reader checks the deadline and
+// whether the writer still lives, so a slow gather of a huge buffer stays abortable.
+constexpr std::size_t kCmaSliceBytes = std::size_t{8} << 20;
+
+enum CmaState : std::uint32_t { kCmaUnknown = 0, kCmaReadable = 1, kCmaRefused = 2 };
 
 enum MemberState : std::uint32_t { kAbsent = 0, kAttached = 1, kLeft = 2, kAborted = 3 };
 
@@ -98,6 +108,19 @@ struct ShmDomain::Control {
     // and the owner's robust-list entry for it.
     alignas(kCacheLine) struct robust_list robustEntry;
     std::atomic<std::uint32_t> alive;
+    // Single copy (CMA, see allgatherDirect()). Set at attach: where this member's probe word is,
+    // and after probing every peer whether it could read them all (CmaState).
+    alignas(kCacheLine) std::atomic<std::uint64_t> probeAddress;
+    std::atomic<std::uint32_t> cmaState;
+    // Per direct all-gather: the owner's source buffer, published for collective `cmaSeq`,
+    // with the call's kind and tag (tag << 8 | kind) and shape for the mismatch check; `cmaDone`
+    // is the last collective whose peers' buffers the owner has finished reading.
+    alignas(kCacheLine) std::atomic<std::uint64_t> cmaSeq;
+    std::atomic<std::uint64_t> cmaAddress;
+    std::atomic<std::uint64_t> cmaBytes;
+    std::atomic<std::uint64_t> cmaTagKind;
+    std::atomic<std::uint64_t> cmaShape;
+    alignas(kCacheLine) std::atomic<std::uint64_t> cmaDone;
 };
 
 namespace {
@@ -307,6 +330,7 @@ void ShmDomain::map(int fd, std::size_t bytes) {
 void ShmDomain::attach() {
     Control& self = MIXZ_SHM_CONTROL(me_);
     self.pid.store(static_cast<std::uint32_t>(getpid()), std::memory_order_relaxed);
+    self.probeAddress.store(reinterpret_cast<std::uintptr_t>(&probeWord), std::memory_order_relaxed);
     self.state.store(kAttached, std::memory_order_release);
     SegmentHeader& head = header(base_);
     const std::uint32_t count = head.attached.fetch_add(1, std::memory_order_acq_rel) + 1;
@@ -342,6 +366,50 @@ void ShmDomain::waitAttached(const OpContext& op) {
         members_[m].pid = static_cast<std::int32_t>(MIXZ_SHM_CONTROL(m).pid.load(std::memory_order_acquire));
     }
     startWatcher();
+    probeCma(op);
+}
+
+// Whether every member may read every other member's memory with process_vm_readv: the kernel
+// refuses (EPERM) under Yama's ptrace_scope ≥ 1 between unrelated processes, in containers
+// without CAP_SYS_PTRACE, and where seccomp filters the call. Each member reads every peer's probe
+// word, publishes the outcome and waits for everyone's: the path must be the same on all
+// members. A member with more members than CPUs declines too: then a reader mostly waits for a
+// descheduled writer to publish, where the rings let whoever runs make progress (measured with 4
+// ranks on 2 CPUs: single copy 10-30 % slower at 8-16 MiB). MIXZ_SHM_CMA=0 makes this member
+// decline always, MIXZ_SHM_CMA=1 never for lack of CPUs (tests).
+void ShmDomain::probeCma(const OpContext& op) {
+    const char* setting = std::getenv("MIXZ_SHM_CMA");
+    const bool never = setting != nullptr && std::strcmp(setting, "0") == 0;
+    const bool always = setting != nullptr && std::strcmp(setting, "1") == 0;
+    bool readable = !never && (always || size() <= onlineCpus());
+    for (int m = 0; m < size() && readable; ++m) {
+        if (m == me_) continue;
+        std::uint64_t value = 0;
+        struct iovec local {&value, sizeof value};
+        struct iovec remote {reinterpret_cast<void*>(MIXZ_SHM_CONTROL(m).probeAddress.load(std::memory_order_acquire)),
+                             sizeof value};
+        const ssize_t got = process_vm_readv(members_[m].pid, &local, 1, &remote, 1, 0);
+        readable = got == static_cast<ssize_t>(sizeof value) && value == kProbeMagic;
+    }
+    MIXZ_SHM_CONTROL(me_).cmaState.store(readable ? kCmaReadable : kCmaRefused, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int m = 0; m < size(); ++m) {
+        if (m != me_) wake(m);
+    }
+    waitFor(
+        op,
+        [&]() -> int {
+            for (int m = 0; m < size(); ++m) {
+                if (MIXZ_SHM_CONTROL(m).cmaState.load(std::memory_order_acquire) == kCmaUnknown) return m;
+            }
+            return -1;
+        },
+        [&](int m) { return MIXZ_SHM_CONTROL(m).cmaState.load(std::memory_order_acquire) == kCmaUnknown; },
+        "it did not finish connecting");
+    cma_ = true;
+    for (int m = 0; m < size(); ++m) {
+        cma_ = cma_ && MIXZ_SHM_CONTROL(m).cmaState.load(std::memory_order_acquire) == kCmaReadable;
+    }
 }
 
 ShmDomain::~ShmDomain() {
@@ -730,15 +798,81 @@ std::size_t streamBytes(const std::vector<ShmRange>& ranges) {
 
 } // namespace
 
+// The round engine of every all-gather over the rings: member m streams total[m] bytes in rounds
+// of at most `roundBytes`. produce(entry, bytes) fills this member's next round in its ring entry;
+// consume(member, entry, bytes) takes member's next round, this member's own included (right after
+// it was produced, while the entry is in cache). Rounds of each member arrive in order.
+template <typename Produce, typename Consume>
+void ShmDomain::streamRounds(const std::vector<std::size_t>& total, std::size_t roundBytes, Produce produce,
+                             Consume consume, const OpContext& op) {
+    const int n = size();
+    std::vector<std::size_t> done(n, 0);
+    for (;;) {
+        bool progress = false;
+        bool finished = true;
+        // Write this member's next round while its ring has room.
+        if (done[me_] < total[me_]) {
+            finished = false;
+            if (ringHasSpace()) {
+                const std::size_t bytes = std::min(roundBytes, total[me_] - done[me_]);
+                std::uint8_t* entry = writeEntry(op);
+                produce(entry, bytes);
+                done[me_] += bytes;
+                publishWrite();
+                consume(me_, static_cast<const std::uint8_t*>(entry), bytes);
+                progress = true;
+            }
+        }
+        // Take every round the others have published.
+        for (int step = 1; step < n; ++step) {
+            const int w = (me_ + step) % n;
+            while (done[w] < total[w]) {
+                finished = false;
+                if (!roundAvailable(w, consumed_[w])) {
+                    if (MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == opSeq_) throwCmaMismatch(op, w);
+                    break;
+                }
+                const std::size_t bytes = std::min(roundBytes, total[w] - done[w]);
+                consume(w, readEntry(w, consumed_[w], op), bytes);
+                done[w] += bytes;
+                publishConsumed(w);
+                progress = true;
+            }
+        }
+        if (finished) return;
+        if (progress) continue;
+        waitFor(
+            op,
+            [&]() -> int {
+                int blocker = -1;
+                for (int step = 1; step < n; ++step) {
+                    const int w = (me_ + step) % n;
+                    if (done[w] < total[w]) {
+                        // Also wake for a writer in a single-copy gather: the loop reports the mismatch.
+                        if (roundAvailable(w, consumed_[w]) ||
+                            MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == opSeq_) {
+                            return -1;
+                        }
+                        if (blocker < 0) blocker = w;
+                    }
+                }
+                if (done[me_] < total[me_]) {
+                    if (ringHasSpace()) return -1;
+                    if (blocker < 0) blocker = slowestReader();
+                }
+                return blocker;
+            },
+            [&](int m) { return done[me_] < total[me_] || done[m] < total[m]; }, "");
+    }
+}
+
 void ShmDomain::allgather(std::uint8_t* output, const std::vector<std::vector<ShmRange>>& ranges,
                           const std::vector<const std::uint8_t*>& sources, const OpContext& op) {
     MIXZ_ENFORCE_EQ(ranges.size(), members_.size(), "one range list per member");
     MIXZ_ENFORCE_EQ(sources.size(), ranges[me_].size(), "one source per range of this member");
     beginOp(op);
     const int n = size();
-    const std::size_t entryBytes = layout_->entryBytes;
-
-    std::vector<std::size_t> total(n), done(n, 0);
+    std::vector<std::size_t> total(n);
     std::vector<RangeCursor> cursor(n);
     for (int m = 0; m < n; ++m) {
         total[m] = streamBytes(ranges[m]);
@@ -750,73 +884,180 @@ void ShmDomain::allgather(std::uint8_t* output, const std::vector<std::vector<Sh
     // Outputs larger than the cache: streaming stores (no read-for-ownership, no cache pollution).
     const bool streaming = outputBytes >= streamingThreshold();
 
-    for (;;) {
+    streamRounds(
+        total, layout_->entryBytes,
+        [&](std::uint8_t* entry, std::size_t bytes) {
+            std::size_t position = 0;
+            cursor[me_].advance(bytes, [&](std::size_t index, std::size_t within, std::size_t take) {
+                const std::uint8_t* source = sources[index] + within;
+                std::uint8_t* target = output + mine[index].offset + within;
+                // The own chunk goes to the entry and to the output in one pass over the input.
+                if (source != target) {
+                    copyBytesTwice(entry + position, target, source, take, streaming);
+                } else {
+                    std::memcpy(entry + position, source, take);
+                }
+                position += take;
+            });
+        },
+        [&](int w, const std::uint8_t* entry, std::size_t bytes) {
+            if (w == me_) return; // produce already put it in the output
+            std::size_t position = 0;
+            cursor[w].advance(bytes, [&](std::size_t index, std::size_t within, std::size_t take) {
+                copyBytes(output + ranges[w][index].offset + within, entry + position, take, streaming);
+                position += take;
+            });
+        },
+        op);
+    if (streaming) streamingFence();
+}
+
+void ShmDomain::allgatherStreamed(std::size_t streamBytes, std::size_t roundBytes, const ShmProducer& produce,
+                                  const ShmConsumer& consume, const OpContext& op) {
+    MIXZ_ENFORCE(roundBytes > 0 && roundBytes <= layout_->entryBytes, "round of ", roundBytes,
+                 " bytes for entries of ", layout_->entryBytes);
+    beginOp(op);
+    std::vector<std::size_t> total(members_.size(), streamBytes);
+    std::vector<std::size_t> offset(members_.size(), 0);
+    streamRounds(
+        total, roundBytes,
+        [&](std::uint8_t* entry, std::size_t bytes) { produce(entry, offset[me_], bytes); },
+        [&](int w, const std::uint8_t* entry, std::size_t bytes) {
+            consume(w, entry, offset[w], bytes);
+            offset[w] += bytes;
+        },
+        op);
+}
+
+// Single copy through the kernel (CMA): every member publishes where its input is, copies its own
+// part to its output, and reads every peer's input straight into its output with
+// process_vm_readv; it returns once every peer has also finished reading its input (the caller
+// may then reuse it). One copy per byte instead of two, and no ring rounds to pipeline.
+void ShmDomain::allgatherDirect(std::uint8_t* output, const std::vector<ShmRange>& ranges, const std::uint8_t* source,
+                                const OpContext& op) {
+    MIXZ_ENFORCE(cma_, "allgatherDirect without CMA");
+    MIXZ_ENFORCE_EQ(ranges.size(), members_.size(), "one range per member");
+    const std::uint64_t seq = beginOp(op);
+    const int n = size();
+    Control& self = MIXZ_SHM_CONTROL(me_);
+    const std::uint64_t tagKind = (static_cast<std::uint64_t>(op.tag) << 8) | static_cast<std::uint64_t>(op.kind);
+    self.cmaAddress.store(reinterpret_cast<std::uintptr_t>(source), std::memory_order_relaxed);
+    self.cmaBytes.store(ranges[me_].bytes, std::memory_order_relaxed);
+    self.cmaTagKind.store(tagKind, std::memory_order_relaxed);
+    self.cmaShape.store(op.shape, std::memory_order_relaxed);
+    self.cmaSeq.store(seq, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int m = 0; m < n; ++m) {
+        if (m != me_) wake(m);
+    }
+
+    std::uint8_t* own = output + ranges[me_].offset;
+    if (own != source && ranges[me_].bytes > 0) {
+        copyBytes(own, source, ranges[me_].bytes, ranges[me_].bytes >= streamingThreshold());
+        streamingFence();
+    }
+
+    std::vector<bool> read(n, false);
+    read[me_] = true;
+    for (int left = n - 1; left > 0;) {
         bool progress = false;
-        bool finished = true;
-        // Write this member's next round while its ring has room.
-        if (done[me_] < total[me_]) {
-            finished = false;
-            if (ringHasSpace()) {
-                const std::size_t bytes = std::min(entryBytes, total[me_] - done[me_]);
-                std::uint8_t* entry = writeEntry(op);
-                std::size_t position = 0;
-                cursor[me_].advance(bytes, [&](std::size_t index, std::size_t within, std::size_t take) {
-                    const std::uint8_t* source = sources[index] + within;
-                    std::uint8_t* target = output + mine[index].offset + within;
-                    // The own chunk goes to the entry and to the output in one pass over the input.
-                    if (source != target) {
-                        copyBytesTwice(entry + position, target, source, take, streaming);
-                    } else {
-                        std::memcpy(entry + position, source, take);
-                    }
-                    position += take;
-                });
-                done[me_] += bytes;
-                publishWrite();
-                progress = true;
-            }
-        }
-        // Copy out every round the others have published.
         for (int step = 1; step < n; ++step) {
             const int w = (me_ + step) % n;
-            while (done[w] < total[w]) {
-                finished = false;
-                if (!roundAvailable(w, consumed_[w])) break;
-                const std::size_t bytes = std::min(entryBytes, total[w] - done[w]);
-                const std::uint8_t* entry = readEntry(w, consumed_[w], op);
-                std::size_t position = 0;
-                cursor[w].advance(bytes, [&](std::size_t index, std::size_t within, std::size_t take) {
-                    copyBytes(output + ranges[w][index].offset + within, entry + position, take, streaming);
-                    position += take;
-                });
-                done[w] += bytes;
-                publishConsumed(w);
-                progress = true;
+            if (read[w]) continue;
+            const Control& writer = MIXZ_SHM_CONTROL(w);
+            if (writer.cmaSeq.load(std::memory_order_acquire) != seq) {
+                // A round in its ring means it runs a ring collective as this one: readEntry names it.
+                if (roundAvailable(w, consumed_[w])) readEntry(w, consumed_[w], op);
+                continue;
             }
+            if (writer.cmaTagKind.load(std::memory_order_relaxed) != tagKind ||
+                writer.cmaShape.load(std::memory_order_relaxed) != op.shape ||
+                writer.cmaBytes.load(std::memory_order_relaxed) != ranges[w].bytes) {
+                const std::uint64_t theirs = writer.cmaTagKind.load(std::memory_order_relaxed);
+                MIXZ_THROW(InvalidArgument, op.label(), " is collective #", seq, " on this rank, but ",
+                           describePeer(members_[w]), " called ", opKindName(static_cast<OpKind>(theirs & 0xff)),
+                           " (tag ", theirs >> 8, ") with other sizes",
+                           ": every member must call the same collectives, in the same order, with the same sizes");
+            }
+            readPeer(op, w, output + ranges[w].offset, writer.cmaAddress.load(std::memory_order_relaxed),
+                     ranges[w].bytes);
+            read[w] = true;
+            --left;
+            progress = true;
         }
-        if (finished) {
-            if (streaming) streamingFence();
-            return;
-        }
-        if (progress) continue;
+        if (progress || left == 0) continue;
         waitFor(
             op,
             [&]() -> int {
-                int blocker = -1;
                 for (int step = 1; step < n; ++step) {
                     const int w = (me_ + step) % n;
-                    if (done[w] < total[w]) {
-                        if (roundAvailable(w, consumed_[w])) return -1;
-                        if (blocker < 0) blocker = w;
+                    if (!read[w]) {
+                        const bool ready = MIXZ_SHM_CONTROL(w).cmaSeq.load(std::memory_order_acquire) == seq ||
+                                           roundAvailable(w, consumed_[w]); // a ring round: a mismatch
+                        return ready ? -1 : w;
                     }
                 }
-                if (done[me_] < total[me_]) {
-                    if (ringHasSpace()) return -1;
-                    if (blocker < 0) blocker = slowestReader();
-                }
-                return blocker;
+                return -1;
             },
-            [&](int m) { return done[me_] < total[me_] || done[m] < total[m]; }, "");
+            [&](int m) { return !read[m]; }, "");
+    }
+
+    // A writer that gave up while this member read its input may have reused that memory already
+    // (the last slice may hold anything): fail rather than return what was read. No writer can have
+    // left normally yet: each waits for this member's cmaDone below.
+    for (int m = 0; m < n; ++m) {
+        if (m != me_) checkMember(op, m);
+    }
+    // Done reading: peers may let their inputs go. Then wait until they have read this one's.
+    self.cmaDone.store(seq, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int m = 0; m < n; ++m) {
+        if (m != me_) wake(m);
+    }
+    const auto unread = [&](int m) { return MIXZ_SHM_CONTROL(m).cmaDone.load(std::memory_order_acquire) < seq; };
+    waitFor(
+        op,
+        [&]() -> int {
+            for (int m = 0; m < n; ++m) {
+                if (m != me_ && unread(m)) return m;
+            }
+            return -1;
+        },
+        [&](int m) { return unread(m); }, "");
+}
+
+void ShmDomain::throwCmaMismatch(const OpContext& op, int writer) const {
+    const Control& control = MIXZ_SHM_CONTROL(writer);
+    const std::uint64_t theirs = control.cmaTagKind.load(std::memory_order_relaxed);
+    MIXZ_THROW(InvalidArgument, op.label(), " is collective #", opSeq_, " on this rank, but ",
+               describePeer(members_[writer]), " called ", opKindName(static_cast<OpKind>(theirs & 0xff)), " (tag ",
+               theirs >> 8, ") of another size",
+               ": every member must call the same collectives, in the same order, with the same sizes");
+}
+
+void ShmDomain::readPeer(const OpContext& op, int writer, std::uint8_t* target, std::uint64_t address,
+                         std::size_t bytes) {
+    std::size_t done = 0;
+    while (done < bytes) {
+        if (aborted_.load(std::memory_order_acquire)) {
+            const Control& self = MIXZ_SHM_CONTROL(me_);
+            throw IoError(detail::concat(op.label(), ": aborted on this rank: ",
+                                         std::string(self.reason, strnlen(self.reason, kReasonBytes))));
+        }
+        checkMember(op, writer);
+        if (Clock::now() >= op.deadline) throwTimeout(op, members_[writer], "reading its buffer");
+        const std::size_t take = std::min(kCmaSliceBytes, bytes - done);
+        struct iovec local {target + done, take};
+        struct iovec remote {reinterpret_cast<void*>(address + done), take};
+        const ssize_t got = process_vm_readv(members_[writer].pid, &local, 1, &remote, 1, 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            const int error = errno;
+            checkMember(op, writer);
+            throwPeerError(op, members_[writer], "cannot read its buffer (process_vm_readv): " + errnoText(error));
+        }
+        if (got == 0) throwPeerError(op, members_[writer], "reading its buffer made no progress");
+        done += static_cast<std::size_t>(got);
     }
 }
 

@@ -218,6 +218,7 @@ void dequantize(const DequantizeOptions& options) {
     segments.outputElements = options.outputElements;
     segments.simd = options.simd;
     segments.threads = options.threads;
+    segments.streamingStores = options.streamingStores;
     segments.segments.push_back({options.elements, options.blockSize, 0, 0, 0});
     dequantizeSegments(segments);
 }
@@ -320,7 +321,8 @@ void dequantizeSegments(const DequantizeSegmentsOptions& options) {
                 options.outputType,
                 options.bits,
                 end - start,
-                segment.blockSize};
+                segment.blockSize,
+                options.streamingStores};
             if (simd == Simd::kAvx2) {
                 detail::dequantizeAvx2(run);
             } else {

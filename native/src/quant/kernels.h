@@ -43,6 +43,8 @@ struct DequantizeRun {
     int bits;
     std::size_t elements;
     std::size_t blockSize;
+    // Non-temporal stores where the output allows (AVX2 only; the values are the same).
+    bool streaming;
 };
 
 // The magnitude bit pattern of the largest |x| (sign cleared) as a float32 value. Integer order of

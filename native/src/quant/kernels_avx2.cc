@@ -136,41 +136,57 @@ MIXZ_AVX2 std::size_t quantizeBlocks(const QuantizeJob& job, std::size_t first, 
     return kNoBadBlock;
 }
 
-template <DType Out>
+// Stream: non-temporal stores (the caller checked that every 8-value group is aligned).
+template <DType Out, bool Stream>
 MIXZ_AVX2_INLINE void store8(void* output, std::size_t i, __m256 v) {
     if constexpr (Out == DType::kFloat16) {
-        avx2::store8Fp16(static_cast<std::uint16_t*>(output) + i, v);
+        auto* p = static_cast<std::uint16_t*>(output) + i;
+        if constexpr (Stream) {
+            _mm_stream_si128(reinterpret_cast<__m128i*>(p), avx2::toFp16(v));
+        } else {
+            avx2::store8Fp16(p, v);
+        }
     } else if constexpr (Out == DType::kBFloat16) {
-        avx2::store8Bf16(static_cast<std::uint16_t*>(output) + i, v);
+        auto* p = static_cast<std::uint16_t*>(output) + i;
+        if constexpr (Stream) {
+            _mm_stream_si128(reinterpret_cast<__m128i*>(p), avx2::toBf16(v));
+        } else {
+            avx2::store8Bf16(p, v);
+        }
     } else {
-        avx2::store8(static_cast<float*>(output) + i, v);
+        float* p = static_cast<float*>(output) + i;
+        if constexpr (Stream) {
+            _mm256_stream_ps(p, v);
+        } else {
+            avx2::store8(p, v);
+        }
     }
 }
 
-template <DType Out>
+template <DType Out, bool Stream>
 MIXZ_AVX2_INLINE void dequantize8(const std::uint8_t* in, std::size_t i, __m256 s, void* out) {
     const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(in + i)));
-    store8<Out>(out, i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), s));
+    store8<Out, Stream>(out, i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), s));
 }
 
 // Int8 codes [first, first + n) of one block with multiplier s.
-template <DType Out>
+template <DType Out, bool Stream>
 MIXZ_AVX2 void dequantizeInt8(const std::uint8_t* in, std::size_t first, std::size_t n, float scale, void* out) {
     const __m256 s = _mm256_set1_ps(scale);
     const std::size_t end = first + n;
     std::size_t i = first;
     for (; i + 32 <= end; i += 32) {
-        dequantize8<Out>(in, i, s, out);
-        dequantize8<Out>(in, i + 8, s, out);
-        dequantize8<Out>(in, i + 16, s, out);
-        dequantize8<Out>(in, i + 24, s, out);
+        dequantize8<Out, Stream>(in, i, s, out);
+        dequantize8<Out, Stream>(in, i + 8, s, out);
+        dequantize8<Out, Stream>(in, i + 16, s, out);
+        dequantize8<Out, Stream>(in, i + 24, s, out);
     }
-    for (; i + 8 <= end; i += 8) dequantize8<Out>(in, i, s, out);
+    for (; i + 8 <= end; i += 8) dequantize8<Out, Stream>(in, i, s, out);
     dequantizeValuesScalar(in, 8, i, end - i, scale, out, Out);
 }
 
 // Int4 codes [first, first + n) (first even) of one block with multiplier s.
-template <DType Out>
+template <DType Out, bool Stream>
 MIXZ_AVX2 void dequantizeInt4(const std::uint8_t* in, std::size_t first, std::size_t n, float scale, void* out) {
     const __m256 s = _mm256_set1_ps(scale);
     const std::size_t end = first + n;
@@ -186,21 +202,35 @@ MIXZ_AVX2 void dequantizeInt4(const std::uint8_t* in, std::size_t first, std::si
         const __m256i u1 = _mm256_unpackhi_epi32(high, low);
         const __m256i first8 = _mm256_permute2x128_si256(u0, u1, 0x20);
         const __m256i second8 = _mm256_permute2x128_si256(u0, u1, 0x31);
-        store8<Out>(out, i, _mm256_mul_ps(_mm256_cvtepi32_ps(first8), s));
-        store8<Out>(out, i + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(second8), s));
+        store8<Out, Stream>(out, i, _mm256_mul_ps(_mm256_cvtepi32_ps(first8), s));
+        store8<Out, Stream>(out, i + 8, _mm256_mul_ps(_mm256_cvtepi32_ps(second8), s));
     }
     dequantizeValuesScalar(in, 4, i, end - i, scale, out, Out);
 }
 
-template <DType Out>
-MIXZ_AVX2 void dequantizeBlocks(const DequantizeRun& run) {
+template <DType Out, bool Stream>
+MIXZ_AVX2 void dequantizeBlocksAs(const DequantizeRun& run) {
     for (std::size_t start = 0, block = 0; start < run.elements; start += run.blockSize, ++block) {
         const std::size_t n = std::min(run.blockSize, run.elements - start);
         if (run.bits == 8) {
-            dequantizeInt8<Out>(run.input, start, n, run.scales[block], run.output);
+            dequantizeInt8<Out, Stream>(run.input, start, n, run.scales[block], run.output);
         } else {
-            dequantizeInt4<Out>(run.input, start, n, run.scales[block], run.output);
+            dequantizeInt4<Out, Stream>(run.input, start, n, run.scales[block], run.output);
         }
+    }
+}
+
+template <DType Out>
+MIXZ_AVX2 void dequantizeBlocks(const DequantizeRun& run) {
+    // Non-temporal stores need every 8-value group aligned to its width (16 bytes for 16-bit
+    // outputs, 32 for fp32): blocks start at multiples of 8 values from `output`, so `output`
+    // aligned is enough. Otherwise ordinary stores: the same values.
+    constexpr std::uintptr_t alignment = Out == DType::kFloat32 ? 32 : 16;
+    if (run.streaming && (reinterpret_cast<std::uintptr_t>(run.output) & (alignment - 1)) == 0) {
+        dequantizeBlocksAs<Out, true>(run);
+        _mm_sfence(); // the streamed values are visible to whichever thread looks next
+    } else {
+        dequantizeBlocksAs<Out, false>(run);
     }
 }
 

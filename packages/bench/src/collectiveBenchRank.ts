@@ -22,23 +22,25 @@ const kTypeNames: Record<FloatDType, string> = {fp32: "float", fp16: "half", bf1
  * Member m's data: small integers, exact in every dtype. Gathered data spans [-100, 100] and differs
  * between any two members of up to 201 (so a swapped chunk is caught); data to be summed stays in
  * [-3, 3] so that sums of many ranks remain exact even in bf16.
+ *
+ * The values repeat with a period of 201 (or 7) elements, so one period is computed and then
+ * copied by doubling (native memcpy): an element-by-element loop over a 256 MiB buffer kept the
+ * rank's JavaScript thread busy for seconds on a loaded host, past the launcher's heartbeat limit.
  */
 function memberData(dtype: FloatDType, member: number, count: number, salt: number, wide: boolean, offset = 0): Float32Array | Uint16Array {
+    const period = wide ? 201 : 7;
     const value = wide ? (j: number): number => ((member * 37 + salt * 11 + j + offset) % 201) - 100 : (j: number): number => ((member * 3 + salt + j + offset) % 7) - 3;
-    if (dtype === "fp32") return Float32Array.from({length: count}, (_, i) => value(i));
-    const table = new Map<number, number>();
     const bits = (v: number): number => {
-        let b = table.get(v);
-        if (b === undefined) {
-            const f = new Float32Array([v]);
-            const u = new Uint32Array(f.buffer)[0]!;
-            // Small integers are exact in both: bf16 is the top half of the float; fp16 from the exponent.
-            b = dtype === "bf16" ? u >>> 16 : v === 0 ? 0 : ((u >>> 16) & 0x8000) | ((((u >>> 23) & 0xff) - 112) << 10) | ((u >>> 13) & 0x3ff);
-            table.set(v, b);
-        }
-        return b;
+        const u = new Uint32Array(new Float32Array([v]).buffer)[0]!;
+        // Small integers are exact in both: bf16 is the top half of the float; fp16 from the exponent.
+        return dtype === "bf16" ? u >>> 16 : v === 0 ? 0 : ((u >>> 16) & 0x8000) | ((((u >>> 23) & 0xff) - 112) << 10) | ((u >>> 13) & 0x3ff);
     };
-    return Uint16Array.from({length: count}, (_, i) => bits(value(i)));
+    const out = dtype === "fp32" ? new Float32Array(count) : new Uint16Array(count);
+    const first = Math.min(period, count);
+    for (let i = 0; i < first; i++) out[i] = dtype === "fp32" ? value(i) : bits(value(i));
+    // Every filled length stays a multiple of the period, so each copy continues the sequence.
+    for (let filled = first; filled < count; filled *= 2) out.copyWithin(filled, 0, Math.min(filled, count - filled));
+    return out;
 }
 
 async function main(): Promise<void> {

@@ -68,6 +68,22 @@ export interface NativeAllGatherVDescriptor extends NativeAllGatherDescriptor {
     readonly bytes: readonly number[];
 }
 
+/** The qwZ all-gather (native/include/mixz/comm/quantized_allgather.h). */
+export interface NativeQuantizedAllGatherDescriptor extends NativeCallDescriptor {
+    /** This member's partition: `elements` values of `dtype` (Float32Array or Uint16Array). */
+    readonly input: NativeCommBuffer;
+    /** size × elements values of `outDtype`. */
+    readonly output: NativeCommBuffer;
+    readonly dtype: NativeFloatDType;
+    readonly outDtype: NativeFloatDType;
+    readonly elements: number;
+    readonly bits: 8 | 4;
+    /** A power of two in [8, 65536]. */
+    readonly blockSize: number;
+    /** 0: the quantizer's default thread count. */
+    readonly threads: number;
+}
+
 export interface NativeReduceDescriptor extends NativeCallDescriptor {
     readonly input: NativeCommBuffer;
     readonly output: NativeCommBuffer;
@@ -107,6 +123,8 @@ export interface NativeCommunicator {
     group(descriptor: NativeGroupDescriptor): Promise<NativeCommunicator>;
     allGather(descriptor: NativeAllGatherDescriptor): Promise<void>;
     allGatherV(descriptor: NativeAllGatherVDescriptor): Promise<void>;
+    /** Resolves with the bytes each member sent (codes and scales). */
+    quantizedAllGather(descriptor: NativeQuantizedAllGatherDescriptor): Promise<number>;
     reduceScatter(descriptor: NativeReduceDescriptor): Promise<void>;
     allReduce(descriptor: NativeReduceDescriptor): Promise<void>;
     broadcast(descriptor: NativeBroadcastDescriptor): Promise<void>;

@@ -28,6 +28,7 @@ import type {
     NativeCommTransport,
     NativeCommunicator,
     NativeCommunicatorOptions,
+    NativeQuantizedAllGatherDescriptor,
     NativeReduceOp
 } from "./AddonCommunicatorTypes.js";
 import {NativeErrorCodes} from "./AddonTypes.js";
@@ -244,6 +245,19 @@ export class Communicator implements AsyncDisposable {
         const bytes = counts.map((count) => count * input.BYTES_PER_ELEMENT);
         const descriptor = {input, output, bytes, ...this.#callDescriptor(fn, options)};
         return this.#enqueue(site, () => this.#native.allGatherV(descriptor));
+    }
+
+    /**
+     * @internal The native call of quantizedAllGather (quantizedAllGather.ts), which validated the
+     * descriptor: queued behind this communicator's other calls like every collective. Resolves
+     * with the bytes each member sent.
+     */
+    _quantizedAllGather(descriptor: Omit<NativeQuantizedAllGatherDescriptor, "tag" | "timeoutMs">, options?: CollectiveOptions): Promise<number> {
+        const fn = "quantizedAllGather";
+        const site = new Error();
+        this.#checkLive(fn);
+        const complete = {...descriptor, ...this.#callDescriptor(fn, options)};
+        return this.#enqueue(site, () => this.#native.quantizedAllGather(complete));
     }
 
     /**

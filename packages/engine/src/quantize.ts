@@ -383,6 +383,37 @@ export async function quantBenchmark(options: QuantBenchmarkOptions): Promise<Qu
 }
 
 // ---------------------------------------------------------------------------------------------
+/** What quantizedAllGather (quantizedAllGather.ts) checked, with its defaults filled in. */
+export interface CheckedQuantGather {
+    readonly dtype: FloatDType;
+    readonly bits: QuantBits;
+    readonly blockSize: number;
+    readonly threads: number;
+    /** `out`, or a new array of `outputElements` values of `dtype`. */
+    readonly output: FloatArray;
+}
+
+/**
+ * @internal The checks of quantizedAllGather's quantization options, with this module's
+ * validators so that its messages read like quantize's.
+ */
+export function checkQuantGather(fn: string, input: unknown, options: unknown, outputElements: number): CheckedQuantGather {
+    checkOptionsObject(fn, options);
+    const o = options as {dtype?: unknown; bits?: unknown; blockSize?: unknown; threads?: unknown; out?: unknown};
+    const dtype = checkDType(fn, "dtype", o.dtype);
+    const bits = checkBits(fn, o.bits);
+    const blockSize = checkBlockSize(fn, "blockSize", o.blockSize);
+    checkFloatArray(fn, "input", input, dtype);
+    const threads = checkThreads(fn, o.threads);
+    const output = outputArray(fn, o.out, dtype, outputElements);
+    if (output.buffer === (input as FloatArray).buffer) {
+        const a = output.byteOffset;
+        const b = (input as FloatArray).byteOffset;
+        if (a < b + (input as FloatArray).byteLength && b < a + output.byteLength) throw invalid(fn, "input and out must not overlap");
+    }
+    return {dtype, bits, blockSize, threads, output};
+}
+
 // Validation
 
 function invalid(fn: string, message: string, context: Readonly<Record<string, unknown>> = {}): MixzError {

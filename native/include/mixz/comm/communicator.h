@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -107,7 +108,10 @@ public:
     GroupKind kind() const { return kind_; }
     // The default timeout of collectives (PrepareOptions::timeout).
     std::chrono::milliseconds defaultTimeout() const { return timeout_; }
-    // How collectives travel: "local" (one member), "shm", "gloo", or "shm+gloo" (hierarchical).
+    // How collectives travel: "local" (one member), "shm", "gloo", or "shm+gloo" (hierarchical),
+    // with shared memory followed by its copy path: " (cma)" when large all-gathers copy once,
+    // through the kernel (process_vm_readv), " (two-copy)" when the kernel refused that at connect
+    // and every byte goes through the segment. E.g. "shm (cma)", "shm (two-copy)+gloo".
     std::string transportDescription() const;
     bool connected() const { return connected_; }
 
@@ -121,6 +125,22 @@ public:
                    ReduceOp reduceOp, const OpContext& op);
     void broadcast(std::uint8_t* buffer, std::size_t bytes, int root, const OpContext& op);
     void barrier(const OpContext& op);
+
+    // Streamed all-gather, for collectives that transform data on the way without staging it in
+    // buffers of their own (mixz/comm/quantized_allgather.h): every member's stream is
+    // `streamBytes` long and travels in rounds of `roundBytes`; produce(entry, offset, bytes) writes
+    // this member's stream bytes [offset, offset + bytes) into `entry`, consume(member, entry,
+    // offset, bytes) reads member's (this member's own included) from `entry`, which is valid only
+    // during the call. Over shared memory the entries are the segment's ring entries; with one
+    // member, a buffer of this communicator. Rounds of one member come in order.
+    using StreamProducer = std::function<void(std::uint8_t* entry, std::size_t offset, std::size_t bytes)>;
+    using StreamConsumer =
+        std::function<void(int member, const std::uint8_t* entry, std::size_t offset, std::size_t bytes)>;
+    // The largest round allgatherStreamed takes; 0 when this communicator cannot stream (Gloo and
+    // hierarchical paths): callers then gather a buffer with allgatherv.
+    std::size_t streamRoundLimit() const;
+    void allgatherStreamed(std::size_t streamBytes, std::size_t roundBytes, const StreamProducer& produce,
+                           const StreamConsumer& consume, const OpContext& op);
 
     // Fails this communicator: peers blocked on this rank in shared memory fail at once with
     // `reason`, and so does this rank's own shared-memory collective in flight; every later call
@@ -156,6 +176,7 @@ private:
     // kMixed: the world ranks of each local index (the cross groups), for the hierarchical all-gather.
     std::vector<std::vector<int>> crossMembers_;
     std::vector<int> nodeMembers_; // kMixed: member indices on this node, in order
+    std::vector<std::uint8_t> localRound_; // kLocal: the entry of allgatherStreamed
 
     std::mutex mutex_; // one collective at a time
     mutable std::mutex brokenMutex_;

@@ -39,9 +39,11 @@ enum class OpKind : std::uint8_t {
     kBarrier = 6,
     kGroup = 7, // building a sub-communicator
     kConnect = 9, // connect(): attaching to segments, connecting pairs
+    kQuantizedAllgather = 10, // mixz/comm/quantized_allgather.h
 };
 
-// "allGather", "allGatherV", "reduceScatter", "allReduce", "broadcast", "barrier", "group", "connect".
+// "allGather", "allGatherV", "reduceScatter", "allReduce", "broadcast", "barrier", "group", "connect",
+// "quantizedAllGather".
 const char* opKindName(OpKind kind) noexcept;
 
 // One collective call on one member: what it is and until when it may wait.

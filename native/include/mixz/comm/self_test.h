@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,5 +64,10 @@ FaultReport runFaultScenario(const SuiteOptions& options, Fault fault, int victi
 // In place: each rank's input is its part of the output.
 double benchmarkAllgather(const SuiteOptions& options, std::size_t bytesPerRank, int iterations, int warmup,
                           bool inPlace = false);
+
+// Connects options.ranks ranks as threads (options.transport, hosts, timeout, jobId) and runs
+// body(world, rank) on each; rethrows the exception of the lowest failing rank. A rank whose body
+// throws aborts its communicator first, so the others fail at once.
+void runWorld(const SuiteOptions& options, const std::function<void(Communicator& comm, int rank)>& body);
 
 } // namespace mixz::comm::testing

@@ -22,6 +22,12 @@
 // the entry just written, while it is still in cache). Rounds pipeline the two: readers copy round
 // r while the writer fills round r+1.
 //
+// Single copy (CMA): at connect every member checks that it may read every other member's memory
+// with process_vm_readv (the kernel refuses under Yama ptrace_scope, in many containers; members
+// decline when they outnumber the CPUs, and when MIXZ_SHM_CMA=0), and the members agree. Where all may, large all-gathers skip the rings: each
+// member publishes the address of its input and every other member copies it straight into its
+// output (allgatherDirect), one copy per byte instead of two.
+//
 // Waiting: spin briefly (when there are no more members than CPUs), then sleep on a futex word
 // in the waiter's control block (`doorbell`); publishers wake only members that announced they
 // sleep. Counters use release stores and acquire loads; the sleep handshake uses seq_cst fences.
@@ -36,6 +42,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -67,6 +74,12 @@ struct ShmRange {
     std::size_t offset = 0;
     std::size_t bytes = 0;
 };
+
+// Streamed all-gather callbacks (ShmDomain::allgatherStreamed): produce writes `bytes` bytes of
+// this member's stream, starting at stream offset `offset`, into `entry`; consume reads `bytes`
+// bytes of `member`'s stream at `offset` from `entry` (valid only during the call).
+using ShmProducer = std::function<void(std::uint8_t* entry, std::size_t offset, std::size_t bytes)>;
+using ShmConsumer = std::function<void(int member, const std::uint8_t* entry, std::size_t offset, std::size_t bytes)>;
 
 class ShmDomain {
 public:
@@ -105,6 +118,25 @@ public:
     void allgather(std::uint8_t* output, const std::vector<std::vector<ShmRange>>& ranges,
                    const std::vector<const std::uint8_t*>& sources, const OpContext& op);
 
+    // All-gather without an output buffer of bytes: every member's stream is `streamBytes` long
+    // and travels in rounds of `roundBytes` (≤ entryBytes()); produce fills this member's rounds
+    // straight in its ring entries and consume reads every member's rounds (its own too) straight
+    // from them. For callers that transform the data on the way (the qwZ all-gather quantizes
+    // into the entries and dequantizes out of them).
+    void allgatherStreamed(std::size_t streamBytes, std::size_t roundBytes, const ShmProducer& produce,
+                           const ShmConsumer& consume, const OpContext& op);
+
+    // Whether every member may read every other member's memory (decided at connect).
+    bool cma() const { return cma_; }
+
+    // All-gather of one range per member by single copy; needs cma(). Member m's bytes go to
+    // output + ranges[m].offset; this member's come from `source` (may be in place).
+    void allgatherDirect(std::uint8_t* output, const std::vector<ShmRange>& ranges, const std::uint8_t* source,
+                         const OpContext& op);
+
+    // Bytes one ring entry holds: the largest round of allgatherStreamed.
+    std::size_t entryBytes() const { return config_.entryBytes; }
+
     // Reduce-scatter: input holds sum(counts) elements, chunk d at element displs[d]; this member
     // receives the reduction of every member's chunk me into output (counts[me] elements). output
     // may be input's chunk me (in place).
@@ -137,6 +169,15 @@ private:
     void map(int fd, std::size_t bytes);
     void attach();
     std::uint64_t beginOp(const OpContext& op);
+    void probeCma(const OpContext& op);
+    // process_vm_readv of `bytes` at `address` of member `writer` into target, in slices, checking
+    // the writer's health, this rank's abort and the deadline between slices.
+    void readPeer(const OpContext& op, int writer, std::uint8_t* target, std::uint64_t address, std::size_t bytes);
+    // InvalidArgument: `writer` runs a single-copy gather where this member runs a ring collective.
+    [[noreturn]] void throwCmaMismatch(const OpContext& op, int writer) const;
+    template <typename Produce, typename Consume>
+    void streamRounds(const std::vector<std::size_t>& total, std::size_t roundBytes, Produce produce, Consume consume,
+                      const OpContext& op);
 
     // Ring bookkeeping.
     bool ringHasSpace() const;
@@ -181,6 +222,7 @@ private:
     std::vector<std::uint64_t> consumed_;
 
     bool unlinked_ = false;
+    bool cma_ = false;
     std::atomic<bool> aborted_{false};
     std::mutex abortMutex_;
 

@@ -126,6 +126,9 @@ struct DequantizeOptions {
     std::size_t outputElements = 0;
     tensor::Simd simd = tensor::Simd::kAuto;
     std::size_t threads = 0;
+    // Non-temporal ("streaming") stores, for outputs too large to stay in cache and not read again
+    // soon: they skip the read-for-ownership of every output line. Same values either way.
+    bool streamingStores = false;
 };
 
 void dequantize(const DequantizeOptions& options);
@@ -154,6 +157,7 @@ struct DequantizeSegmentsOptions {
     std::vector<DequantizeSegment> segments;
     tensor::Simd simd = tensor::Simd::kAuto;
     std::size_t threads = 0;
+    bool streamingStores = false; // as in DequantizeOptions
 };
 
 // Dequantizes every segment with its own block size and scales. Output elements no segment covers
