@@ -202,4 +202,13 @@ describe("MixZ++ topologies and dtypes", () => {
         assert.equal(a.length, 2);
         for (let step = 0; step < 2; step++) assert.equal(a[step]! * 2, b[step]!, `step ${step}: ${a[step]} vs ${b[step]} bytes`);
     });
+
+    it("qgZ with fp16 overflow: non-finite gradients skip the step on every rank instead of failing the job", async () => {
+        // fp16 with only {enabled: true} starts at loss scale 2^32: the first steps overflow.
+        const run = await launch(hostfile(2, 2), config({zero_quantized_gradients: true}, {fp16: {enabled: true}}), ["--steps", "24"]);
+        const norms = lines(run, /\[127\.0\.0\.1:0\] step=\d+ loss=\S+ norm=(\S+)/).map((m) => Number(m[1]));
+        assert.equal(norms.length, 24);
+        assert.equal(norms[0], -1, "the first step overflows and is skipped");
+        assert.ok(norms.some((n) => n > 0), `no step was applied: ${norms.join(" ")}`);
+    });
 });

@@ -164,6 +164,29 @@ private:
 
 enum class Availability { kNotAvailable, kInflight, kAvailable };
 
+// Whether n values of a float type are all finite (16-bit types: the exponent is not all ones).
+bool allFinite(const void* data, DType type, std::size_t n) {
+    if (type == DType::kFloat32) {
+        const float* values = static_cast<const float*>(data);
+        bool finite = true;
+        for (std::size_t i = 0; i < n; ++i) finite &= std::isfinite(values[i]);
+        return finite;
+    }
+    const std::uint16_t mask = type == DType::kFloat16 ? 0x7C00 : 0x7F80;
+    const std::uint16_t* bits = static_cast<const std::uint16_t*>(data);
+    bool finite = true;
+    for (std::size_t i = 0; i < n; ++i) finite &= (bits[i] & mask) != mask;
+    return finite;
+}
+
+// Quantized blocks that stand for non-finite input: codes 0, scales NaN, so dequantizing gives NaN
+// and the overflow check downstream sees it. The quantizer itself refuses non-finite input, and a
+// refusal on one rank only would leave the ranks' collectives out of step.
+void poisonBlocks(void* codes, std::size_t codeBytes, float* scales, std::size_t scaleCount) {
+    std::memset(codes, 0, codeBytes);
+    std::fill(scales, scales + scaleCount, std::numeric_limits<float>::quiet_NaN());
+}
+
 std::size_t alignUp(std::size_t value, std::size_t to) { return (value + to - 1) / to * to; }
 
 // How a group's parameters are cut into partitions over M members: param k's member m holds
@@ -228,6 +251,7 @@ struct Group {
     std::shared_future<void> fetched;
     float* values = nullptr;
     std::vector<float> persistentValues; // unit 0: kept gathered, never pooled
+    bool stale = true;                   // unit 0: persistentValues must be gathered again
 };
 
 struct Unit {
@@ -294,6 +318,9 @@ struct Engine::State {
 
     std::uint64_t steps = 0;
     std::string broken;
+    std::string commFailure; // the first failure of a communication-thread task (under metricsMutex)
+    std::size_t heldUnit = 0; // gatherParameter keeps its unit gathered for the next index (0: none)
+    std::vector<std::vector<float*>> backwardGrads; // pooled gradient buffers not yet handed to a reduction
 
     std::mutex metricsMutex;
     EngineMetrics metrics;
@@ -430,7 +457,10 @@ struct Engine::State {
         }
         // The secondary was cut from the old values (zeropp.md §8: a write into a primary drops it).
         g.secondaryValid = false;
-        if (where[i].unit == 0) persistentDirty = true;
+        if (where[i].unit == 0) {
+            g.stale = true;
+            persistentDirty = true;
+        }
     }
 
     // Quantizes `valid` values (then zeros up to the partition's blocks) into slot k of a
@@ -450,6 +480,7 @@ struct Engine::State {
         q.scaleCount = quant::blockCount(q.paddedElements, options.quantBlockSize);
         q.threads = 1;
         if (q.paddedElements == 0) return;
+        if (!allFinite(input, inputType, valid)) return poisonBlocks(q.output, q.outputBytes, q.scales, q.scaleCount);
         quant::quantize(q);
     }
 
@@ -475,7 +506,8 @@ struct Engine::State {
     // Runs on the communication thread: fills `values` (F elements) with group g's parameters, from
     // the hpZ secondaries when they are valid, else from the primaries over the world (building
     // the secondaries from the result when hpZ is on).
-    void gatherInto(std::size_t u, std::size_t gi, float* values) {
+    // `exact`: never quantize on the fly (quantizeNontrainable needs the real values).
+    void gatherInto(std::size_t u, std::size_t gi, float* values, bool exact = false) {
         const auto start = Clock::now();
         Group& g = units[u].groups[gi];
         const bool useSecondary = hpzOn() && g.secondaryValid;
@@ -483,7 +515,7 @@ struct Engine::State {
         const Layout& layout = useSecondary ? g.secondary : g.primary;
         const std::size_t members = static_cast<std::size_t>(c.size());
         // qwZ on the fly: int8 on the wire for a world gather of 16-bit/fp32 partitions.
-        const bool onTheFly = options.quantizeWeights && !g.quantized && !useSecondary && members > 1;
+        const bool onTheFly = options.quantizeWeights && !exact && !g.quantized && !useSecondary && members > 1;
         const bool quantized = g.quantized || onTheFly;
         if (onTheFly) {
             wire.assign(layout.bytes(true, eb()), 0);
@@ -540,7 +572,8 @@ struct Engine::State {
                 }
             }
         }
-        if (!useSecondary && hpzOn()) buildSecondary(g, values);
+        // Persistent parameters (unit 0) are always gathered: a secondary would only cost memory.
+        if (!useSecondary && hpzOn() && u != 0) buildSecondary(g, values);
         add(&EngineMetrics::gatherSeconds, secondsSince(start));
     }
 
@@ -563,8 +596,22 @@ struct Engine::State {
         g.secondaryValid = true;
     }
 
+    // Every collective goes through here: a task that fails leaves this rank's collectives out of
+    // step with its peers whatever the exception, so the engine is broken from then on (guarded()).
+    std::shared_future<void> submitCollective(std::function<void()> work) {
+        return comm->submit([this, work = std::move(work)] {
+            try {
+                work();
+            } catch (const std::exception& error) {
+                std::lock_guard<std::mutex> lock(metricsMutex);
+                if (commFailure.empty()) commFailure = error.what();
+                throw;
+            }
+        });
+    }
+
     std::shared_future<void> submitGather(std::size_t u, std::size_t gi, float* values) {
-        auto future = comm->submit([this, u, gi, values] { gatherInto(u, gi, values); });
+        auto future = submitCollective([this, u, gi, values] { gatherInto(u, gi, values); });
         if (!options.zero.overlapComm) future.wait();
         return future;
     }
@@ -653,14 +700,18 @@ struct Engine::State {
         for (std::size_t u = 1; u < units.size(); ++u) release(u);
     }
 
+    // Gathers the persistent groups that changed (all at construction; trainable ones after a
+    // step; written ones): frozen persistent parameters are gathered once, not after every step.
     void gatherPersistent() {
         for (std::size_t gi = 0; gi < units[0].groups.size(); ++gi) {
             Group& g = units[0].groups[gi];
+            if (!g.stale && g.status == Availability::kAvailable) continue;
             g.persistentValues.resize(g.full);
             float* values = g.persistentValues.data();
-            comm->submit([this, gi, values] { gatherInto(0, gi, values); }).get();
+            submitCollective([this, gi, values] { gatherInto(0, gi, values); }).get();
             g.values = values;
             g.status = Availability::kAvailable;
+            g.stale = false;
         }
         persistentDirty = false;
     }
@@ -878,6 +929,10 @@ struct Engine::State {
             q.scales = reinterpret_cast<float*>(mineBlob + c * chunkBytes + alignUp(codes, 4));
             q.scaleCount = scales;
             q.threads = 1;
+            if (!allFinite(q.input, DType::kFloat32, width)) {
+                poisonBlocks(q.output, q.outputBytes, q.scales, q.scaleCount);
+                continue;
+            }
             quant::quantize(q);
         }
         comm::AllgatherOptions op(*cross);
@@ -934,7 +989,7 @@ struct Engine::State {
     }
 
     void submitReduce(std::size_t u, std::size_t gi, float* grads, bool pooled) {
-        pendingReduces.push_back(comm->submit([this, u, gi, grads, pooled] {
+        pendingReduces.push_back(submitCollective([this, u, gi, grads, pooled] {
             struct GiveBack {
                 BufferPool* pool;
                 float* grads;
@@ -988,7 +1043,14 @@ struct Engine::State {
             }
         }
         pendingReduces.clear();
+        for (std::size_t u = 1; u < backwardGrads.size(); ++u) {
+            for (float*& buffer : backwardGrads[u]) {
+                pool.give(buffer);
+                buffer = nullptr;
+            }
+        }
         releaseAll();
+        heldUnit = 0;
         haveTrainForward = false;
     }
 
@@ -1003,6 +1065,8 @@ struct Engine::State {
             throw;
         } catch (...) {
             settle();
+            std::lock_guard<std::mutex> lock(metricsMutex);
+            if (!commFailure.empty()) broken = commFailure;
             throw;
         }
     }
@@ -1156,7 +1220,8 @@ void Engine::backward(double lossGrad) {
         s.gradB.resize(width);
         // Gradient buffers per unit and group; the persistent unit's are members (a failure's
         // settle() may still wait on their reductions after this frame is gone).
-        std::vector<std::vector<float*>> grads(s.units.size());
+        std::vector<std::vector<float*>>& grads = s.backwardGrads;
+        grads.assign(s.units.size(), {});
         s.persistentGrads.resize(s.units[0].groups.size());
         grads[0].assign(s.units[0].groups.size(), nullptr);
         for (std::size_t gi = 0; gi < s.units[0].groups.size(); ++gi) {
@@ -1164,9 +1229,11 @@ void Engine::backward(double lossGrad) {
             s.persistentGrads[gi].assign(s.units[0].groups[gi].full, 0.0f);
             grads[0][gi] = s.persistentGrads[gi].data();
         }
+        const bool embeddingTrainable = s.params[s.indexOf("model.embed_tokens.weight")].trainable;
         std::vector<std::size_t> order{s.headUnit()};
         for (int i = d.layers - 1; i >= 0; --i) order.push_back(s.layerUnit(i));
-        order.push_back(1);
+        // A frozen embedding has no backward: do not prefetch it.
+        if (embeddingTrainable) order.push_back(1);
 
         {
             const std::size_t head = s.headUnit();
@@ -1181,7 +1248,6 @@ void Engine::backward(double lossGrad) {
         }
         float* dy = s.gradA.data();
         float* dx = s.gradB.data();
-        const bool embeddingTrainable = s.params[s.indexOf("model.embed_tokens.weight")].trainable;
         for (int i = d.layers - 1; i >= 0; --i) {
             const std::size_t u = s.layerUnit(i);
             s.ensure(u, order, static_cast<std::size_t>(d.layers - i));
@@ -1237,7 +1303,7 @@ StepResult Engine::step(const StepOptions& options) {
         auto allreduce = [&](float value, comm::ReduceOp op) {
             float out = value;
             if (s.size == 1) return out;
-            s.comm->submit([&] {
+            s.submitCollective([&] {
                  comm::AllreduceOptions o(*s.world);
                  o.tag = s.options.tagBase + 3;
                  o.timeout = s.options.timeout;
@@ -1314,6 +1380,7 @@ StepResult Engine::step(const StepOptions& options) {
             std::fill(g.grad.begin(), g.grad.end(), 0);
             // zeropp.md §2.4 step 5: trainable secondaries hold the old values.
             g.secondaryValid = false;
+            g.stale = true;
         });
         s.gatherPersistent();
         s.add(&EngineMetrics::optimizerSeconds, secondsSince(start));
@@ -1401,8 +1468,13 @@ QuantizeReport Engine::quantizeNontrainable() {
                 report.parameters += g.params.size();
                 report.bytesBefore += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
                 // The real values, gathered exactly (16-bit → fp32 is exact), for the secondary.
-                float* values = s.hpzOn() ? s.pool.take(g.full) : nullptr;
-                if (values != nullptr) s.comm->submit([&s, u, gi, values] { s.gatherInto(u, gi, values); }).get();
+                struct Pooled {
+                    BufferPool& pool;
+                    float* buffer;
+                    ~Pooled() { pool.give(buffer); }
+                } pooled{s.pool, s.hpzOn() ? s.pool.take(g.full) : nullptr};
+                float* values = pooled.buffer;
+                if (values != nullptr) s.submitCollective([&s, u, gi, values] { s.gatherInto(u, gi, values, /*exact=*/true); }).get();
                 std::vector<std::uint8_t> blob(g.primary.bytes(true, s.eb()), 0);
                 for (std::size_t k = 0; k < g.params.size(); ++k) {
                     const std::size_t i = g.params[k];
@@ -1410,10 +1482,7 @@ QuantizeReport Engine::quantizeNontrainable() {
                 }
                 g.data.swap(blob);
                 g.quantized = true;
-                if (values != nullptr) {
-                    s.buildSecondary(g, values);
-                    s.pool.give(values);
-                }
+                if (values != nullptr) s.buildSecondary(g, values);
                 for (std::size_t i : g.params) s.params[i].quantized = true;
                 report.bytesAfter += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
             }
@@ -1513,11 +1582,12 @@ std::vector<float> Engine::gatherParameter(std::size_t index) {
         if (!s.pendingReduces.empty()) s.waitReduces();
         if (s.persistentDirty) s.gatherPersistent();
         const std::size_t u = s.where[index].unit;
+        // Consecutive parameters of one unit (an export walks them in order) share one gather.
+        if (s.heldUnit != u) s.release(s.heldUnit);
         s.ensure(u, {u}, 0);
+        s.heldUnit = u;
         const float* values = s.valueOf(index);
-        std::vector<float> full(values, values + s.params[index].numel);
-        s.release(u);
-        return full;
+        return std::vector<float>(values, values + s.params[index].numel);
     });
 }
 
@@ -1572,6 +1642,9 @@ void Engine::writeSlice(std::size_t param, const std::string& kind, const float*
     const bool fp32 = s.options.dtype == DType::kFloat32;
     const bool trainable = s.params[param].trainable;
     if (kind == "param" || (kind == "master" && fp32 && trainable)) {
+        // Gathered copies (a unit kept from a forward, a prefetch) hold the old values.
+        s.releaseAll();
+        s.heldUnit = 0;
         std::vector<float> padded(s.params[param].partition, 0.0f);
         std::memcpy(padded.data(), data, n * sizeof(float));
         s.writePartition(param, padded.data(), false);

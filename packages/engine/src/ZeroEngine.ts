@@ -13,7 +13,7 @@ import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
 export interface Batch {
     readonly inputIds: Int32Array;
-    /** Absent: evaluation without a loss. */
+    /** Required by forward() and evaluate(), which compute a loss; generate() takes prompt ids instead. */
     readonly labels?: Int32Array;
     /** [micro-batch, sequence length]. */
     readonly shape: readonly [number, number];
@@ -417,7 +417,7 @@ export class ZeroEngine {
 
     /** Bytes resident on this rank by category. */
     memoryReport(): MemoryReport {
-        this.#checkLive("memoryReport");
+        this.#checkIdle("memoryReport");
         const m = this.#native.memory();
         const total = m.parameterPartitions + m.quantizedPartitions + m.secondaryPartitions + m.quantScales + m.persistentParameters + m.gatheredParameters + m.gradientPartitions +
             m.masterWeights + m.optimizerStates + m.activations + m.communicationBuffers;
@@ -500,8 +500,10 @@ export class ZeroEngine {
         if (this.#busy) throw new MixzError(ErrorCodes.engineState, "dispose(): an engine call is still running; await it first", {category: "user"});
         this.#disposed = true;
         this.#native.dispose();
-        for (const group of this.#groups) await group.dispose();
-        await this.#communicator.dispose();
+        // Every communicator is released even if one of them fails to; the first failure is reported.
+        const results = await Promise.allSettled([...this.#groups, this.#communicator].map((comm) => comm.dispose()));
+        const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+        if (failed !== undefined) throw failed.reason;
     }
 
     async [Symbol.asyncDispose](): Promise<void> {
@@ -575,7 +577,7 @@ export class ZeroEngine {
      * What checkpoint.ts may use while this engine is busy with a checkpoint: slices, training
      * state, and collectives on the world communicator, which are safe from JS while no engine
      * call is in flight (the #run around the checkpoint guarantees that). Checkpoint collectives
-     * use tags 7101–7104, apart from the engine's 7001–7003.
+     * use tags 7101–7104, apart from the engine's 7001–7006.
      */
     #checkpointAccess(): CheckpointAccess {
         return {

@@ -29,9 +29,10 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
     const timeoutMs = options.timeoutMs ?? 120_000;
     const first = ctx.rank - ctx.localRank;
     const localRanks = Array.from({length: ctx.localWorldSize}, (_, i) => first + i);
-    const prefix = `mixz/engine/${engines++}`;
+    const serial = engines++;
+    const prefix = `mixz/engine/${serial}`;
     const communicator = await Communicator.create(
-        {rank: ctx.rank, worldSize: ctx.worldSize, host: ctx.host, jobId: `${ctx.jobId}-e${engines}`, localRanks, timeoutMs},
+        {rank: ctx.rank, worldSize: ctx.worldSize, host: ctx.host, jobId: `${ctx.jobId}-e${serial}`, localRanks, timeoutMs},
         storeExchange(ctx.store, {prefix, rank: ctx.rank, worldSize: ctx.worldSize, timeoutMs})
     );
     let hpz: Communicator | null = null;
@@ -46,7 +47,9 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         // qgZ reduces inside the node first, then across nodes: it needs uniform nodes (every rank
         // calls group() alike, so the condition must be the same on every rank: world = L × nodes).
         const perNode = ctx.localWorldSize;
-        if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1 && perNode * ctx.crossSize === ctx.worldSize) {
+        if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1 && !(await uniformNodes(communicator, perNode))) {
+            if (ctx.rank === 0) ctx.logger.warn("zero_quantized_gradients needs the same number of ranks on every node; gradients use the plain reduce-scatter");
+        } else if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1) {
             node = perNode === h && hpz !== null ? hpz : perNode > 1 ? await communicator.group("hpz", perNode, {tag: 7201, timeoutMs}) : null;
             cross = await communicator.group("cross", {tag: 7202, timeoutMs});
         }
@@ -71,8 +74,8 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         attachEngine(options.model, engine);
         return engine;
     } catch (error) {
-        for (const group of new Set([hpz, node, cross])) await group?.dispose();
-        await communicator.dispose();
+        // Release everything; the original error is what the user needs to see.
+        await Promise.allSettled([...new Set([hpz, node, cross, communicator])].map((comm) => comm?.dispose()));
         throw error;
     }
 }
@@ -95,4 +98,14 @@ function isResolved(config: ResolvedConfig | Record<string, unknown>): config is
 function kernelThreads(): number {
     const value = Number(process.env["OMP_NUM_THREADS"]);
     return Number.isInteger(value) && value >= 1 ? Math.min(value, 1024) : 1;
+}
+
+/**
+ * Whether every node has the same number of ranks, decided from the same all-reduced facts on every
+ * rank (a local view would let nodes disagree and call different group() collectives).
+ */
+async function uniformNodes(world: Communicator, perNode: number): Promise<boolean> {
+    const extremes = new Float32Array([perNode, -perNode]);
+    await world.allReduce(extremes, extremes, {op: "max", tag: 7203});
+    return extremes[0] === -extremes[1]!;
 }

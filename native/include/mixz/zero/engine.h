@@ -29,9 +29,9 @@
 // partition is the master) with the global gradient norm for clipping; loss-scale policy and
 // learning-rate schedules stay in TypeScript, which passes the outcome in StepOptions.
 //
-// Threading: all methods except memory()/metrics() must be called from one thread at a time (the
-// addon serializes them); the engine runs its collectives on its own communication thread and
-// never touches the communicator from the caller's thread.
+// Threading: all methods except takeMetrics() and abort() must be called from one thread at a time
+// and not while another call runs (the addon serializes them); the engine runs its collectives on
+// its own communication thread and never touches the communicator from the caller's thread.
 #pragma once
 
 #include <chrono>
