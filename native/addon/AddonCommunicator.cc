@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "PromiseWorker.h"
 #include "convertError.h"
 #include "readArguments.h"
 #include "mixz/comm/collectives.h"
@@ -82,15 +83,6 @@ comm::ReduceOp reduceOpOf(const std::string& name, const std::string& what) {
     MIXZ_THROW(InvalidArgument, what, " must be sum, mean or max, got \"", name, "\"");
 }
 
-// Typed arrays (and the objects that hold them) stay referenced while work runs on the pool.
-class KeepAlive {
-public:
-    void add(const Napi::Value& value) { references_.push_back(Napi::Persistent(value.As<Napi::Object>())); }
-
-private:
-    std::vector<Napi::ObjectReference> references_;
-};
-
 struct Bytes {
     std::uint8_t* data = nullptr;
     std::size_t size = 0;
@@ -123,55 +115,10 @@ Bytes bytesField(Napi::Env env, const Napi::Object& object, const char* key, con
     return {static_cast<std::uint8_t*>(data), length * elementBytes};
 }
 
-class PromiseWorker : public Napi::AsyncWorker {
-public:
-    PromiseWorker(Napi::Env env, const char* name, std::function<void()> work, KeepAlive keep,
-                  std::function<Napi::Value(Napi::Env)> result)
-        : Napi::AsyncWorker(env, name),
-          deferred_(Napi::Promise::Deferred::New(env)),
-          work_(std::move(work)),
-          keep_(std::move(keep)),
-          result_(std::move(result)) {}
-
-    Napi::Promise promise() const { return deferred_.Promise(); }
-
-protected:
-    void Execute() override {
-        try {
-            work_();
-        } catch (...) {
-            error_ = std::current_exception();
-            SetError("failed"); // routes completion to OnError, which reports error_
-        }
-    }
-
-    void OnOK() override {
-        Napi::Env env = Env();
-        try {
-            deferred_.Resolve(result_ ? result_(env) : env.Undefined());
-        } catch (...) {
-            deferred_.Reject(convertError(env, std::current_exception()).Value());
-        }
-    }
-
-    void OnError(const Napi::Error& /*unused: error_ holds the real exception*/) override {
-        deferred_.Reject(convertError(Env(), error_).Value());
-    }
-
-private:
-    Napi::Promise::Deferred deferred_;
-    std::function<void()> work_;
-    KeepAlive keep_;
-    std::function<Napi::Value(Napi::Env)> result_;
-    std::exception_ptr error_;
-};
-
+// Promise-returning work on the pool: PromiseWorker.h.
 Napi::Value queue(Napi::Env env, const char* name, std::function<void()> work, KeepAlive keep = {},
                   std::function<Napi::Value(Napi::Env)> result = {}) {
-    auto* worker = new PromiseWorker(env, name, std::move(work), std::move(keep), std::move(result));
-    const Napi::Promise promise = worker->promise();
-    worker->Queue(); // deleted by node-addon-api after OnOK/OnError
-    return promise;
+    return queuePromise(env, name, std::move(work), std::move(keep), std::move(result));
 }
 
 struct CallOptions {
