@@ -397,6 +397,10 @@ Napi::Value AddonEngine::applyLora(const Napi::CallbackInfo& info) {
         options.rank = static_cast<int>(integerField(object, "r", what, 1, 1 << 16));
         options.alpha = numberField(object, "alpha", what);
         options.seed = static_cast<std::uint64_t>(integerField(object, "seed", what, 0, kMaxSafeInteger));
+        options.dropout = numberField(object, "dropout", what);
+        if (!(options.dropout >= 0 && options.dropout < 1)) {
+            MIXZ_THROW(InvalidArgument, what, ".dropout must be in [0, 1), got ", options.dropout);
+        }
         const Napi::Value targets = object.Get("targets");
         if (!targets.IsArray()) MIXZ_THROW(InvalidArgument, what, ".targets must be an array of strings");
         const Napi::Array array = targets.As<Napi::Array>();

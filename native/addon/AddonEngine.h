@@ -13,7 +13,7 @@
 //   engine.optimizerSteps() / engine.setOptimizerSteps(n)
 //   engine.memory()                              → MemoryReport (bytes)
 //   engine.takeMetrics()                         → EngineMetrics (seconds and bytes since the last call)
-//   engine.applyLora({r, alpha, targets, seed})  freezes the base, adds adapters (not a collective)
+//   engine.applyLora({r, alpha, targets, seed, dropout})  freezes the base, adds adapters (not a collective)
 //   engine.quantizeNontrainable()                → Promise<{parameters, bytesBefore, bytesAfter}>  (collective)
 //   engine.generate({promptIds, batch, promptLength, maxNewTokens, temperature, topK, seed})
 //                                                → Promise<Int32Array>  [batch, maxNewTokens] (collective)

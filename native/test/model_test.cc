@@ -1,8 +1,10 @@
 // Core tests of mixz/model (the LLaMA decoder kernels), without Node: every gradient of the
 // decoder layer, the embedding and the head against central finite differences in double
 // precision on small odd shapes (with and without LoRA, grouped key/value heads, several query
-// blocks), frozen gradients, the ignore index, the KV-cache forward against the full forward,
-// float against double, 1 thread against several (bitwise), and the InvalidArgument cases.
+// blocks, LoRA dropout with fixed seeds), frozen gradients, the ignore index, the KV-cache forward
+// against the full forward, float against double, 1 thread against several (bitwise, with and
+// without LoRA dropout), the LoRA dropout masks (statistics, the mask the layer applies, p = 0
+// and evaluation unchanged), and the InvalidArgument cases.
 //
 // Build and run from the repository root (add -fsanitize=address,undefined -g for a sanitizer run):
 //
@@ -28,6 +30,7 @@
 #include <cblas.h>
 #endif
 
+#include "../src/model/kernels.h" // detail::DropoutMask, to check the masks the kernels draw
 #include "mixz/common/error.h"
 #include "mixz/model/llama.h"
 
@@ -90,6 +93,8 @@ struct Linear {
     int out = 0;
     int rank = 0;
     double scale = 0;
+    double dropout = 0; // LoRA dropout p, with its mask's seed
+    std::uint64_t dropoutSeed = 0;
     Vec weight, loraA, loraB;
 
     Linear() = default;
@@ -116,6 +121,8 @@ struct LinearView {
             params.rank = l.rank;
             params.loraScale = static_cast<T>(l.scale);
         }
+        params.loraDropout = l.dropout;
+        params.loraDropoutSeed = l.dropoutSeed;
     }
 };
 
@@ -154,6 +161,14 @@ struct Layer {
     }
 
     std::vector<Linear*> linears() { return {&q, &k, &v, &o, &gate, &up, &down}; }
+
+    // LoRA dropout p on every linear, each with its own seed.
+    void setDropout(double p, std::uint64_t seed) {
+        for (Linear* linear : linears()) {
+            linear->dropout = p;
+            linear->dropoutSeed = seed++;
+        }
+    }
 };
 
 const char* const kLinearNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -280,16 +295,23 @@ LlamaDims blockedDims() {
     return d;
 }
 
-Vec layerForwardValue(const LlamaDims& d, int batch, int seq, const Layer& layer, const Vec& x) {
+// The layer's output: of an evaluation forward (no cache), or of a training forward (a cache: LoRA
+// dropout applies).
+Vec layerForwardValue(const LlamaDims& d, int batch, int seq, const Layer& layer, const Vec& x, bool train = false) {
     LayerView<double> view(layer);
     Vec y(x.size());
-    decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), static_cast<DecoderLayerCache<double>*>(nullptr));
+    DecoderLayerCache<double> cache;
+    decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), train ? &cache : nullptr);
     return y;
 }
 
+// dropout > 0: LoRA dropout on every linear with fixed seeds, so every forward of the finite
+// differences (training forwards) draws the masks the analytic backward used.
 void testLayerGradients(const char* name, const LlamaDims& d, int batch, int seq, int rank, bool base, bool lora,
-                        std::size_t limit) {
+                        std::size_t limit, double dropout = 0) {
     Layer layer(d, rank);
+    layer.setDropout(dropout, 1000);
+    const bool train = dropout > 0;
     const std::size_t tokens = static_cast<std::size_t>(batch) * seq;
     Vec x = randomVec(tokens * d.hidden, -1.0, 1.0);
     const Vec weights = randomVec(tokens * d.hidden, -1.0, 1.0);
@@ -298,12 +320,16 @@ void testLayerGradients(const char* name, const LlamaDims& d, int batch, int seq
     DecoderLayerCache<double> cache;
     Vec y(x.size());
     decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), &cache);
-    CHECK(relativeError(y, layerForwardValue(d, batch, seq, layer, x)) == 0, "%s: forward with a cache differs", name);
+    CHECK(bitwiseEqual(y, layerForwardValue(d, batch, seq, layer, x, train)), "%s: forward with a cache differs", name);
+    if (train) {
+        CHECK(relativeError(y, layerForwardValue(d, batch, seq, layer, x)) > 1e-6,
+              "%s: LoRA dropout changes nothing in a training forward", name);
+    }
     Vec dx(x.size(), std::nan(""));
     LayerGradBuffers g(layer, base, lora);
     decoderLayerBackward(d, batch, seq, view.params, cache, weights.data(), dx.data(), g.grads);
 
-    auto loss = [&] { return weightedSum(layerForwardValue(d, batch, seq, layer, x), weights); };
+    auto loss = [&] { return weightedSum(layerForwardValue(d, batch, seq, layer, x, train), weights); };
     double worst = 0;
     auto check = [&](const std::string& what, Vec& values, const Vec& analytic) {
         const double error = finiteDifferenceError(values, analytic, coordinates(values.size(), limit), loss);
@@ -499,11 +525,12 @@ struct HeadView {
     }
 };
 
+// train: a training forward (a cache: LoRA dropout applies).
 LossResult headLoss(const LlamaDims& d, int batch, int seq, const Head& head, const Vec& x,
-                    const std::vector<std::int32_t>& labels) {
+                    const std::vector<std::int32_t>& labels, bool train = false) {
     HeadView<double> view(head);
-    return headForward(d, batch, seq, view.params, x.data(), labels.data(), -100,
-                       static_cast<HeadCache<double>*>(nullptr));
+    HeadCache<double> cache;
+    return headForward(d, batch, seq, view.params, x.data(), labels.data(), -100, train ? &cache : nullptr);
 }
 
 // Cross-entropy computed the plain way, for the loss value itself.
@@ -528,11 +555,14 @@ double referenceLoss(const LlamaDims& d, int batch, int seq, const Head& head, c
     return counted > 0 ? total / counted : 0;
 }
 
-void testHead(const char* name, int rank, bool base) {
+void testHead(const char* name, int rank, bool base, double dropout = 0) {
     const LlamaDims d = tinyDims();
     const int batch = 2;
     const int seq = 5;
     Head head(d, rank);
+    head.lmHead.dropout = dropout;
+    head.lmHead.dropoutSeed = 77;
+    const bool train = dropout > 0;
     Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -2, 2);
     // Ignored labels inside, at the end and at token 0 (which is never predicted anyway).
     const std::vector<std::int32_t> labels = {-100, 4, 10, -100, 0, 7, 7, 2, 9, -100};
@@ -543,8 +573,15 @@ void testHead(const char* name, int rank, bool base) {
     const LossResult result = headForward(d, batch, seq, view.params, x.data(), labels.data(), -100, &cache);
     CHECK(result.counted == 6, "%s: counted %zu positions, expected 6", name, result.counted);
     const double reference = referenceLoss(d, batch, seq, head, x, labels);
-    CHECK(std::abs(result.loss - reference) <= 1e-13 * std::abs(reference), "%s: loss %.17g, reference %.17g", name,
-          result.loss, reference);
+    if (train) {
+        // The reference is an evaluation (headLogits: no dropout), so it must differ.
+        CHECK(std::abs(result.loss - reference) > 1e-9 * std::abs(reference), "%s: dropout changes nothing", name);
+        CHECK(std::abs(headLoss(d, batch, seq, head, x, labels).loss - reference) <= 1e-13 * std::abs(reference),
+              "%s: the evaluation loss has dropout", name);
+    } else {
+        CHECK(std::abs(result.loss - reference) <= 1e-13 * std::abs(reference), "%s: loss %.17g, reference %.17g",
+              name, result.loss, reference);
+    }
 
     Vec dx(x.size(), std::nan(""));
     HeadGrads<double> grads;
@@ -554,7 +591,7 @@ void testHead(const char* name, int rank, bool base) {
     grads.lmHead = lm.grads;
     headBackward(d, batch, seq, view.params, cache, lossGrad, dx.data(), grads);
 
-    auto loss = [&] { return lossGrad * headLoss(d, batch, seq, head, x, labels).loss; };
+    auto loss = [&] { return lossGrad * headLoss(d, batch, seq, head, x, labels, train).loss; };
     double worst = 0;
     auto check = [&](const char* what, Vec& values, const Vec& analytic) {
         const double error = finiteDifferenceError(values, analytic, coordinates(values.size(), 1000), loss);
@@ -730,6 +767,8 @@ void testThreads() {
     const int batch = 3;
     const int seq = 70;
     Layer layer(d, 2);
+    Layer dropped = layer; // the same layer with LoRA dropout 0.3
+    dropped.setDropout(0.3, 4242);
     Head head(d, 0);
     const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -1, 1);
     std::vector<std::int32_t> labels(static_cast<std::size_t>(batch) * seq);
@@ -737,15 +776,18 @@ void testThreads() {
     const int blasThreads = openblas_get_num_threads();
     for (int blas : {std::max(blasThreads, 2), 1}) {
         openblas_set_num_threads(blas);
-        setKernelThreads(1);
-        const std::vector<double> oneD = stepOutputs<double>(d, batch, seq, layer, head, x, labels);
-        const std::vector<float> oneF = stepOutputs<float>(d, batch, seq, layer, head, x, labels);
-        for (int threads : {2, 3, 8}) {
-            setKernelThreads(threads);
-            CHECK(bitwiseEqual(stepOutputs<double>(d, batch, seq, layer, head, x, labels), oneD),
-                  "double, %d BLAS threads: %d kernel threads differ from 1", blas, threads);
-            CHECK(bitwiseEqual(stepOutputs<float>(d, batch, seq, layer, head, x, labels), oneF),
-                  "float, %d BLAS threads: %d kernel threads differ from 1", blas, threads);
+        for (const Layer* l : {&layer, &dropped}) {
+            const char* kind = l == &layer ? "" : " (LoRA dropout)";
+            setKernelThreads(1);
+            const std::vector<double> oneD = stepOutputs<double>(d, batch, seq, *l, head, x, labels);
+            const std::vector<float> oneF = stepOutputs<float>(d, batch, seq, *l, head, x, labels);
+            for (int threads : {2, 3, 8}) {
+                setKernelThreads(threads);
+                CHECK(bitwiseEqual(stepOutputs<double>(d, batch, seq, *l, head, x, labels), oneD),
+                      "double%s, %d BLAS threads: %d kernel threads differ from 1", kind, blas, threads);
+                CHECK(bitwiseEqual(stepOutputs<float>(d, batch, seq, *l, head, x, labels), oneF),
+                      "float%s, %d BLAS threads: %d kernel threads differ from 1", kind, blas, threads);
+            }
         }
     }
     openblas_set_num_threads(blasThreads);
@@ -755,7 +797,167 @@ void testThreads() {
         CHECK(false, "0 kernel threads accepted");
     } catch (const mixz::InvalidArgument&) {
     }
-    std::printf("threads: 1, 2, 3 and 8 kernel threads give identical results (OpenBLAS threaded and not)\n");
+    std::printf("threads: 1, 2, 3 and 8 kernel threads give identical results (OpenBLAS threaded and not, with and "
+                "without LoRA dropout)\n");
+}
+
+// -------------------------------------------------------------------------------------------------
+// LoRA dropout
+
+// The mask itself: over a million elements the kept fraction is 1 − p within 5 standard
+// deviations, kept values are scaled by exactly 1 / (1 − p), the same (seed, index) always gives
+// the same answer, and another seed gives another mask.
+void testDropoutMaskStatistics() {
+    const std::size_t n = 1 << 20;
+    std::vector<float> ones(n, 1.0f);
+    std::vector<float> out(n);
+    for (double p : {0.05, 0.1, 0.5, 0.9}) {
+        const detail::DropoutMask mask = detail::DropoutMask::of(p, 12345);
+        mask.apply(0, n, ones.data(), out.data(), false);
+        const float scale = static_cast<float>(1.0 / (1.0 - p));
+        std::size_t kept = 0;
+        bool valuesRight = true;
+        for (std::size_t i = 0; i < n; ++i) {
+            kept += out[i] != 0.0f;
+            valuesRight &= out[i] == 0.0f || out[i] == scale;
+            valuesRight &= (out[i] != 0.0f) == mask.keeps(i);
+        }
+        const double fraction = static_cast<double>(kept) / n;
+        const double sigma = std::sqrt(p * (1 - p) / n);
+        CHECK(std::abs(fraction - (1 - p)) <= 5 * sigma, "p %.2f: kept fraction %.5f, expected %.5f", p, fraction, 1 - p);
+        CHECK(valuesRight, "p %.2f: kept values are not 1/(1-p) = %.9g", p, scale);
+        std::size_t differ = 0;
+        const detail::DropoutMask other = detail::DropoutMask::of(p, 12346);
+        for (std::size_t i = 0; i < n; ++i) differ += other.keeps(i) != mask.keeps(i);
+        const double expected = 2 * p * (1 - p);
+        CHECK(std::abs(static_cast<double>(differ) / n - expected) <= 0.01, "p %.2f: seeds 12345 and 12346 disagree on"
+              " %.4f of the elements, independent masks on %.4f", p, static_cast<double>(differ) / n, expected);
+        std::printf("dropout mask p %.2f: kept %.5f (expected %.5f)\n", p, fraction, 1 - p);
+    }
+    CHECK(!detail::DropoutMask::of(0.0, 1).active(), "p 0 makes an active mask");
+    // Element-wise accumulate: out += mask ⊙ x / (1 − p).
+    const detail::DropoutMask mask = detail::DropoutMask::of(0.25, 9);
+    std::vector<double> x = {1, 2, 3, 4, 5, 6, 7, 8};
+    std::vector<double> acc(x.size(), 10.0);
+    mask.apply(0, x.size(), x.data(), acc.data(), true);
+    bool accumulated = true;
+    for (std::size_t i = 0; i < x.size(); ++i) accumulated &= acc[i] == 10.0 + (mask.keeps(i) ? x[i] * (1.0 / 0.75) : 0.0);
+    CHECK(accumulated, "accumulating apply");
+}
+
+// In the layer: with hidden = intermediate, W_down = 0, LoRA on down only with A = B = I and scale
+// 1, the layer's output is h1 + (the LoRA input of down), so a training forward shows exactly
+// which elements of act the kernel dropped: mask_i · act_i / (1 − p) with mask_i the DropoutMask of
+// (down.loraDropoutSeed, i), and an evaluation forward shows act_i itself.
+void testDropoutInLayer() {
+    LlamaDims d = tinyDims();
+    d.intermediate = d.hidden;
+    const int batch = 2;
+    const int seq = 7;
+    const double p = 0.4;
+    const std::uint64_t seed = 31337;
+    Layer layer(d, 0);
+    const int width = d.hidden;
+    Linear& down = layer.down;
+    down.rank = width;
+    down.scale = 1;
+    std::fill(down.weight.begin(), down.weight.end(), 0.0);
+    down.loraA.assign(static_cast<std::size_t>(width) * width, 0.0);
+    for (int i = 0; i < width; ++i) down.loraA[static_cast<std::size_t>(i) * width + i] = 1;
+    down.loraB = down.loraA;
+    const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * width, -1, 1);
+
+    // h1: down's LoRA branch off (B = 0); act: the evaluation output minus h1.
+    Layer withoutBranch = layer;
+    std::fill(withoutBranch.down.loraB.begin(), withoutBranch.down.loraB.end(), 0.0);
+    const Vec h1 = layerForwardValue(d, batch, seq, withoutBranch, x);
+    const Vec evaluation = layerForwardValue(d, batch, seq, layer, x);
+    layer.down.dropout = p;
+    layer.down.dropoutSeed = seed;
+    CHECK(bitwiseEqual(layerForwardValue(d, batch, seq, layer, x), evaluation), "evaluation forward has dropout");
+    const Vec training = layerForwardValue(d, batch, seq, layer, x, true);
+    const detail::DropoutMask mask = detail::DropoutMask::of(p, seed);
+    double worst = 0;
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double act = evaluation[i] - h1[i];
+        const double expected = mask.keeps(i) ? act / (1 - p) : 0.0;
+        worst = std::max(worst, std::abs((training[i] - h1[i]) - expected));
+        kept += mask.keeps(i);
+    }
+    CHECK(worst <= 1e-12, "the layer's dropout differs from DropoutMask(seed, index) by %.3g", worst);
+    CHECK(kept > 0 && kept < x.size(), "kept %zu of %zu", kept, x.size());
+
+    // p = 0 with a seed is a linear without dropout, bit for bit (training forward and backward).
+    Layer base(d, 2);
+    Layer zero = base;
+    zero.setDropout(0.0, 99);
+    const Head head(d, 2);
+    std::vector<std::int32_t> labels(static_cast<std::size_t>(batch) * seq);
+    for (std::size_t i = 0; i < labels.size(); ++i) labels[i] = static_cast<std::int32_t>((i * 5) % d.vocab);
+    CHECK(bitwiseEqual(stepOutputs<double>(d, batch, seq, zero, head, x, labels),
+                       stepOutputs<double>(d, batch, seq, base, head, x, labels)),
+          "p 0 changes a training step");
+    CHECK(bitwiseEqual(stepOutputs<float>(d, batch, seq, zero, head, x, labels),
+                       stepOutputs<float>(d, batch, seq, base, head, x, labels)),
+          "p 0 changes a training step (float)");
+
+    // Evaluation paths ignore p: the forward without a cache, the KV-cache forward and the head's
+    // loss and logits.
+    Layer dropped = base;
+    dropped.setDropout(0.5, 7);
+    CHECK(bitwiseEqual(layerForwardValue(d, batch, seq, dropped, x), layerForwardValue(d, batch, seq, base, x)),
+          "evaluation forward has dropout");
+    CHECK(!bitwiseEqual(layerForwardValue(d, batch, seq, dropped, x, true), layerForwardValue(d, batch, seq, base, x, true)),
+          "training forward has no dropout");
+    {
+        LayerView<double> a(dropped);
+        LayerView<double> b(base);
+        KvCache<double> kvA(d, batch);
+        KvCache<double> kvB(d, batch);
+        Vec ya(x.size());
+        Vec yb(x.size());
+        decoderLayerForwardCached(d, seq, a.params, x.data(), ya.data(), kvA);
+        decoderLayerForwardCached(d, seq, b.params, x.data(), yb.data(), kvB);
+        CHECK(bitwiseEqual(ya, yb), "KV-cache forward has dropout");
+    }
+    Head headDropped = head;
+    headDropped.lmHead.dropout = 0.5;
+    headDropped.lmHead.dropoutSeed = 3;
+    CHECK(headLoss(d, batch, seq, headDropped, x, labels).loss == headLoss(d, batch, seq, head, x, labels).loss,
+          "evaluation loss has dropout");
+    CHECK(headLoss(d, batch, seq, headDropped, x, labels, true).loss != headLoss(d, batch, seq, head, x, labels, true).loss,
+          "training loss has no dropout");
+    {
+        HeadView<double> a(headDropped);
+        HeadView<double> b(head);
+        Vec la(static_cast<std::size_t>(batch) * seq * d.vocab);
+        Vec lb(la.size());
+        headLogits(d, static_cast<std::size_t>(batch) * seq, a.params, x.data(), la.data());
+        headLogits(d, static_cast<std::size_t>(batch) * seq, b.params, x.data(), lb.data());
+        CHECK(bitwiseEqual(la, lb), "headLogits has dropout");
+    }
+
+    // The backward uses the masks its forward drew (kept in the cache), not the params it is given.
+    {
+        LayerView<double> view(dropped);
+        DecoderLayerCache<double> cache;
+        Vec y(x.size());
+        decoderLayerForward(d, batch, seq, view.params, x.data(), y.data(), &cache);
+        const Vec dy = randomVec(x.size(), -1, 1);
+        Vec dx1(x.size());
+        Vec dx2(x.size());
+        LayerGradBuffers g1(dropped, false, true);
+        LayerGradBuffers g2(dropped, false, true);
+        decoderLayerBackward(d, batch, seq, view.params, cache, dy.data(), dx1.data(), g1.grads);
+        DecoderLayerParams<double> reseeded = view.params;
+        reseeded.q.loraDropoutSeed += 1000;
+        reseeded.down.loraDropout = 0;
+        decoderLayerBackward(d, batch, seq, reseeded, cache, dy.data(), dx2.data(), g2.grads);
+        CHECK(bitwiseEqual(dx1, dx2), "the backward reads the params' dropout, not the forward's");
+    }
+    std::printf("dropout in the layer: the kernel's mask is DropoutMask(seed, index) (error %.1e); p 0 and "
+                "evaluation unchanged\n", worst);
 }
 
 // -------------------------------------------------------------------------------------------------
@@ -793,6 +995,14 @@ void testInvalidArguments() {
                         "k.loraA and k.loraB must both be set"),
           "half a LoRA");
     CHECK(throwsInvalid([&] { KvCache<double> kv(d, 0); }, "batch must be positive"), "KV batch 0");
+    for (double p : {1.0, -0.1, std::nan(""), 1.5}) {
+        missing = view.params;
+        missing.up.loraDropout = p;
+        CHECK(throwsInvalid([&] { decoderLayerForward(d, 1, 5, missing, x.data(), y.data(),
+                                                      static_cast<DecoderLayerCache<double>*>(nullptr)); },
+                            "up.loraDropout must be in [0, 1)"),
+              "LoRA dropout %g", p);
+    }
     std::printf("invalid arguments: ok\n");
 }
 
@@ -805,6 +1015,9 @@ int main() {
         testLayerGradients("tiny, LoRA rank 2 + base", tinyDims(), 2, 5, 2, true, true, 100000);
         testLayerGradients("tiny, LoRA rank 2 only", tinyDims(), 2, 5, 2, false, true, 100000);
         testLayerGradients("blocked (seq 70, GQA 4/2), LoRA + base", blockedDims(), 2, 70, 3, true, true, 40);
+        testLayerGradients("tiny, LoRA rank 2 + dropout 0.3", tinyDims(), 2, 5, 2, false, true, 100000, 0.3);
+        testLayerGradients("tiny, LoRA + base + dropout 0.6", tinyDims(), 2, 5, 2, true, true, 100000, 0.6);
+        testLayerGradients("blocked, LoRA + dropout 0.1", blockedDims(), 2, 70, 3, false, true, 40, 0.1);
         setKernelThreads(3);
         testLayerGradients("blocked, 3 threads", blockedDims(), 1, 67, 0, true, false, 25);
         setKernelThreads(1);
@@ -816,9 +1029,12 @@ int main() {
         testHead("LM head, full training", 0, true);
         testHead("LM head, LoRA rank 2 + base", 2, true);
         testHead("LM head, LoRA rank 2 only", 2, false);
+        testHead("LM head, LoRA rank 2 + dropout 0.4", 2, true, 0.4);
         testHeadIgnored();
         testFloatAgainstDouble();
         testThreads();
+        testDropoutMaskStatistics();
+        testDropoutInLayer();
         testInvalidArguments();
     } catch (const std::exception& e) {
         ++failures;

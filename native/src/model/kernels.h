@@ -93,6 +93,52 @@ void gemmSliced(bool transA, bool transB, int m, int n, int k, T alpha, const T*
     });
 }
 
+// LoRA dropout masks: inverted dropout of a LoRA branch's input [rows, in] (PEFT's lora_dropout),
+// drawn without any RNG state. Element i (= row · in + column) of the input is kept when the high
+// 32 bits of mix64(key + (i + 1) · golden), key = mix64(seed), reach `threshold` = p · 2³², and a
+// kept element is scaled by 1 / (1 − p). The mask is a pure function of (seed, i): a backward
+// recomputes exactly what its forward drew, and neither depends on the thread count.
+struct DropoutMask {
+    double probability = 0; // 0: no dropout (the mask keeps everything, unscaled)
+    std::uint64_t key = 0;
+    std::uint32_t threshold = 0;
+
+    // splitmix64's finalizer: a bijection of 64-bit words whose outputs look independent.
+    static std::uint64_t mix64(std::uint64_t z) {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        return z ^ (z >> 31);
+    }
+
+    static DropoutMask of(double probability, std::uint64_t seed) {
+        DropoutMask mask;
+        if (!(probability > 0)) return mask;
+        mask.probability = probability;
+        mask.key = mix64(seed);
+        const double threshold = std::ceil(probability * 4294967296.0);
+        mask.threshold = threshold >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<std::uint32_t>(threshold);
+        return mask;
+    }
+
+    bool active() const { return probability > 0; }
+
+    bool keeps(std::size_t index) const {
+        const std::uint64_t bits = mix64(key + (static_cast<std::uint64_t>(index) + 1) * 0x9E3779B97F4A7C15ull);
+        return static_cast<std::uint32_t>(bits >> 32) >= threshold;
+    }
+
+    // out[i] = mask_i · x[i] / (1 − p) for the elements [begin, end) of the input; out may alias x.
+    // accumulate: out[i] += instead.
+    template <typename T>
+    void apply(std::size_t begin, std::size_t end, const T* x, T* out, bool accumulate) const {
+        const T scale = static_cast<T>(1.0 / (1.0 - probability));
+        for (std::size_t i = begin; i < end; ++i) {
+            const T value = keeps(i) ? x[i] * scale : T(0);
+            out[i] = accumulate ? out[i] + value : value;
+        }
+    }
+};
+
 // The buffer, grown to at least n elements (never shrunk, so a steady state does not allocate).
 template <typename T>
 T* grow(std::vector<T>& buffer, std::size_t n) {

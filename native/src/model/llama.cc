@@ -5,7 +5,8 @@
 // layer's forward keeps, in its cache's State, what its backward reads: the input x, the two
 // RMSNorm outputs and reciprocal RMS values (rstd), the rotated q and k, v, the attention
 // probabilities, the attention output (ctx), the residual stream after attention (h1), the MLP's
-// gate, up and act = silu(gate) ⊙ up, and each LoRA's hidden x·Aᵀ. Backward intermediates (the
+// gate, up and act = silu(gate) ⊙ up, each LoRA's hidden x̃·Aᵀ and each LoRA's dropout mask (a
+// seed, detail::DropoutMask: the dropped input x̃ is recomputed, not kept). Backward intermediates (the
 // gradients flowing between the steps) live in a per-thread scratch that grows and is reused, so
 // a steady-state step allocates nothing; a forward without a cache uses a per-thread State the
 // same way.
@@ -28,6 +29,7 @@
 
 namespace mixz::model {
 
+using detail::DropoutMask;
 using detail::forChunks;
 using detail::forTasks;
 using detail::gemm;
@@ -157,6 +159,9 @@ void checkLinear(const LinearParams<T>& p, const char* what, const char* name) {
     if (p.loraA != nullptr && p.rank <= 0) {
         MIXZ_THROW(InvalidArgument, what, ": ", name, ".rank must be positive with LoRA, got ", p.rank);
     }
+    if (!(p.loraDropout >= 0 && p.loraDropout < 1)) {
+        MIXZ_THROW(InvalidArgument, what, ": ", name, ".loraDropout must be in [0, 1), got ", p.loraDropout);
+    }
 }
 
 template <typename T>
@@ -184,15 +189,45 @@ int loraRank(const LinearParams<T>& p) {
     return hasLora(p) ? p.rank : 0;
 }
 
+// The mask a training forward draws for a linear's LoRA input (inactive without LoRA or dropout).
+template <typename T>
+DropoutMask dropoutMask(const LinearParams<T>& p) {
+    return hasLora(p) ? DropoutMask::of(p.loraDropout, p.loraDropoutSeed) : DropoutMask{};
+}
+
+// The LoRA dropout's buffers, per thread: the dropped input x̃ = mask ⊙ x / (1 − p), and in the
+// backward the input gradient of the LoRA branch before its mask.
+template <typename T>
+struct DropoutScratch {
+    std::vector<T> input, gradient;
+};
+
+template <typename T>
+DropoutScratch<T>& dropoutScratch() {
+    thread_local DropoutScratch<T> scratch;
+    return scratch;
+}
+
+// x̃ = mask ⊙ x / (1 − p) over the n elements of a linear's input, into the per-thread scratch.
+template <typename T>
+const T* droppedInput(const DropoutMask& mask, std::size_t n, const T* x) {
+    T* dropped = grow(dropoutScratch<T>().input, n);
+    forChunks(n, 4096, [&](std::size_t begin, std::size_t end) { mask.apply(begin, end, x, dropped, false); });
+    return dropped;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Linear layers with optional LoRA
 
-// y[rows, out] = x·Wᵀ + scale·(x·Aᵀ)·Bᵀ; the LoRA hidden x·Aᵀ goes to `hidden` [rows, rank].
+// y[rows, out] = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ with x̃ = x, or its dropout when `mask` is active; the
+// LoRA hidden x̃·Aᵀ goes to `hidden` [rows, rank].
 template <typename T>
-void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T* x, T* y, T* hidden) {
+void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T* x, T* y, T* hidden,
+                   const DropoutMask& mask = DropoutMask{}) {
     gemmSliced(false, true, rows, out, in, T(1), x, in, p.weight, in, T(0), y, out, kTokenSlice);
     if (hasLora(p)) {
-        gemm(false, true, rows, p.rank, in, T(1), x, in, p.loraA, in, T(0), hidden, p.rank);
+        const T* loraInput = mask.active() ? droppedInput(mask, static_cast<std::size_t>(rows) * in, x) : x;
+        gemm(false, true, rows, p.rank, in, T(1), loraInput, in, p.loraA, in, T(0), hidden, p.rank);
         gemmSliced(false, true, rows, out, p.rank, p.loraScale, hidden, p.rank, p.loraB, p.rank, T(1), y, out,
                    kTokenSlice);
     }
@@ -200,9 +235,11 @@ void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T*
 
 // From dy = gradScale · dy0 (dy0 as given): dx (overwritten, or added to when accumulate; null: not
 // wanted) and the non-null parameter gradients (overwritten). `dHidden` is scratch [rows, rank].
+// `mask`: the LoRA dropout mask the forward drew (recomputed here from its seed).
 template <typename T>
 void linearBackward(int rows, int in, int out, const LinearParams<T>& p, const T* x, const T* hidden, const T* dy,
-                    T gradScale, T* dx, bool accumulate, const LinearGrads<T>& g, T* dHidden) {
+                    T gradScale, T* dx, bool accumulate, const LinearGrads<T>& g, T* dHidden,
+                    const DropoutMask& mask = DropoutMask{}) {
     if (g.weight != nullptr) {
         gemmSliced(true, false, out, in, rows, gradScale, dy, out, x, in, T(0), g.weight, in, kFeatureSlice);
     }
@@ -217,10 +254,20 @@ void linearBackward(int rows, int in, int out, const LinearParams<T>& p, const T
     }
     if (g.loraA == nullptr && dx == nullptr) return;
     gemm(false, false, rows, rank, out, gradScale * p.loraScale, dy, out, p.loraB, rank, T(0), dHidden, rank);
-    if (g.loraA != nullptr) gemm(true, false, rank, in, rows, T(1), dHidden, rank, x, in, T(0), g.loraA, in);
-    if (dx != nullptr) {
-        gemmSliced(false, false, rows, in, rank, T(1), dHidden, rank, p.loraA, in, T(1), dx, in, kTokenSlice);
+    const std::size_t n = static_cast<std::size_t>(rows) * in;
+    if (g.loraA != nullptr) {
+        const T* loraInput = mask.active() ? droppedInput(mask, n, x) : x;
+        gemm(true, false, rank, in, rows, T(1), dHidden, rank, loraInput, in, T(0), g.loraA, in);
     }
+    if (dx == nullptr) return;
+    if (!mask.active()) {
+        gemmSliced(false, false, rows, in, rank, T(1), dHidden, rank, p.loraA, in, T(1), dx, in, kTokenSlice);
+        return;
+    }
+    // dx += mask ⊙ (dHidden·A) / (1 − p)
+    T* dDropped = grow(dropoutScratch<T>().gradient, n);
+    gemmSliced(false, false, rows, in, rank, T(1), dHidden, rank, p.loraA, in, T(0), dDropped, in, kTokenSlice);
+    forChunks(n, 4096, [&](std::size_t begin, std::size_t end) { mask.apply(begin, end, dDropped, dx, true); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -353,6 +400,8 @@ struct DecoderLayerCache<T>::State {
 
     std::vector<T> x, rstd1, xn1, q, k, v, probs, ctx, h1, rstd2, xn2, gate, up, act;
     std::vector<T> loraQ, loraK, loraV, loraO, loraGate, loraUp, loraDown;
+    // The LoRA dropout masks the training forward drew (inactive otherwise), for the backward.
+    DropoutMask maskQ, maskK, maskV, maskO, maskGate, maskUp, maskDown;
 
     template <typename Fn>
     void forEachBuffer(Fn&& fn) {
@@ -402,11 +451,12 @@ template <typename T>
 using LayerState = typename DecoderLayerCache<T>::State;
 
 // The layer forward for `batch` sequences of `seq` new tokens at positions [past, past + seq).
-// keepProbs: keep the attention probabilities (for a backward). kv: take keys and values from (and
-// append the new ones to) a KV cache instead of the new tokens alone.
+// train: a backward follows: keep the input and the attention probabilities, and draw the LoRA
+// dropout masks. kv: take keys and values from (and append the new ones to) a KV cache instead of
+// the new tokens alone.
 template <typename T>
 void layerForward(const LlamaDims& dims, int batch, int seq, int past, const DecoderLayerParams<T>& p, const T* x,
-                  T* y, LayerState<T>& s, bool keepInput, bool keepProbs, KvCache<T>* kv) {
+                  T* y, LayerState<T>& s, bool train, KvCache<T>* kv) {
     const int hidden = dims.hidden;
     const int kvDim = dims.kvDim();
     const int inter = dims.intermediate;
@@ -420,7 +470,14 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     s.kvDim = kvDim;
     s.intermediate = inter;
     s.heads = dims.heads;
-    if (keepInput) copyParallel(n * hidden, x, grow(s.x, n * hidden));
+    if (train) copyParallel(n * hidden, x, grow(s.x, n * hidden));
+    s.maskQ = train ? dropoutMask(p.q) : DropoutMask{};
+    s.maskK = train ? dropoutMask(p.k) : DropoutMask{};
+    s.maskV = train ? dropoutMask(p.v) : DropoutMask{};
+    s.maskO = train ? dropoutMask(p.o) : DropoutMask{};
+    s.maskGate = train ? dropoutMask(p.gate) : DropoutMask{};
+    s.maskUp = train ? dropoutMask(p.up) : DropoutMask{};
+    s.maskDown = train ? dropoutMask(p.down) : DropoutMask{};
 
     // Attention block: xn1 = norm(x); q, k, v; rotary; attention; h1 = x + o(ctx).
     T* rstd1 = grow(s.rstd1, n);
@@ -429,9 +486,9 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     T* q = grow(s.q, n * hidden);
     T* k = grow(s.k, n * kvDim);
     T* v = grow(s.v, n * kvDim);
-    linearForward(rows, hidden, hidden, p.q, xn1, q, grow(s.loraQ, n * loraRank(p.q)));
-    linearForward(rows, hidden, kvDim, p.k, xn1, k, grow(s.loraK, n * loraRank(p.k)));
-    linearForward(rows, hidden, kvDim, p.v, xn1, v, grow(s.loraV, n * loraRank(p.v)));
+    linearForward(rows, hidden, hidden, p.q, xn1, q, grow(s.loraQ, n * loraRank(p.q)), s.maskQ);
+    linearForward(rows, hidden, kvDim, p.k, xn1, k, grow(s.loraK, n * loraRank(p.k)), s.maskK);
+    linearForward(rows, hidden, kvDim, p.v, xn1, v, grow(s.loraV, n * loraRank(p.v)), s.maskV);
     rope(dims, batch, seq, past, dims.heads, q, false);
     rope(dims, batch, seq, past, dims.kvHeads, k, false);
 
@@ -464,11 +521,11 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     }
     T* ctx = grow(s.ctx, n * hidden);
     attention.out = ctx;
-    attention.probs = keepProbs ? grow(s.probs, static_cast<std::size_t>(batch) * dims.heads * seq * seq) : nullptr;
+    attention.probs = train ? grow(s.probs, static_cast<std::size_t>(batch) * dims.heads * seq * seq) : nullptr;
     detail::attentionForward(attention);
 
     T* h1 = grow(s.h1, n * hidden);
-    linearForward(rows, hidden, hidden, p.o, ctx, h1, grow(s.loraO, n * loraRank(p.o)));
+    linearForward(rows, hidden, hidden, p.o, ctx, h1, grow(s.loraO, n * loraRank(p.o)), s.maskO);
     addInPlace(n * hidden, h1, x);
 
     // MLP block: xn2 = norm(h1); act = silu(gate(xn2)) ⊙ up(xn2); y = h1 + down(act).
@@ -478,13 +535,13 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     T* gate = grow(s.gate, n * inter);
     T* up = grow(s.up, n * inter);
     T* act = grow(s.act, n * inter);
-    linearForward(rows, hidden, inter, p.gate, xn2, gate, grow(s.loraGate, n * loraRank(p.gate)));
-    linearForward(rows, hidden, inter, p.up, xn2, up, grow(s.loraUp, n * loraRank(p.up)));
+    linearForward(rows, hidden, inter, p.gate, xn2, gate, grow(s.loraGate, n * loraRank(p.gate)), s.maskGate);
+    linearForward(rows, hidden, inter, p.up, xn2, up, grow(s.loraUp, n * loraRank(p.up)), s.maskUp);
     forChunks(n, kRowGrain, [&](std::size_t begin, std::size_t end) {
         detail::swigluRow(gate + begin * inter, up + begin * inter, static_cast<int>((end - begin) * inter),
                           act + begin * inter);
     });
-    linearForward(rows, inter, hidden, p.down, act, y, grow(s.loraDown, n * loraRank(p.down)));
+    linearForward(rows, inter, hidden, p.down, act, y, grow(s.loraDown, n * loraRank(p.down)), s.maskDown);
     addInPlace(n * hidden, y, h1);
 }
 
@@ -517,12 +574,12 @@ void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const Decode
     checkPointer(x, what, "x");
     checkPointer(y, what, "y");
     if (cache == nullptr) {
-        layerForward(dims, batch, seq, 0, params, x, y, scratchLayerState<T>(), false, false,
+        layerForward(dims, batch, seq, 0, params, x, y, scratchLayerState<T>(), false,
                      static_cast<KvCache<T>*>(nullptr));
         return;
     }
     if (!cache->state) cache->state = std::make_unique<LayerState<T>>();
-    layerForward(dims, batch, seq, 0, params, x, y, *cache->state, true, true, static_cast<KvCache<T>*>(nullptr));
+    layerForward(dims, batch, seq, 0, params, x, y, *cache->state, true, static_cast<KvCache<T>*>(nullptr));
 }
 
 template <typename T>
@@ -560,7 +617,7 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
     T* dAct = grow(w.dAct, n * inter);
     T* dUp = grow(w.dUp, n * inter);
     linearBackward(rows, inter, hidden, params.down, s.act.data(), s.loraDown.data(), dy, T(1), dAct, false,
-                   grads.down, dHidden);
+                   grads.down, dHidden, s.maskDown);
     const T* gate = s.gate.data();
     const T* up = s.up.data();
     forChunks(n, kRowGrain, [&](std::size_t begin, std::size_t end) {
@@ -571,8 +628,9 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
     T* dXn = grow(w.dXn, n * hidden);
     const T* xn2 = s.xn2.data();
     linearBackward(rows, hidden, inter, params.gate, xn2, s.loraGate.data(), dAct, T(1), dXn, false, grads.gate,
-                   dHidden);
-    linearBackward(rows, hidden, inter, params.up, xn2, s.loraUp.data(), dUp, T(1), dXn, true, grads.up, dHidden);
+                   dHidden, s.maskGate);
+    linearBackward(rows, hidden, inter, params.up, xn2, s.loraUp.data(), dUp, T(1), dXn, true, grads.up, dHidden,
+                   s.maskUp);
     T* dH1 = grow(w.dH1, n * hidden);
     rmsNormBackward(n, hidden, s.h1.data(), params.postNorm, s.rstd2.data(), dXn, dy, dH1, grads.postNorm,
                     w.normPartials);
@@ -580,7 +638,7 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
     // Attention block.
     T* dCtx = grow(w.dCtx, n * hidden);
     linearBackward(rows, hidden, hidden, params.o, s.ctx.data(), s.loraO.data(), dH1, T(1), dCtx, false, grads.o,
-                   dHidden);
+                   dHidden, s.maskO);
     detail::AttentionBackwardArgs<T> attention;
     attention.batch = batch;
     attention.heads = dims.heads;
@@ -605,11 +663,11 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
     T* dXn1 = needInput ? dXn : nullptr;
     const T* xn1 = s.xn1.data();
     linearBackward(rows, hidden, hidden, params.q, xn1, s.loraQ.data(), attention.dq, T(1), dXn1, false, grads.q,
-                   dHidden);
+                   dHidden, s.maskQ);
     linearBackward(rows, hidden, kvDim, params.k, xn1, s.loraK.data(), attention.dk, T(1), dXn1, true, grads.k,
-                   dHidden);
+                   dHidden, s.maskK);
     linearBackward(rows, hidden, kvDim, params.v, xn1, s.loraV.data(), attention.dv, T(1), dXn1, true, grads.v,
-                   dHidden);
+                   dHidden, s.maskV);
     if (needInput) {
         rmsNormBackward(n, hidden, s.x.data(), params.inputNorm, s.rstd1.data(), dXn, dH1, dx, grads.inputNorm,
                         w.normPartials);
@@ -634,7 +692,7 @@ void decoderLayerForwardCached(const LlamaDims& dims, int seq, const DecoderLaye
         MIXZ_THROW(InvalidArgument, what, ": positions [", past, ", ", past + seq, ") pass LlamaDims.maxSeq ",
                    dims.maxSeq);
     }
-    layerForward(dims, kv.batch(), seq, past, params, x, y, scratchLayerState<T>(), false, false, &kv);
+    layerForward(dims, kv.batch(), seq, past, params, x, y, scratchLayerState<T>(), false, &kv);
     kv.setLength(past + seq);
 }
 
@@ -699,6 +757,7 @@ struct HeadCache<T>::State {
     int hidden = 0;
     int vocab = 0;
     std::vector<T> x, rstd, xn, lora;
+    DropoutMask mask; // the LM head's LoRA dropout mask of the training forward
     // d(loss)/d(logits) for a loss gradient of 1: (softmax − one-hot) / counted on counted rows, 0
     // elsewhere. The backward scales it by lossGrad inside its GEMMs.
     std::vector<T> dLogits;
@@ -797,7 +856,8 @@ LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadPara
     T* xn = grow(s.xn, n * hidden);
     rmsNormForward(n, hidden, x, params.norm, static_cast<T>(dims.rmsEps), xn, rstd);
     T* logits = grow(s.dLogits, n * vocab);
-    linearForward(rows, hidden, vocab, params.lmHead, xn, logits, grow(s.lora, n * loraRank(params.lmHead)));
+    s.mask = cache != nullptr ? dropoutMask(params.lmHead) : DropoutMask{};
+    linearForward(rows, hidden, vocab, params.lmHead, xn, logits, grow(s.lora, n * loraRank(params.lmHead)), s.mask);
 
     // Row (b, t) predicts labels[b, t + 1]. Rows become (softmax − one-hot) / counted in place.
     double* rowLoss = grow(s.rowLoss, n);
@@ -848,7 +908,7 @@ void headBackward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>
     const bool needInput = dx != nullptr || grads.norm != nullptr;
     T* dXn = needInput ? grow(w.dXn, n * hidden) : nullptr;
     linearBackward(rows, hidden, dims.vocab, params.lmHead, s.xn.data(), s.lora.data(), s.dLogits.data(), lossGrad,
-                   dXn, false, grads.lmHead, grow(w.dHidden, n * loraRank(params.lmHead)));
+                   dXn, false, grads.lmHead, grow(w.dHidden, n * loraRank(params.lmHead)), s.mask);
     if (needInput) {
         rmsNormBackward(n, hidden, s.x.data(), params.norm, s.rstd.data(), dXn, static_cast<const T*>(nullptr), dx,
                         grads.norm, w.normPartials);

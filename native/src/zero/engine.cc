@@ -302,6 +302,9 @@ struct Engine::State {
     // LoRA.
     bool lora = false;
     LoraOptions loraOptions;
+    // Training forwards begun so far: part of each LoRA dropout mask's seed, so every micro-step
+    // draws new masks.
+    std::uint64_t trainForwards = 0;
 
     // Activations.
     std::vector<std::vector<float>> hidden;
@@ -751,8 +754,25 @@ struct Engine::State {
             lp.loraB = valueOf(path + ".lora_B.weight");
             lp.rank = loraOptions.rank;
             lp.loraScale = static_cast<float>(loraOptions.alpha / loraOptions.rank);
+            lp.loraDropout = loraOptions.dropout;
+            lp.loraDropoutSeed = dropoutSeed(layer, name);
         }
         return lp;
+    }
+
+    // The seed of one linear's LoRA dropout mask in the current training forward: distinct per
+    // rank (each rank's data differs, as its masks do under PEFT), per training forward, per layer
+    // and per linear. Only training forwards read it (the kernels keep it in the layer's cache for
+    // the backward).
+    std::uint64_t dropoutSeed(int layer, const std::string& name) const {
+        const auto linear = static_cast<std::uint64_t>(
+            std::find(std::begin(kLinears), std::end(kLinears), name) - std::begin(kLinears));
+        std::uint64_t seed = mix(loraOptions.seed ^ 0x4C6F526144726F70ull); // "LoRaDrop"
+        for (const std::uint64_t part : {static_cast<std::uint64_t>(rank), trainForwards,
+                                         static_cast<std::uint64_t>(layer), linear}) {
+            seed = mix(seed ^ part);
+        }
+        return seed;
     }
 
     model::LinearGrads<float> linearGrads(int layer, const std::string& name, const std::vector<std::vector<float*>>& grads) const {
@@ -1156,6 +1176,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
         if (!s.pendingReduces.empty()) s.waitReduces();
         if (s.persistentDirty) s.gatherPersistent();
         s.haveTrainForward = false;
+        if (train) ++s.trainForwards;
         const auto computeStart = Clock::now();
         double waited = 0;
         {
@@ -1394,6 +1415,9 @@ void Engine::applyLora(const LoraOptions& options) {
     if (s.lora) MIXZ_THROW(InvalidArgument, "LoRA is already applied to this model");
     if (options.rank < 1) MIXZ_THROW(InvalidArgument, "LoRA rank r must be at least 1, got ", options.rank);
     if (!(options.alpha > 0)) MIXZ_THROW(InvalidArgument, "LoRA alpha must be positive, got ", options.alpha);
+    if (!(options.dropout >= 0 && options.dropout < 1)) {
+        MIXZ_THROW(InvalidArgument, "LoRA dropout must be in [0, 1), got ", options.dropout);
+    }
     if (options.targets.empty()) MIXZ_THROW(InvalidArgument, "LoRA needs at least one target module");
     for (const std::string& target : options.targets) {
         if (std::find(std::begin(kLinears), std::end(kLinears), target) == std::end(kLinears)) {

@@ -122,6 +122,8 @@ export interface NativeLoraOptions {
     readonly alpha: number;
     readonly targets: readonly string[];
     readonly seed: number;
+    /** LoRA dropout probability in [0, 1) (training forwards only). */
+    readonly dropout: number;
 }
 
 export interface NativeGenerateOptions {

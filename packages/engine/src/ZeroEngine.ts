@@ -323,7 +323,9 @@ export class ZeroEngine {
      * Converts the model to LoRA (PEFT semantics): every base parameter is frozen (its gradients,
      * fp32 master and Adam states are freed) and each target linear of every layer gets trainable
      * A [r, in] (uniform ±1/√in) and B [out, r] (zeros), so outputs are unchanged until training
-     * moves B. Call between steps, after initialize(); every rank calls it alike.
+     * moves B. Call between steps, after initialize(); every rank calls it alike. `dropout` (PEFT's
+     * lora_dropout, in [0, 1), default 0) drops each adapter's input in training forwards only;
+     * each rank and each training forward draws its own masks from `seed` (deterministic per run).
      */
     applyLora(options: {readonly r: number; readonly alpha?: number; readonly dropout?: number; readonly targetModules?: readonly string[]; readonly seed?: number}): void {
         this.#checkIdle("lora.apply");
@@ -336,7 +338,7 @@ export class ZeroEngine {
         const alpha = options?.alpha ?? (typeof r === "number" ? r : 8);
         if (typeof alpha !== "number" || !Number.isFinite(alpha) || alpha <= 0) bad("alpha", `must be a positive number, got ${String(alpha)}`);
         const dropout = options?.dropout ?? 0;
-        if (dropout !== 0) bad("dropout", `LoRA dropout is not supported by mixz's kernels yet; use 0 (got ${String(dropout)})`);
+        if (typeof dropout !== "number" || !Number.isFinite(dropout) || dropout < 0 || dropout >= 1) bad("dropout", `must be a number in [0, 1), got ${String(dropout)}`);
         const targets = options?.targetModules ?? ["q_proj", "v_proj"];
         if (!Array.isArray(targets) || targets.length === 0) bad("targetModules", "must be a non-empty array of module names");
         else {
@@ -349,7 +351,7 @@ export class ZeroEngine {
         if (this.#pendingBackward !== null) bad("", "apply LoRA between steps, not between forward() and backward()");
         if (problems.length > 0) throw new InputError(problems);
         const unique = [...new Set(targets)];
-        this.#native.applyLora({r: r!, alpha, targets: unique, seed});
+        this.#native.applyLora({r: r!, alpha, targets: unique, seed, dropout});
         this.#lora = {r: r!, alpha, dropout, targetModules: unique};
         this.#params = this.#native.params();
     }

@@ -181,3 +181,63 @@ describe("ZeroEngine: fp16 dynamic loss scaling", () => {
         await Promise.all(pair.map((engine) => engine.dispose()));
     });
 });
+
+describe("ZeroEngine: LoRA dropout", () => {
+    const allLinears = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+    /** Training losses of 8 steps and evaluate() losses before and after, with LoRA on every linear. */
+    async function run(dropout: number, seed: number): Promise<{train: number[]; before: number; after: number}> {
+        const [engine] = await engines(1);
+        engine!.applyLora({r: 4, alpha: 8, dropout, targetModules: allLinears, seed});
+        const before = (await engine!.evaluate(batch(0))).value;
+        const train: number[] = [];
+        for (let step = 0; step < 8; step++) train.push(await trainStep(engine!, batch(step % 2)));
+        const after = (await engine!.evaluate(batch(0))).value;
+        await engine!.dispose();
+        return {train, before, after};
+    }
+
+    it("dropout 0.1 changes the training losses from the second step on, not evaluate(); the same seed repeats; the loss still falls", async () => {
+        const plain = await run(0, 3);
+        const dropped = await run(0.1, 3);
+        const again = await run(0.1, 3);
+        // B starts at zero, so the adapters (dropped or not) add nothing at the first step.
+        assert.equal(dropped.before, plain.before);
+        assert.equal(dropped.train[0], plain.train[0]);
+        for (let step = 1; step < 8; step++) assert.notEqual(dropped.train[step], plain.train[step], `step ${step}`);
+        assert.deepEqual(again, dropped);
+        assert.ok(dropped.after < dropped.before - 0.05, `evaluate() loss ${dropped.before} → ${dropped.after}`);
+        assert.ok(dropped.train.at(-1)! < dropped.train[0]!, dropped.train.join(" "));
+    });
+
+    it("each rank draws its own masks: two ranks on the same batch part after the first step (and agree without dropout)", async () => {
+        for (const dropout of [0, 0.3]) {
+            const pair = await engines(2);
+            for (const engine of pair) engine.applyLora({r: 2, alpha: 4, dropout, targetModules: allLinears, seed: 9});
+            const losses: number[][] = [];
+            for (let step = 0; step < 3; step++) losses.push(await Promise.all(pair.map((engine) => trainStep(engine, batch(step)))));
+            assert.equal(losses[0]![0], losses[0]![1]);
+            for (const [a, b] of losses.slice(1)) {
+                if (dropout === 0) assert.equal(a, b);
+                else assert.notEqual(a, b);
+            }
+            await Promise.all(pair.map((engine) => engine.dispose()));
+        }
+    });
+
+    it("a dropout outside [0, 1) is refused, naming the value", async () => {
+        const [engine] = await engines(1);
+        for (const dropout of [1, -0.1, Number.NaN, "0.1" as unknown as number]) {
+            assert.throws(() => engine!.applyLora({r: 2, dropout}), (error: unknown) => {
+                assert.ok(error instanceof MixzError);
+                assert.equal(error.code, "MIXZ_ERR_MODEL_CONFIG");
+                assert.match(error.message, /lora\.apply: dropout: must be a number in \[0, 1\), got /);
+                return true;
+            });
+        }
+        assert.equal(engine!.lora, null);
+        engine!.applyLora({r: 2, dropout: 0.05});
+        assert.equal(engine!.lora!.dropout, 0.05);
+        await engine!.dispose();
+    });
+});

@@ -6,7 +6,7 @@ export interface LoraOptions {
     readonly r: number;
     /** Scale numerator: adapters add (alpha / r)·B·A·x. Default r. */
     readonly alpha?: number;
-    /** Only 0 is supported. */
+    /** PEFT's lora_dropout: probability in [0, 1) of dropping an adapter input element in training forwards. Default 0. */
     readonly dropout?: number;
     /** Linear names of a decoder layer (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj). Default q_proj, v_proj (PEFT's LLaMA default). */
     readonly targetModules?: readonly string[];

@@ -6,7 +6,8 @@
 // Layouts follow Hugging Face LLaMA so pretrained checkpoints and PEFT adapters line up:
 //   activations      [batch, seq, hidden] row-major, token-major
 //   linear weight    [out, in]   y = x·Wᵀ
-//   LoRA A           [r, in]     y += scale·(x·Aᵀ)·Bᵀ, scale = alpha / r
+//   LoRA A           [r, in]     y += scale·(x·Aᵀ)·Bᵀ, scale = alpha / r (x through LoRA dropout
+//                                when training with LinearParams::loraDropout > 0)
 //   LoRA B           [out, r]
 //   q/k/v            heads are contiguous blocks of headDim columns; rotary embedding uses
 //                    rotate_half (pairs (i, i + headDim/2)), as HF's LlamaRotaryEmbedding.
@@ -50,6 +51,14 @@ struct LlamaDims {
 // heads and headDim is even.
 void validate(const LlamaDims& dims);
 
+// LoRA dropout (PEFT's lora_dropout): y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, where dropout is
+// inverted dropout of probability p on the LoRA branch's input only. It applies only in a
+// training forward (one given a cache); a forward without a cache (evaluation) and the KV-cache
+// forward (generation) use x itself. The mask is a pure function of (loraDropoutSeed, element
+// index) — a counter-based hash, no RNG state — so it does not depend on the thread count, and the
+// backward applies the mask its forward drew (the cache keeps p and the seed; the backward's own
+// params' dropout fields are not read). Distinct linears and steps need distinct seeds (the caller
+// picks them). p = 0 computes exactly what a linear without dropout computes.
 template <typename T>
 struct LinearParams {
     const T* weight = nullptr; // [out, in]
@@ -57,6 +66,8 @@ struct LinearParams {
     const T* loraB = nullptr;  // [out, rank]
     int rank = 0;
     T loraScale = 0;
+    double loraDropout = 0;             // p in [0, 1); InvalidArgument outside
+    std::uint64_t loraDropoutSeed = 0;  // selects the mask
 };
 
 template <typename T>

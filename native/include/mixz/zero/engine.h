@@ -107,6 +107,12 @@ struct LoraOptions {
     // Linear names of a decoder layer: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
     std::vector<std::string> targets;
     std::uint64_t seed = 0;
+    // PEFT's lora_dropout, in [0, 1): inverted dropout of each adapter's input in training
+    // forwards only (evaluation and generation use none). Each training forward draws fresh masks
+    // from (seed, this rank, the count of training forwards so far, layer, linear): ranks draw
+    // independent masks, as PEFT's do on different data, and a run repeats exactly with the same
+    // seed and world. The count starts at 0 with each engine (checkpoints do not record it).
+    double dropout = 0;
 };
 
 struct GenerateOptions {
