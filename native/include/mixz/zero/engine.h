@@ -5,15 +5,18 @@
 // (fp32, fp16 or bf16). Parameters are grouped into units, the granularity of gathers:
 //
 //   unit 0          persistent: every parameter with numel ≤ stage3_param_persistence_threshold
-//                   (the RMSNorm weights of a small model). Gathered once at construction and after
-//                   every optimizer step; never released.
+//                   (the RMSNorm weights of a small model). Gathered at construction, its trainable
+//                   parameters again after every optimizer step, anything written again before the
+//                   next use; never released, and without hpZ secondaries.
 //   unit 1          the token embedding
 //   units 2..L+1    decoder layer i's remaining parameters
 //   unit L+2        the final norm (unless persistent) and the LM head
 //
-// A unit's partitions are one flat buffer (its parameters' partitions back to back), so one
-// all-gather fetches a whole unit and every rank's contribution lands contiguously; an unpack pass
-// places each parameter into its full fp32 compute buffer (converting from fp16/bf16).
+// A unit holds one or two groups (its base parameters; after LoRA, its adapters). A group's
+// partitions are one flat buffer (its parameters' partitions back to back, or int8 codes and scales
+// for quantized frozen groups), so one all-gather fetches a whole group and every rank's
+// contribution lands contiguously; an unpack pass places each parameter into its full fp32 compute
+// buffer (converting from fp16/bf16, or dequantizing per parameter).
 //
 // Forward fetches unit u just before its compute, releases it after (except the last unit, whose
 // backward follows at once), and prefetches the following units on the communication thread while
