@@ -162,6 +162,8 @@ Napi::Function AddonEngine::define(Napi::Env env) {
                         InstanceMethod<&AddonEngine::writeSlice>("writeSlice"),
                         InstanceMethod<&AddonEngine::optimizerSteps>("optimizerSteps"),
                         InstanceMethod<&AddonEngine::setOptimizerSteps>("setOptimizerSteps"),
+                        InstanceMethod<&AddonEngine::trainingForwards>("trainingForwards"),
+                        InstanceMethod<&AddonEngine::setTrainingForwards>("setTrainingForwards"),
                         InstanceMethod<&AddonEngine::memory>("memory"),
                         InstanceMethod<&AddonEngine::takeMetrics>("takeMetrics"),
                         InstanceMethod<&AddonEngine::applyLora>("applyLora"),
@@ -351,6 +353,22 @@ Napi::Value AddonEngine::setOptimizerSteps(const Napi::CallbackInfo& info) {
         expectArguments(info, "Engine.setOptimizerSteps(steps)", 1);
         auto engine = idle("setOptimizerSteps");
         engine->setOptimizerSteps(static_cast<std::uint64_t>(integerIn(info[0], "Engine.setOptimizerSteps: steps", 0, kMaxSafeInteger)));
+        return info.Env().Undefined();
+    });
+}
+
+Napi::Value AddonEngine::trainingForwards(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.trainingForwards()", 0);
+        return Napi::Number::New(info.Env(), static_cast<double>(idle("trainingForwards")->trainingForwards()));
+    });
+}
+
+Napi::Value AddonEngine::setTrainingForwards(const Napi::CallbackInfo& info) {
+    return guard(info.Env(), [&]() -> Napi::Value {
+        expectArguments(info, "Engine.setTrainingForwards(forwards)", 1);
+        auto engine = idle("setTrainingForwards");
+        engine->setTrainingForwards(static_cast<std::uint64_t>(integerIn(info[0], "Engine.setTrainingForwards: forwards", 0, kMaxSafeInteger)));
         return info.Env().Undefined();
     });
 }

@@ -11,6 +11,7 @@
 //   engine.readSlice(index, kind)                → Float32Array   this rank's unpadded slice
 //   engine.writeSlice(index, kind, Float32Array)
 //   engine.optimizerSteps() / engine.setOptimizerSteps(n)
+//   engine.trainingForwards() / engine.setTrainingForwards(n)   (LoRA dropout masks' counter, for checkpoints)
 //   engine.memory()                              → MemoryReport (bytes)
 //   engine.takeMetrics()                         → EngineMetrics (seconds and bytes since the last call)
 //   engine.applyLora({r, alpha, targets, seed, dropout})  freezes the base, adds adapters (not a collective)
@@ -50,6 +51,8 @@ private:
     Napi::Value writeSlice(const Napi::CallbackInfo& info);
     Napi::Value optimizerSteps(const Napi::CallbackInfo& info);
     Napi::Value setOptimizerSteps(const Napi::CallbackInfo& info);
+    Napi::Value trainingForwards(const Napi::CallbackInfo& info);
+    Napi::Value setTrainingForwards(const Napi::CallbackInfo& info);
     Napi::Value memory(const Napi::CallbackInfo& info);
     Napi::Value takeMetrics(const Napi::CallbackInfo& info);
     Napi::Value applyLora(const Napi::CallbackInfo& info);

@@ -1684,6 +1684,8 @@ void Engine::writeSlice(std::size_t param, const std::string& kind, const float*
 }
 
 std::uint64_t Engine::optimizerSteps() const { return state_->steps; }
+std::uint64_t Engine::trainingForwards() const { return state_->trainForwards; }
+void Engine::setTrainingForwards(std::uint64_t forwards) { state_->trainForwards = forwards; }
 void Engine::setOptimizerSteps(std::uint64_t steps) { state_->steps = steps; }
 
 MemoryReport Engine::memory() const {

@@ -146,6 +146,8 @@ export interface NativeEngine {
     writeSlice(index: number, kind: Exclude<NativeSliceKind, "grad">, values: Float32Array): void;
     optimizerSteps(): number;
     setOptimizerSteps(steps: number): void;
+    trainingForwards(): number;
+    setTrainingForwards(forwards: number): void;
     memory(): NativeMemoryReport;
     takeMetrics(): NativeEngineMetrics;
     applyLora(options: NativeLoraOptions): void;

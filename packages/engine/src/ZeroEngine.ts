@@ -550,6 +550,7 @@ export class ZeroEngine {
             globalSteps: this.#globalSteps,
             microSteps: this.#microSteps,
             optimizerSteps: this.#native.optimizerSteps(),
+            trainingForwards: this.#native.trainingForwards(),
             lossScaler: this.#scaler.state(),
             lrScheduler: this.#schedule.state(this.#globalSteps)
         };
@@ -559,8 +560,8 @@ export class ZeroEngine {
     #prepareTrainingState(state: TrainingState): () => void {
         const steps = this.#schedule.stepFromState(state.lrScheduler);
         const scaler = lossScalerFromState(state.lossScaler);
-        for (const key of ["microSteps", "optimizerSteps"] as const) {
-            const value = state[key];
+        for (const key of ["microSteps", "optimizerSteps", "trainingForwards"] as const) {
+            const value = key === "trainingForwards" ? (state.trainingForwards ?? 0) : state[key];
             if (!Number.isSafeInteger(value) || value < 0) {
                 throw new MixzError(ErrorCodes.checkpointState, `training state ${key} must be an integer ≥ 0, got ${String(value)}`, {category: "user"});
             }
@@ -570,6 +571,7 @@ export class ZeroEngine {
             this.#globalSteps = steps;
             this.#microSteps = state.microSteps;
             this.#native.setOptimizerSteps(state.optimizerSteps);
+            this.#native.setTrainingForwards(state.trainingForwards ?? 0);
             this.#native.zeroGradients();
             this.#pendingBackward = null;
         };

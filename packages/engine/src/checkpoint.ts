@@ -100,6 +100,8 @@ export interface TrainingState {
     readonly globalSteps: number;
     readonly microSteps: number;
     readonly optimizerSteps: number;
+    /** Training forwards so far (LoRA dropout masks); absent in older checkpoints: 0. */
+    readonly trainingForwards?: number;
     readonly lossScaler: unknown;
     readonly lrScheduler: unknown;
 }
@@ -158,6 +160,8 @@ interface CheckpointManifest {
     readonly globalSteps: number;
     readonly microSteps: number;
     readonly optimizerSteps: number;
+    /** Training forwards so far (the LoRA dropout masks' counter); absent in older checkpoints. */
+    readonly trainingForwards?: number;
     readonly lossScaler: unknown;
     readonly lrScheduler: unknown;
     readonly files: readonly {readonly rank: number; readonly name: string; readonly bytes: number}[];
@@ -328,6 +332,7 @@ function makeManifest(engine: CheckpointAccess, state: TrainingState, tag: strin
         globalSteps: state.globalSteps,
         microSteps: state.microSteps,
         optimizerSteps: state.optimizerSteps,
+        trainingForwards: state.trainingForwards ?? 0,
         lossScaler: state.lossScaler,
         lrScheduler: state.lrScheduler,
         files
@@ -501,6 +506,7 @@ async function prepareLoad(
         // Accumulation boundaries carry over; a different world size may accumulate differently.
         microSteps: boundaries * engine.gradientAccumulationSteps,
         optimizerSteps: manifest.optimizerSteps,
+        trainingForwards: manifest.trainingForwards ?? 0,
         lossScaler: sameDType ? manifest.lossScaler : current.lossScaler,
         lrScheduler: manifest.lrScheduler
     });
@@ -631,6 +637,7 @@ function parseManifest(path: string, text: string): CheckpointManifest {
     count("globalSteps", 0);
     count("microSteps", 0);
     count("optimizerSteps", 0);
+    if (json["trainingForwards"] !== undefined) count("trainingForwards", 0);
     const dtype = json["dtype"];
     if (dtype !== "fp32" && dtype !== "fp16" && dtype !== "bf16") throw bad("dtype", `must be "fp32", "fp16" or "bf16", got ${JSON.stringify(dtype)}`);
     const tensors = json["tensors"];

@@ -3,7 +3,9 @@
 // error naming the value, and the engine keeps training afterwards exactly as if the bad call had
 // never been made. fp16 dynamic loss scaling skips overflowing steps on every rank alike.
 import assert from "node:assert/strict";
-import {readdirSync} from "node:fs";
+import {mkdtempSync, readdirSync, rmSync} from "node:fs";
+import {tmpdir} from "node:os";
+import {join} from "node:path";
 import {after, describe, it} from "node:test";
 
 import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
@@ -208,6 +210,28 @@ describe("ZeroEngine: LoRA dropout", () => {
         assert.deepEqual(again, dropped);
         assert.ok(dropped.after < dropped.before - 0.05, `evaluate() loss ${dropped.before} → ${dropped.after}`);
         assert.ok(dropped.train.at(-1)! < dropped.train[0]!, dropped.train.join(" "));
+    });
+
+    it("a resumed run draws the masks the uninterrupted run draws (the checkpoint records the counter)", async () => {
+        const dir = mkdtempSync(join(tmpdir(), "mixz-dropout-ckpt-"));
+        try {
+            const lora = {r: 4, alpha: 8, dropout: 0.2, targetModules: allLinears, seed: 3};
+            const [straight] = await engines(1);
+            straight!.applyLora(lora);
+            const expected: number[] = [];
+            for (let step = 0; step < 4; step++) {
+                expected.push(await trainStep(straight!, batch(step)));
+                if (step === 1) await straight!.saveCheckpoint(dir);
+            }
+            const [resumed] = await engines(1);
+            resumed!.applyLora(lora);
+            await resumed!.loadCheckpoint(dir);
+            const actual = [await trainStep(resumed!, batch(2)), await trainStep(resumed!, batch(3))];
+            assert.deepEqual(actual, expected.slice(2));
+            await Promise.all([straight!.dispose(), resumed!.dispose()]);
+        } finally {
+            rmSync(dir, {recursive: true, force: true});
+        }
     });
 
     it("each rank draws its own masks: two ranks on the same batch part after the first step (and agree without dropout)", async () => {

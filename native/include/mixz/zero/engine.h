@@ -114,7 +114,8 @@ struct LoraOptions {
     // forwards only (evaluation and generation use none). Each training forward draws fresh masks
     // from (seed, this rank, the count of training forwards so far, layer, linear): ranks draw
     // independent masks, as PEFT's do on different data, and a run repeats exactly with the same
-    // seed and world. The count starts at 0 with each engine (checkpoints do not record it).
+    // seed and world. Checkpoints record the count (trainingForwards), so a resumed run draws the
+    // masks an uninterrupted one would.
     double dropout = 0;
 };
 
@@ -256,6 +257,9 @@ public:
     void writeSlice(std::size_t param, const std::string& kind, const float* data);
     std::uint64_t optimizerSteps() const;
     void setOptimizerSteps(std::uint64_t steps);
+    // Training forwards so far (part of the LoRA dropout masks' seeds), for checkpoints.
+    std::uint64_t trainingForwards() const;
+    void setTrainingForwards(std::uint64_t forwards);
 
     MemoryReport memory() const;
     EngineMetrics takeMetrics();
