@@ -282,6 +282,7 @@ struct Engine::State {
     std::vector<float> nodeReduced;            // qgZ: the node's partial sums for this local rank
     std::vector<std::uint8_t> qgzGathered;
     std::vector<float> reorder, dequantized;
+    std::vector<float> gradSum; // accumulateGrad's fp32 sums (16-bit models)
     std::vector<std::uint8_t> gradWire, gradWireOut; // 16-bit gradient reduce-scatter
     int rank = 0;
     int size = 1;
@@ -504,6 +505,35 @@ struct Engine::State {
         quant::dequantize(q);
     }
 
+    // --- collectives ------------------------------------------------------------------------
+    // The engine's tags are tagBase + 1 … 6 (world gather, reduce-scatter, all-reduce, hpZ
+    // gather, qgZ node reduce-scatter, qgZ cross gather); every call uses the engine's timeout.
+
+    // In place: this member's bytesPerMember already sit at output + rank · bytesPerMember.
+    void allgatherInPlace(comm::Communicator& c, std::uint32_t tag, std::uint8_t* output, std::size_t bytesPerMember) {
+        comm::AllgatherOptions op(c);
+        op.tag = options.tagBase + tag;
+        op.timeout = options.timeout;
+        op.input = output + static_cast<std::size_t>(c.rank()) * bytesPerMember;
+        op.inputBytes = bytesPerMember;
+        op.output = output;
+        op.outputBytes = static_cast<std::size_t>(c.size()) * bytesPerMember;
+        comm::allgather(op);
+    }
+
+    void reduceScatter(comm::Communicator& c, std::uint32_t tag, const void* input, void* output, std::size_t count,
+                       DType dtype, comm::ReduceOp reduceOp) {
+        comm::ReduceScatterOptions op(c);
+        op.tag = options.tagBase + tag;
+        op.timeout = options.timeout;
+        op.input = input;
+        op.output = output;
+        op.count = count;
+        op.dtype = dtype;
+        op.op = reduceOp;
+        comm::reduceScatter(op);
+    }
+
     // --- gathering -------------------------------------------------------------------------
 
     // Runs on the communication thread: fills `values` (F elements) with group g's parameters, from
@@ -535,14 +565,7 @@ struct Engine::State {
             if (staging.size() < members * bytes) staging.resize(members * bytes);
             std::uint8_t* mine = staging.data() + static_cast<std::size_t>(c.rank()) * bytes;
             std::memcpy(mine, local.data(), bytes);
-            comm::AllgatherOptions op(c);
-            op.tag = options.tagBase + (useSecondary ? 4 : 1);
-            op.timeout = options.timeout;
-            op.input = mine;
-            op.inputBytes = bytes;
-            op.output = staging.data();
-            op.outputBytes = members * bytes;
-            comm::allgather(op);
+            allgatherInPlace(c, useSecondary ? 4 : 1, staging.data(), bytes);
             gathered = staging.data();
             stride = bytes;
             const std::vector<bool>& intra = useSecondary ? hpzIntra : worldIntra;
@@ -871,15 +894,7 @@ struct Engine::State {
                     input = gradWire.data();
                     output = gradWireOut.data();
                 }
-                comm::ReduceScatterOptions op(*world);
-                op.tag = options.tagBase + 2;
-                op.timeout = options.timeout;
-                op.input = input;
-                op.output = output;
-                op.count = width;
-                op.dtype = wireType;
-                op.op = comm::ReduceOp::kMean;
-                comm::reduceScatter(op);
+                reduceScatter(*world, 2, input, output, width, wireType, comm::ReduceOp::kMean);
                 if (wireType != DType::kFloat32) convertInto(gradWireOut.data(), wireType, reduced.data(), DType::kFloat32, width);
                 mine = reduced.data();
                 std::uint64_t in = 0, cross = 0;
@@ -915,15 +930,7 @@ struct Engine::State {
         }
         nodeReduced.resize(K * width);
         if (L > 1) {
-            comm::ReduceScatterOptions op(*node);
-            op.tag = options.tagBase + 5;
-            op.timeout = options.timeout;
-            op.input = reorder.data();
-            op.output = nodeReduced.data();
-            op.count = K * width;
-            op.dtype = DType::kFloat32;
-            op.op = comm::ReduceOp::kSum;
-            comm::reduceScatter(op);
+            reduceScatter(*node, 5, reorder.data(), nodeReduced.data(), K * width, DType::kFloat32, comm::ReduceOp::kSum);
             add(&EngineMetrics::reduceIntraBytes, static_cast<std::uint64_t>(L - 1) * K * width * sizeof(float));
         } else {
             std::memcpy(nodeReduced.data(), reorder.data(), K * width * sizeof(float));
@@ -955,14 +962,7 @@ struct Engine::State {
             }
             quant::quantize(q);
         }
-        comm::AllgatherOptions op(*cross);
-        op.tag = options.tagBase + 6;
-        op.timeout = options.timeout;
-        op.input = mineBlob;
-        op.inputBytes = blobBytes;
-        op.output = qgzGathered.data();
-        op.outputBytes = K * blobBytes;
-        comm::allgather(op);
+        allgatherInPlace(*cross, 6, qgzGathered.data(), blobBytes);
         add(&EngineMetrics::reduceCrossBytes, static_cast<std::uint64_t>(K - 1) * blobBytes);
         add(&EngineMetrics::reducedBytes, static_cast<std::uint64_t>(K - 1) * blobBytes + static_cast<std::uint64_t>(L - 1) * K * width * sizeof(float));
         // Sum chunk k of every node: our own node's exact fp32 sum, the others dequantized.
@@ -1002,7 +1002,8 @@ struct Engine::State {
         }
         // Accumulate in fp32 and round once to the model dtype (DeepSpeed's default gradient
         // accumulation dtype).
-        std::vector<float> sum(count);
+        std::vector<float>& sum = gradSum; // the communication thread's, reused: no allocation per chunk
+        sum.resize(count);
         convertInto(g.grad.data() + offset * eb(), options.dtype, sum.data(), DType::kFloat32, count);
         for (std::size_t j = 0; j < count; ++j) sum[j] += values[j];
         convertInto(sum.data(), DType::kFloat32, g.grad.data() + offset * eb(), options.dtype, count);
