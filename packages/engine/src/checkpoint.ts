@@ -146,7 +146,7 @@ type ParamDType = "F32" | "F16" | "BF16";
 const paramDTypeOf: Readonly<Record<NativeModelDType, ParamDType>> = {fp32: "F32", fp16: "F16", bf16: "BF16"};
 
 /** The manifest, mixz_checkpoint.json. */
-interface CheckpointManifest {
+interface CheckpointManifest extends TrainingState {
     readonly format: typeof checkpointFormat;
     readonly version: number;
     readonly tag: string;
@@ -157,13 +157,6 @@ interface CheckpointManifest {
     /** The rank files' tensors: `<name>` in paramDType, `::master` when hasMaster, `::exp_avg` and `::exp_avg_sq` in F32. */
     readonly tensors: {readonly paramDType: ParamDType; readonly hasMaster: boolean};
     readonly parameters: readonly {readonly name: string; readonly shape: readonly number[]; readonly numel: number}[];
-    readonly globalSteps: number;
-    readonly microSteps: number;
-    readonly optimizerSteps: number;
-    /** Training forwards so far (the LoRA dropout masks' counter); absent in older checkpoints. */
-    readonly trainingForwards?: number;
-    readonly lossScaler: unknown;
-    readonly lrScheduler: unknown;
     readonly files: readonly {readonly rank: number; readonly name: string; readonly bytes: number}[];
 }
 
