@@ -139,6 +139,42 @@ void applyCall(Options& options, const CallOptions& call) {
     options.timeout = call.timeout;
 }
 
+// The descriptor of a reduction (reduceScatter, allReduce): buffers, count, dtype, op, tag, timeout.
+struct ReduceCall {
+    Bytes input;
+    Bytes output;
+    std::size_t count = 0;
+    DType dtype = DType::kFloat32;
+    comm::ReduceOp op = comm::ReduceOp::kSum;
+    CallOptions call;
+
+    std::size_t bytes() const { return count * comm::reducibleElementBytes(dtype); }
+
+    // Runs the collective `run` with an options struct filled from this call.
+    template <typename Options>
+    void runOn(Communicator& comm, void (*run)(const Options&)) const {
+        Options options(comm);
+        applyCall(options, call);
+        options.input = input.data;
+        options.output = output.data;
+        options.count = count;
+        options.dtype = dtype;
+        options.op = op;
+        run(options);
+    }
+};
+
+ReduceCall reduceCall(Napi::Env env, const Napi::Object& descriptor, const std::string& what, KeepAlive& keep) {
+    ReduceCall call;
+    call.input = bytesField(env, descriptor, "input", what, keep);
+    call.output = bytesField(env, descriptor, "output", what, keep);
+    call.count = static_cast<std::size_t>(integerField(descriptor, "count", what, 0, kMaxSafeInteger));
+    call.dtype = dtypeOf(stringField(descriptor, "dtype", what), what + ".dtype");
+    call.op = reduceOpOf(stringField(descriptor, "op", what), what + ".op");
+    call.call = callOptions(descriptor, what);
+    return call;
+}
+
 comm::testing::SuiteOptions suiteOptions(const Napi::Object& descriptor, const std::string& what) {
     comm::testing::SuiteOptions options;
     options.ranks = static_cast<int>(integerField(descriptor, "ranks", what, 1, 64));
@@ -385,29 +421,13 @@ Napi::Value AddonCommunicator::reduceScatter(const Napi::CallbackInfo& info) {
         const std::string what = "Communicator.reduceScatter: descriptor";
         const Napi::Object descriptor = objectArgument(info[0], what);
         KeepAlive keep;
-        const Bytes input = bytesField(info.Env(), descriptor, "input", what, keep);
-        const Bytes output = bytesField(info.Env(), descriptor, "output", what, keep);
-        const std::size_t count = static_cast<std::size_t>(integerField(descriptor, "count", what, 0, kMaxSafeInteger));
-        const DType dtype = dtypeOf(stringField(descriptor, "dtype", what), what + ".dtype");
-        const comm::ReduceOp op = reduceOpOf(stringField(descriptor, "op", what), what + ".op");
-        const std::size_t elementBytes = comm::reducibleElementBytes(dtype);
-        if (output.size != count * elementBytes || input.size != count * elementBytes * comm->size()) {
-            MIXZ_THROW(InvalidArgument, what, ": input (", input.size, " bytes) must hold ", comm->size(), " × ", count,
-                       " and output (", output.size, " bytes) ", count, " elements of ", comm::dtypeLabel(dtype));
+        const ReduceCall call = reduceCall(info.Env(), descriptor, what, keep);
+        if (call.output.size != call.bytes() || call.input.size != call.bytes() * comm->size()) {
+            MIXZ_THROW(InvalidArgument, what, ": input (", call.input.size, " bytes) must hold ", comm->size(), " × ", call.count,
+                       " and output (", call.output.size, " bytes) ", call.count, " elements of ", comm::dtypeLabel(call.dtype));
         }
-        const CallOptions call = callOptions(descriptor, what);
         return queue(
-            info.Env(), "mixz.comm.reduceScatter",
-            [comm, input, output, count, dtype, op, call] {
-                comm::ReduceScatterOptions options(*comm);
-                applyCall(options, call);
-                options.input = input.data;
-                options.output = output.data;
-                options.count = count;
-                options.dtype = dtype;
-                options.op = op;
-                comm::reduceScatter(options);
-            },
+            info.Env(), "mixz.comm.reduceScatter", [comm, call] { call.runOn<comm::ReduceScatterOptions>(*comm, comm::reduceScatter); },
             std::move(keep));
     });
 }
@@ -419,29 +439,13 @@ Napi::Value AddonCommunicator::allReduce(const Napi::CallbackInfo& info) {
         const std::string what = "Communicator.allReduce: descriptor";
         const Napi::Object descriptor = objectArgument(info[0], what);
         KeepAlive keep;
-        const Bytes input = bytesField(info.Env(), descriptor, "input", what, keep);
-        const Bytes output = bytesField(info.Env(), descriptor, "output", what, keep);
-        const std::size_t count = static_cast<std::size_t>(integerField(descriptor, "count", what, 0, kMaxSafeInteger));
-        const DType dtype = dtypeOf(stringField(descriptor, "dtype", what), what + ".dtype");
-        const comm::ReduceOp op = reduceOpOf(stringField(descriptor, "op", what), what + ".op");
-        const std::size_t bytes = count * comm::reducibleElementBytes(dtype);
-        if (input.size != bytes || output.size != bytes) {
-            MIXZ_THROW(InvalidArgument, what, ": input (", input.size, " bytes) and output (", output.size,
-                       " bytes) must hold ", count, " elements of ", comm::dtypeLabel(dtype));
+        const ReduceCall call = reduceCall(info.Env(), descriptor, what, keep);
+        if (call.input.size != call.bytes() || call.output.size != call.bytes()) {
+            MIXZ_THROW(InvalidArgument, what, ": input (", call.input.size, " bytes) and output (", call.output.size,
+                       " bytes) must hold ", call.count, " elements of ", comm::dtypeLabel(call.dtype));
         }
-        const CallOptions call = callOptions(descriptor, what);
         return queue(
-            info.Env(), "mixz.comm.allReduce",
-            [comm, input, output, count, dtype, op, call] {
-                comm::AllreduceOptions options(*comm);
-                applyCall(options, call);
-                options.input = input.data;
-                options.output = output.data;
-                options.count = count;
-                options.dtype = dtype;
-                options.op = op;
-                comm::allreduce(options);
-            },
+            info.Env(), "mixz.comm.allReduce", [comm, call] { call.runOn<comm::AllreduceOptions>(*comm, comm::allreduce); },
             std::move(keep));
     });
 }
