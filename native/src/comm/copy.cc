@@ -42,6 +42,40 @@ __attribute__((target("avx2"))) void streamCopy(std::uint8_t* dst, const std::ui
     std::memcpy(dst + i, src + i, n - i);
 }
 
+// `second`'s store: non-temporal when Stream (the choice is made at compile time, so the loop
+// below carries no branch).
+template <bool Stream>
+__attribute__((target("avx2"))) inline void storeSecond(std::uint8_t* at, __m256i value) {
+    if constexpr (Stream) {
+        _mm256_stream_si256(reinterpret_cast<__m256i*>(at), value);
+    } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(at), value);
+    }
+}
+
+// Copies whole 128-byte blocks of src to first (ordinary stores) and to second; returns the bytes
+// copied.
+template <bool Stream>
+__attribute__((target("avx2"))) std::size_t copyBlocksTwice(std::uint8_t* first, std::uint8_t* second,
+                                                            const std::uint8_t* src, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
+        const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 64));
+        const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 96));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i), a);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 32), b);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 64), c);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 96), d);
+        storeSecond<Stream>(second + i, a);
+        storeSecond<Stream>(second + i + 32, b);
+        storeSecond<Stream>(second + i + 64, c);
+        storeSecond<Stream>(second + i + 96, d);
+    }
+    return i;
+}
+
 __attribute__((target("avx2"))) void copyTwice(std::uint8_t* first, std::uint8_t* second, const std::uint8_t* src,
                                                std::size_t n, bool streaming) {
     std::size_t head = headBytes(second);
@@ -52,38 +86,7 @@ __attribute__((target("avx2"))) void copyTwice(std::uint8_t* first, std::uint8_t
     second += head;
     src += head;
     n -= head;
-    std::size_t i = 0;
-    if (streaming) {
-        for (; i + 128 <= n; i += 128) {
-            const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-            const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
-            const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 64));
-            const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 96));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i), a);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 32), b);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 64), c);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 96), d);
-            _mm256_stream_si256(reinterpret_cast<__m256i*>(second + i), a);
-            _mm256_stream_si256(reinterpret_cast<__m256i*>(second + i + 32), b);
-            _mm256_stream_si256(reinterpret_cast<__m256i*>(second + i + 64), c);
-            _mm256_stream_si256(reinterpret_cast<__m256i*>(second + i + 96), d);
-        }
-    } else {
-        for (; i + 128 <= n; i += 128) {
-            const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-            const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 32));
-            const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 64));
-            const __m256i d = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i + 96));
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i), a);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 32), b);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 64), c);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(first + i + 96), d);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(second + i), a);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(second + i + 32), b);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(second + i + 64), c);
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(second + i + 96), d);
-        }
-    }
+    const std::size_t i = streaming ? copyBlocksTwice<true>(first, second, src, n) : copyBlocksTwice<false>(first, second, src, n);
     std::memcpy(first + i, src + i, n - i);
     std::memcpy(second + i, src + i, n - i);
 }
