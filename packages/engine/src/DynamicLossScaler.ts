@@ -28,26 +28,15 @@
  * after an overflow. (Later DeepSpeed releases test (cur_iter − last_overflow_iter − 1) > 0 and mod
  * window = 0 instead, which doubles one update later; zeropp.md's snapshot rule is followed here.)
  */
+import type {ResolvedBf16Config, ResolvedFp16Config} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 
 import {NativeErrorCodes} from "./AddonTypes.js";
 
-/**
- * The precision sections of a resolved config (@mixz/config ResolvedConfig's fp16 and bf16, which
- * are assignable to this): @mixz/engine does not depend on @mixz/config, so the shape is restated.
- */
+/** The parts of a resolved config's fp16 and bf16 sections (@mixz/config) the scaler reads. */
 export interface LossScalerConfig {
-    readonly fp16: {
-        readonly enabled: boolean;
-        /** 0: dynamic. */
-        readonly loss_scale: number;
-        readonly initial_scale_power: number;
-        readonly loss_scale_window: number;
-        readonly hysteresis: number;
-        readonly consecutive_hysteresis: boolean;
-        readonly min_loss_scale: number;
-    };
-    readonly bf16: {readonly enabled: boolean};
+    readonly fp16: Pick<ResolvedFp16Config, "enabled" | "loss_scale" | "initial_scale_power" | "loss_scale_window" | "hysteresis" | "consecutive_hysteresis" | "min_loss_scale">;
+    readonly bf16: Pick<ResolvedBf16Config, "enabled">;
 }
 
 /** The dynamic scaler's full state, with DeepSpeed's field names; restoring it ignores the config, as DeepSpeed's checkpoint load does. */

@@ -29,6 +29,7 @@
  * State for checkpoints: the schedule itself is stateless; DeepSpeed checkpoints the scheduler as
  * {last_batch_iteration}, which `state(step)` produces and `stepFromState` maps back to a step.
  */
+import type {ResolvedSchedulerConfig, WarmupCosineLRParams, WarmupDecayLRParams, WarmupLRParams, WarmupType} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 
 import {NativeErrorCodes} from "./AddonTypes.js";
@@ -39,37 +40,12 @@ export interface LrScheduleOptimizerConfig {
     readonly params: {readonly lr: number};
 }
 
-export type LrWarmupType = "log" | "linear";
-
-export interface WarmupLRScheduleParams {
-    readonly warmup_min_lr: number;
-    readonly warmup_max_lr: number;
-    readonly warmup_num_steps: number;
-    readonly warmup_type: LrWarmupType;
-    readonly last_batch_iteration: number;
-}
-
-export interface WarmupDecayLRScheduleParams extends WarmupLRScheduleParams {
-    readonly total_num_steps: number;
-}
-
-export interface WarmupCosineLRScheduleParams {
-    readonly total_num_steps: number;
-    readonly warmup_min_ratio: number;
-    readonly warmup_num_steps: number;
-    readonly cos_min_ratio: number;
-    readonly warmup_type: LrWarmupType;
-    readonly last_batch_iteration: number;
-}
-
-/**
- * The scheduler section as the config layer resolves it (@mixz/config ResolvedSchedulerConfig, which
- * is assignable to this): @mixz/engine does not depend on @mixz/config, so the shape is restated.
- */
-export type LrSchedulerConfig =
-    | {readonly type: "WarmupLR"; readonly params: WarmupLRScheduleParams}
-    | {readonly type: "WarmupDecayLR"; readonly params: WarmupDecayLRScheduleParams}
-    | {readonly type: "WarmupCosineLR"; readonly params: WarmupCosineLRScheduleParams};
+// The scheduler section's types are the config layer's (@mixz/config), under this module's names.
+export type LrWarmupType = WarmupType;
+export type WarmupLRScheduleParams = WarmupLRParams;
+export type WarmupDecayLRScheduleParams = WarmupDecayLRParams;
+export type WarmupCosineLRScheduleParams = WarmupCosineLRParams;
+export type LrSchedulerConfig = ResolvedSchedulerConfig;
 
 /** The schedulers implemented here. DeepSpeed's LRRangeTest and OneCycle are refused by the config layer. */
 export const supportedLrSchedulers = ["WarmupLR", "WarmupDecayLR", "WarmupCosineLR"] as const;
