@@ -13,6 +13,7 @@ import {MixzError} from "@mixz/protocol";
 
 import {llama, ZeroEngine, type Batch, type LlamaConfig, type Loss} from "@mixz/engine";
 import {inProcessWorld} from "./helpers/inProcessWorld.js";
+import {rejectsWith} from "./helpers/rejectsWith.js";
 
 const tiny: LlamaConfig = {vocabSize: 17, hidden: 12, layers: 2, heads: 3, kvHeads: 1, intermediate: 10, maxSeqLen: 8, seed: 5};
 let jobs = 0;
@@ -44,14 +45,6 @@ async function trainStep(engine: ZeroEngine, b: Batch): Promise<number> {
     return loss.value;
 }
 
-async function rejects(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-    await assert.rejects(promise, (error: unknown) => {
-        assert.ok(error instanceof MixzError, String(error));
-        assert.equal(error.code, code);
-        assert.match(error.message, message);
-        return true;
-    });
-}
 
 after(() => {
     assert.deepEqual(readdirSync("/dev/shm").filter((name) => name.startsWith(`mixz-zero-unit-${process.pid}-`)), []);
@@ -75,8 +68,8 @@ describe("ZeroEngine: bad batches are refused and change nothing", () => {
             [{inputIds: good.inputIds, shape: good.shape}, /labels are required/],
             [null, /must be an object/]
         ];
-        for (const [bad, message] of cases) await rejects(engine!.forward(bad as Batch), "MIXZ_ERR_BATCH", message);
-        await rejects(engine!.backward({value: 1, tokens: 1, forwardId: 1} as Loss), "MIXZ_ERR_ENGINE_STATE", /backward\(loss\) needs the loss of the latest forward\(\)/);
+        for (const [bad, message] of cases) await rejectsWith(engine!.forward(bad as Batch), "MIXZ_ERR_BATCH", message);
+        await rejectsWith(engine!.backward({value: 1, tokens: 1, forwardId: 1} as Loss), "MIXZ_ERR_ENGINE_STATE", /backward\(loss\) needs the loss of the latest forward\(\)/);
         for (let step = 0; step < 3; step++) {
             assert.equal(await trainStep(engine!, batch(step)), await trainStep(reference!, batch(step)));
         }
@@ -87,16 +80,16 @@ describe("ZeroEngine: bad batches are refused and change nothing", () => {
     it("a loss is used by one backward only; evaluate() waits for the pending backward; calls do not overlap", async () => {
         const [engine] = await engines(1);
         const loss = await engine!.forward(batch(2));
-        await rejects(engine!.evaluate(batch(2)), "MIXZ_ERR_ENGINE_STATE", /evaluate\(\) between forward\(\) and backward\(\)/);
+        await rejectsWith(engine!.evaluate(batch(2)), "MIXZ_ERR_ENGINE_STATE", /evaluate\(\) between forward\(\) and backward\(\)/);
         await engine!.backward(loss);
         assert.equal((await engine!.evaluate(batch(2))).value, loss.value);
-        await rejects(engine!.backward(loss), "MIXZ_ERR_ENGINE_STATE", /once/);
+        await rejectsWith(engine!.backward(loss), "MIXZ_ERR_ENGINE_STATE", /once/);
         const first = engine!.forward(batch(3));
         assert.throws(() => engine!.memoryReport().total > 0 && engine!.readSlice(0, "param"), /another engine call is running/);
-        await rejects(engine!.forward(batch(3)), "MIXZ_ERR_ENGINE_STATE", /another engine call is running/);
+        await rejectsWith(engine!.forward(batch(3)), "MIXZ_ERR_ENGINE_STATE", /another engine call is running/);
         await first;
         await engine!.dispose();
-        await rejects(engine!.forward(batch(3)), "MIXZ_ERR_ENGINE_STATE", /disposed/);
+        await rejectsWith(engine!.forward(batch(3)), "MIXZ_ERR_ENGINE_STATE", /disposed/);
     });
 });
 

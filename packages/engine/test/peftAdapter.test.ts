@@ -10,7 +10,6 @@ import {after, describe, it} from "node:test";
 import {fileURLToPath} from "node:url";
 
 import {resolveConfigObject} from "@mixz/config";
-import {MixzError} from "@mixz/protocol";
 
 import {
     checkPeftAdapterConfig,
@@ -28,6 +27,7 @@ import {
 } from "@mixz/engine";
 import {writeHfModel} from "./helpers/hfModel.js";
 import {inProcessWorld} from "./helpers/inProcessWorld.js";
+import {rejectsWith} from "./helpers/rejectsWith.js";
 
 const validator = fileURLToPath(new URL("./helpers/validate_safetensors.py", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "mixz-peft-"));
@@ -91,14 +91,6 @@ function snapshot(ranks: readonly ZeroEngine[]): Map<string, Float32Array> {
 
 const losses = async (ranks: readonly ZeroEngine[]): Promise<number[]> => Promise.all(ranks.map(async (e, r) => (await e.evaluate(batch(11 + r))).value));
 
-async function expectError(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-    await assert.rejects(promise, (error: unknown) => {
-        assert.ok(error instanceof MixzError, String(error));
-        assert.equal(error.code, code, error.message);
-        assert.match(error.message, message);
-        return true;
-    });
-}
 
 describe("PEFT adapter format", () => {
     it("adapter_config.json has PEFT's fields; tensor names carry PEFT's prefix", () => {
@@ -201,7 +193,7 @@ describe("PEFT adapters on the engine (2 ranks)", () => {
         const attempt = async (dir: string, code: string, message: RegExp): Promise<void> => {
             const results = await Promise.allSettled(target.map((engine) => loadPeftAdapter(engine, dir)));
             for (const result of results) assert.equal(result.status, "rejected");
-            await expectError(Promise.reject((results[0] as PromiseRejectedResult).reason), code, message);
+            await rejectsWith(Promise.reject((results[0] as PromiseRejectedResult).reason), code, message);
             for (const [name, values] of snapshot(target)) assert.deepEqual(values, before.get(name), name);
         };
         await attempt(foreign, "MIXZ_ERR_PEFT_ADAPTER", /adapter_model\.safetensors: tensor "base_model\.model\.model\.layers\.0\.self_attn\.q_proj\.lora_A\.weight" has shape \[4,16\], the engine's .* is \[4,12\] \(an adapter for another model or rank\)/);
@@ -213,7 +205,7 @@ describe("PEFT adapters on the engine (2 ranks)", () => {
         await attempt(good, "MIXZ_ERR_PEFT_ADAPTER", /target_modules: the adapter targets \[down_proj, q_proj, up_proj, v_proj\]/);
 
         const [noLora] = await engines(model, 1, null);
-        await expectError(savePeftAdapter(noLora!, fresh("none")), "MIXZ_ERR_ENGINE_STATE", /no LoRA adapters; call lora\.apply/);
+        await rejectsWith(savePeftAdapter(noLora!, fresh("none")), "MIXZ_ERR_ENGINE_STATE", /no LoRA adapters; call lora\.apply/);
         for (const engine of [...source, ...other, ...otherR, ...target, noLora!]) await engine.dispose();
     });
 });

@@ -12,11 +12,11 @@ import {after, describe, it} from "node:test";
 import {fileURLToPath} from "node:url";
 
 import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
-import {MixzError} from "@mixz/protocol";
 
 import {fromPretrainedLlama, pretrainedLoadReport, ZeroEngine, type Batch, type LlamaConfig, type LlamaModel} from "@mixz/engine";
 import {writeHfModel, type HfModelOptions} from "./helpers/hfModel.js";
 import {inProcessWorld} from "./helpers/inProcessWorld.js";
+import {rejectsWith} from "./helpers/rejectsWith.js";
 
 const validator = fileURLToPath(new URL("./helpers/validate_safetensors.py", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "mixz-pretrained-"));
@@ -57,14 +57,6 @@ function fullParam(ranks: readonly ZeroEngine[], name: string): Float32Array {
     return out;
 }
 
-async function expectError(promise: Promise<unknown>, code: string, message: RegExp): Promise<void> {
-    await assert.rejects(promise, (error: unknown) => {
-        assert.ok(error instanceof MixzError, String(error));
-        assert.equal(error.code, code, error.message);
-        assert.match(error.message, message);
-        return true;
-    });
-}
 
 describe("fromPretrained: loading Hugging Face models", () => {
     for (const [label, options, world] of [
@@ -105,7 +97,7 @@ describe("fromPretrained: loading Hugging Face models", () => {
     it("bad configs: every key mixz cannot train is named", async () => {
         const check = async (hfConfig: Record<string, unknown>, message: RegExp): Promise<void> => {
             const hf = await writeHfModel(fresh("config"), {config: tiny, hfConfig});
-            await expectError(fromPretrainedLlama(hf.dir), "MIXZ_ERR_MODEL_CONFIG", message);
+            await rejectsWith(fromPretrainedLlama(hf.dir), "MIXZ_ERR_MODEL_CONFIG", message);
         };
         await check({rope_scaling: {rope_type: "llama3", factor: 8}}, /config\.json: rope_scaling: rotary scaling .* is not supported/);
         await check({architectures: ["MistralForCausalLM"], model_type: "mistral"}, /model_type: mixz trains LLaMA models[\s\S]*architectures: mixz trains LlamaForCausalLM/);
@@ -121,40 +113,40 @@ describe("fromPretrained: loading Hugging Face models", () => {
             config: tiny,
             edit: (t) => (t.name === "model.layers.1.self_attn.k_proj.weight" ? {...t, shape: [12, 12]} : t)
         });
-        await expectError(fromPretrainedLlama(shape.dir), "MIXZ_ERR_MODEL_CONFIG",
+        await rejectsWith(fromPretrainedLlama(shape.dir), "MIXZ_ERR_MODEL_CONFIG",
             /model\.safetensors: tensor "model\.layers\.1\.self_attn\.k_proj\.weight" has shape \[12,12\], config\.json \(.*num_key_value_heads 1\) expects \[4,12\]/);
         const missing = await writeHfModel(fresh("missing"), {config: tiny, edit: (t) => (t.name === "lm_head.weight" ? null : t)});
-        await expectError(fromPretrainedLlama(missing.dir), "MIXZ_ERR_MODEL_CONFIG", /tensor "lm_head\.weight" is missing \(config\.json says tie_word_embeddings false/);
+        await rejectsWith(fromPretrainedLlama(missing.dir), "MIXZ_ERR_MODEL_CONFIG", /tensor "lm_head\.weight" is missing \(config\.json says tie_word_embeddings false/);
         // Weights of a 3-layer model under a 2-layer config.
         const layers = await writeHfModel(fresh("layers"), {config: {...tiny, layers: 3}, hfConfig: {num_hidden_layers: 2}});
-        await expectError(fromPretrainedLlama(layers.dir), "MIXZ_ERR_MODEL_CONFIG", /unexpected tensor "model\.layers\.2\.self_attn\.q_proj\.weight": config\.json \(num_hidden_layers 2\)/);
+        await rejectsWith(fromPretrainedLlama(layers.dir), "MIXZ_ERR_MODEL_CONFIG", /unexpected tensor "model\.layers\.2\.self_attn\.q_proj\.weight": config\.json \(num_hidden_layers 2\)/);
     });
 
     it("missing, corrupt and truncated files are named", async () => {
-        await expectError(fromPretrainedLlama(join(scratch, "nowhere")), "MIXZ_ERR_FILE_READ", /nowhere: not a model directory \(ENOENT\)/);
+        await rejectsWith(fromPretrainedLlama(join(scratch, "nowhere")), "MIXZ_ERR_FILE_READ", /nowhere: not a model directory \(ENOENT\)/);
         const noConfig = await writeHfModel(fresh("noconfig"), {config: tiny});
         rmSync(join(noConfig.dir, "config.json"));
-        await expectError(fromPretrainedLlama(noConfig.dir), "MIXZ_ERR_FILE_READ", /config\.json: missing: .* is not a Hugging Face model directory \(it has model\.safetensors\)/);
+        await rejectsWith(fromPretrainedLlama(noConfig.dir), "MIXZ_ERR_FILE_READ", /config\.json: missing: .* is not a Hugging Face model directory \(it has model\.safetensors\)/);
         const noWeights = await writeHfModel(fresh("noweights"), {config: tiny});
         renameSync(join(noWeights.dir, "model.safetensors"), join(noWeights.dir, "pytorch_model.bin"));
-        await expectError(fromPretrainedLlama(noWeights.dir), "MIXZ_ERR_FILE_READ", /neither model\.safetensors nor model\.safetensors\.index\.json.*PyTorch \.bin weights are not read/);
+        await rejectsWith(fromPretrainedLlama(noWeights.dir), "MIXZ_ERR_FILE_READ", /neither model\.safetensors nor model\.safetensors\.index\.json.*PyTorch \.bin weights are not read/);
         const truncated = await writeHfModel(fresh("truncated"), {config: tiny});
         const file = join(truncated.dir, "model.safetensors");
         truncateSync(file, statSync(file).size - 10);
-        await expectError(fromPretrainedLlama(truncated.dir), "MIXZ_ERR_SAFETENSORS", new RegExp(`${file.replace(/[.]/g, "\\.")}: .*truncated data`));
+        await rejectsWith(fromPretrainedLlama(truncated.dir), "MIXZ_ERR_SAFETENSORS", new RegExp(`${file.replace(/[.]/g, "\\.")}: .*truncated data`));
         const corrupt = await writeHfModel(fresh("corrupt"), {config: tiny});
         const bytes = readFileSync(join(corrupt.dir, "model.safetensors"));
         bytes.write("[", 8);
         writeFileSync(join(corrupt.dir, "model.safetensors"), bytes);
-        await expectError(fromPretrainedLlama(corrupt.dir), "MIXZ_ERR_SAFETENSORS", /model\.safetensors: the header does not start with '\{'/);
+        await rejectsWith(fromPretrainedLlama(corrupt.dir), "MIXZ_ERR_SAFETENSORS", /model\.safetensors: the header does not start with '\{'/);
         const shard = await writeHfModel(fresh("shard"), {config: tiny, shards: 2});
         rmSync(join(shard.dir, "model-00002-of-00002.safetensors"));
-        await expectError(fromPretrainedLlama(shard.dir), "MIXZ_ERR_FILE_READ", /model-00002-of-00002\.safetensors: missing: model\.safetensors\.index\.json maps/);
+        await rejectsWith(fromPretrainedLlama(shard.dir), "MIXZ_ERR_FILE_READ", /model-00002-of-00002\.safetensors: missing: model\.safetensors\.index\.json maps/);
         const dtype = await writeHfModel(fresh("dtype"), {config: tiny});
         const header = readFileSync(join(dtype.dir, "model.safetensors"));
         const text = header.toString("latin1").replace(`"model.norm.weight":{"dtype":"F32"`, `"model.norm.weight":{"dtype":"I32"`);
         writeFileSync(join(dtype.dir, "model.safetensors"), Buffer.from(text, "latin1"));
-        await expectError(fromPretrainedLlama(dtype.dir), "MIXZ_ERR_MODEL_CONFIG", /tensor "model\.norm\.weight" is I32; mixz loads F32, F16 or BF16 weights/);
+        await rejectsWith(fromPretrainedLlama(dtype.dir), "MIXZ_ERR_MODEL_CONFIG", /tensor "model\.norm\.weight" is I32; mixz loads F32, F16 or BF16 weights/);
     });
 
     it("a shard truncated after fromPretrained: the engine is not created, on either rank", async () => {

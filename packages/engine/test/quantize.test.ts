@@ -6,7 +6,6 @@
 import assert from "node:assert/strict";
 import {describe, test} from "node:test";
 
-import {MixzError} from "@mixz/protocol";
 
 import {
     convertFloats,
@@ -38,6 +37,7 @@ import {
     seededRandom,
     unpackCodes
 } from "./fixtures/quantReference.js";
+import {rejectsWith} from "./helpers/rejectsWith.js";
 
 const invalidArgument = NativeErrorCodes.invalidArgument;
 const hasAvx2 = quantInfo().avx2;
@@ -63,18 +63,6 @@ const workedOutputBits = [
     0xa7f0, 0x18f6
 ];
 
-async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<MixzError> {
-    let caught: unknown;
-    try {
-        await promise;
-    } catch (error) {
-        caught = error;
-    }
-    assert.ok(caught instanceof MixzError, `expected a MixzError, got ${String(caught)}`);
-    assert.equal(caught.code, code);
-    if (pattern !== undefined) assert.match(caught.message, pattern);
-    return caught;
-}
 
 /** A raw binding call must throw synchronously with the code (a plain Error from convertError). */
 function throwsNative(fn: () => unknown, pattern?: RegExp): void {
