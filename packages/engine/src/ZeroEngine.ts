@@ -140,6 +140,8 @@ export class ZeroEngine {
     readonly #micro: number;
     readonly #onStep: ((metrics: StepMetrics) => void) | undefined;
     #params: readonly NativeParamInfo[];
+    /** An engine call ran since #params was taken (hasSecondary may have changed). */
+    #paramsStale = false;
     /** The groups the engine owns besides the world (hpZ, node, cross), each once. */
     readonly #groups: readonly Communicator[];
     #lora: LoraSettings | null = null;
@@ -207,7 +209,8 @@ export class ZeroEngine {
 
     /** Parameters with their shapes and this rank's slice (hasSecondary as of now). */
     get parameters(): readonly NativeParamInfo[] {
-        return this.#params;
+        // While a call runs the native side is busy: the snapshot of before it stands.
+        return this.#busy ? this.#params : this.#currentParams();
     }
 
     /**
@@ -372,9 +375,7 @@ export class ZeroEngine {
             if (this.#pendingBackward !== null) {
                 throw new MixzError(ErrorCodes.engineState, "quantizeNontrainableParams() between forward() and backward(); call backward() first", {category: "user"});
             }
-            const report = await this.#native.quantizeNontrainable();
-            this.#params = this.#native.params();
-            return report;
+            return this.#native.quantizeNontrainable();
         });
     }
 
@@ -589,7 +590,7 @@ export class ZeroEngine {
             worldSize: this.worldSize,
             dtype: modelDType(this.#config),
             model: this.#model,
-            parameters: this.#params,
+            parameters: this.#currentParams(),
             gradientAccumulationSteps: this.#accumulation,
             readSlice: (index, kind) => this.#native.readSlice(index, kind),
             writeSlice: (index, kind, values) => this.#native.writeSlice(index, kind, values),
@@ -598,6 +599,15 @@ export class ZeroEngine {
             broadcast: (buffer, tag) => this.#communicator.broadcast(buffer, {root: 0, tag}),
             allGather: (input, output, tag) => this.#communicator.allGather(input, output, {tag})
         };
+    }
+
+    /** The parameters, taken from the native side again if a call ran since (no call may be in flight natively). */
+    #currentParams(): readonly NativeParamInfo[] {
+        if (this.#paramsStale && !this.#disposed) {
+            this.#params = this.#native.params();
+            this.#paramsStale = false;
+        }
+        return this.#params;
     }
 
     #checkLive(fn: string): void {
@@ -616,8 +626,9 @@ export class ZeroEngine {
             return await body();
         } finally {
             this.#busy = false;
-            // Secondaries come and go with gathers and steps: refresh the snapshot once per call.
-            if (!this.#disposed) this.#params = this.#native.params();
+            // Secondaries come and go with gathers and steps: the snapshot is taken again when read,
+            // not after every call (forward, backward and step are the hot path).
+            this.#paramsStale = true;
         }
     }
 }
