@@ -1,5 +1,5 @@
 // @mixz/engine: the only package that touches the native addon.
-export {bindingExportTypes, NativeErrorCodes} from "./AddonTypes.js";
+export {bindingExportTypes, NativeErrorCodes} from "./binding/AddonTypes.js";
 export type {
     BindingModule,
     NativeBlasInfo,
@@ -23,16 +23,16 @@ export type {
     NativeWatchdog,
     NativeWatchdogConstructor,
     NativeWatchdogOptions
-} from "./AddonTypes.js";
-export {loadBinding} from "./loadBinding.js";
-export type {LoadBindingOptions} from "./loadBinding.js";
-export {nativeInfo} from "./nativeInfo.js";
-export {probeBinding} from "./probeBinding.js";
-export type {ProbeBindingOptions} from "./probeBinding.js";
-export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./resolveBindingPath.js";
-export type {BindingLocation} from "./resolveBindingPath.js";
-export {maxWatchdogLabelBytes, maxWatchdogLeaseMs, processGroup, startWatchdog} from "./startWatchdog.js";
-export type {ProcessGroup, ProcessWatchdog, WatchdogOptions} from "./startWatchdog.js";
+} from "./binding/AddonTypes.js";
+export {loadBinding} from "./binding/loadBinding.js";
+export type {LoadBindingOptions} from "./binding/loadBinding.js";
+export {nativeInfo} from "./binding/nativeInfo.js";
+export {probeBinding} from "./binding/probeBinding.js";
+export type {ProbeBindingOptions} from "./binding/probeBinding.js";
+export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./binding/resolveBindingPath.js";
+export type {BindingLocation} from "./binding/resolveBindingPath.js";
+export {maxWatchdogLabelBytes, maxWatchdogLeaseMs, processGroup, startWatchdog} from "./runtime/startWatchdog.js";
+export type {ProcessGroup, ProcessWatchdog, WatchdogOptions} from "./runtime/startWatchdog.js";
 export {
     convertFloats,
     defaultQuantBlockSize,
@@ -47,7 +47,7 @@ export {
     quantize,
     quantizedBytes,
     quantSimdEnvVar
-} from "./quantize.js";
+} from "./quant/quantize.js";
 export type {
     CodeArrayOf,
     ConvertFloatsOptions,
@@ -65,8 +65,8 @@ export type {
     QuantizeOptions,
     QuantSegment,
     SimdMode
-} from "./quantize.js";
-export {Communicator, maxCommTag, maxCommTimeoutMs} from "./Communicator.js";
+} from "./quant/quantize.js";
+export {Communicator, maxCommTag, maxCommTimeoutMs} from "./comm/Communicator.js";
 export type {
     AddressExchange,
     BroadcastOptions,
@@ -79,9 +79,9 @@ export type {
     CommunicatorOptions,
     ReduceOp,
     ReduceOptions
-} from "./Communicator.js";
-export {storeExchange} from "./storeExchange.js";
-export type {ExchangeStore, StoreExchangeOptions} from "./storeExchange.js";
+} from "./comm/Communicator.js";
+export {storeExchange} from "./comm/storeExchange.js";
+export type {ExchangeStore, StoreExchangeOptions} from "./comm/storeExchange.js";
 export type {
     NativeAllGatherDescriptor,
     NativeAllGatherVDescriptor,
@@ -102,9 +102,9 @@ export type {
     NativeGroupDescriptor,
     NativeReduceDescriptor,
     NativeReduceOp
-} from "./AddonCommunicatorTypes.js";
-export {quantizedAllGather} from "./quantizedAllGather.js";
-export type {QuantizedAllGatherOptions, QuantizedAllGatherResult} from "./quantizedAllGather.js";
+} from "./binding/AddonCommunicatorTypes.js";
+export {quantizedAllGather} from "./comm/quantizedAllGather.js";
+export type {QuantizedAllGatherOptions, QuantizedAllGatherResult} from "./comm/quantizedAllGather.js";
 // training-state helpers
 export {
     maxSafetensorsHeaderBytes,
@@ -113,7 +113,7 @@ export {
     safetensorsDTypes,
     safetensorsItemSize,
     writeSafetensors
-} from "./safetensors.js";
+} from "./formats/safetensors.js";
 export type {
     SafetensorsArray,
     SafetensorsArrayOf,
@@ -124,8 +124,8 @@ export type {
     SafetensorsTensor,
     SafetensorsTensorInfo,
     TensorRange
-} from "./safetensors.js";
-export {createLrSchedule, supportedLrSchedulers} from "./lrSchedule.js";
+} from "./formats/safetensors.js";
+export {createLrSchedule, supportedLrSchedulers} from "./train/lrSchedule.js";
 export type {
     LrSchedule,
     LrScheduleOptimizerConfig,
@@ -135,8 +135,8 @@ export type {
     WarmupCosineLRScheduleParams,
     WarmupDecayLRScheduleParams,
     WarmupLRScheduleParams
-} from "./lrSchedule.js";
-export {createLossScaler, DynamicLossScaler, lossScalerFromState, StaticLossScaler} from "./DynamicLossScaler.js";
+} from "./train/lrSchedule.js";
+export {createLossScaler, DynamicLossScaler, lossScalerFromState, StaticLossScaler} from "./train/DynamicLossScaler.js";
 export type {
     DynamicLossScalerOptions,
     DynamicLossScalerState,
@@ -144,21 +144,21 @@ export type {
     LossScalerConfig,
     LossScalerState,
     StaticLossScalerState
-} from "./DynamicLossScaler.js";
+} from "./train/DynamicLossScaler.js";
 // ZeRO-3 training engine.
-export {llama, llamaParameterCount} from "./llama.js";
-export type {LlamaConfig, LlamaModel} from "./llama.js";
-export {ZeroEngine} from "./ZeroEngine.js";
-export {loraTargetModules} from "./ZeroEngine.js";
-export type {Batch, GenerateOptions, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./ZeroEngine.js";
-export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./AddonEngineTypes.js";
+export {llama, llamaParameterCount} from "./model/llama.js";
+export type {LlamaConfig, LlamaModel} from "./model/llama.js";
+export {ZeroEngine} from "./train/ZeroEngine.js";
+export {loraTargetModules} from "./train/ZeroEngine.js";
+export type {Batch, GenerateOptions, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./train/ZeroEngine.js";
+export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./binding/AddonEngineTypes.js";
 // checkpoints
-export {checkpointFormat, checkpointLatestName, checkpointManifestName, checkpointVersion} from "./checkpoint.js";
-export type {CheckpointInfo, CheckpointStage, LoadCheckpointOptions, SaveCheckpointOptions, TrainingState} from "./checkpoint.js";
+export {checkpointFormat, checkpointLatestName, checkpointManifestName, checkpointVersion} from "./train/checkpoint.js";
+export type {CheckpointInfo, CheckpointStage, LoadCheckpointOptions, SaveCheckpointOptions, TrainingState} from "./train/checkpoint.js";
 // pretrained + peft + data
-export {fromPretrainedLlama, hfConfigOf, llamaTensorShapes, pretrainedConfigName, pretrainedIndexName, pretrainedLoadReport, pretrainedWeightsName} from "./pretrained.js";
-export type {FromPretrainedOptions, PretrainedDType, PretrainedLoadReport, PretrainedSource, PretrainedTensor} from "./pretrained.js";
-export {checkPeftAdapterConfig, foldLora, loadPeftAdapter, loraModuleBlocks, mergeLora, peftAdapterConfig, peftConfigName, peftTensorName, peftTensorPrefix, peftWeightsName, savePeftAdapter} from "./peftAdapter.js";
-export type {LoraSettings} from "./peftAdapter.js";
-export {permutation as tokenDataPermutation, textData, tokenData} from "./data.js";
-export type {TextDataOptions, TokenBatches, TokenDataOptions, TokenDType} from "./data.js";
+export {fromPretrainedLlama, hfConfigOf, llamaTensorShapes, pretrainedConfigName, pretrainedIndexName, pretrainedLoadReport, pretrainedWeightsName} from "./formats/pretrained.js";
+export type {FromPretrainedOptions, PretrainedDType, PretrainedLoadReport, PretrainedSource, PretrainedTensor} from "./formats/pretrained.js";
+export {checkPeftAdapterConfig, foldLora, loadPeftAdapter, loraModuleBlocks, mergeLora, peftAdapterConfig, peftConfigName, peftTensorName, peftTensorPrefix, peftWeightsName, savePeftAdapter} from "./formats/peftAdapter.js";
+export type {LoraSettings} from "./formats/peftAdapter.js";
+export {permutation as tokenDataPermutation, textData, tokenData} from "./data/data.js";
+export type {TextDataOptions, TokenBatches, TokenDataOptions, TokenDType} from "./data/data.js";

@@ -15,7 +15,7 @@ import {ErrorCodes} from "@mixz/protocol";
 import {readSafetensorsHeader, readTensor, safetensorsDTypes, safetensorsItemSize, writeSafetensors} from "@mixz/engine";
 import type {SafetensorsArray, SafetensorsDType, SafetensorsTensor} from "@mixz/engine";
 
-const validator = fileURLToPath(new URL("./helpers/validate_safetensors.py", import.meta.url));
+const validator = fileURLToPath(new URL("../helpers/validate_safetensors.py", import.meta.url));
 
 let dir: string;
 before(async () => {

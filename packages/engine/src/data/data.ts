@@ -25,7 +25,7 @@ import {resolve} from "node:path";
 
 import {ErrorCodes, InputError} from "@mixz/protocol";
 
-import type {Batch} from "./ZeroEngine.js";
+import type {Batch} from "../train/ZeroEngine.js";
 
 export type TokenDType = "uint16" | "uint32";
 

@@ -9,7 +9,7 @@ import {ErrorCodes, MixzError} from "@mixz/protocol";
 
 import {defaultBindingPaths, loadBinding, nativeBinaryEnvVar, NativeErrorCodes, nativeInfo} from "@mixz/engine";
 
-const rootPackage = JSON.parse(readFileSync(new URL("../../../package.json", import.meta.url), "utf8")) as {
+const rootPackage = JSON.parse(readFileSync(new URL("../../../../package.json", import.meta.url), "utf8")) as {
     version: string;
 };
 

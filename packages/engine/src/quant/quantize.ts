@@ -18,9 +18,9 @@
  */
 import {MixzError} from "@mixz/protocol";
 
-import {NativeErrorCodes} from "./AddonTypes.js";
-import type {NativeFloatDType, NativeQuantBenchmarkResult, NativeQuantInfo, NativeSimd} from "./AddonTypes.js";
-import {loadBinding} from "./loadBinding.js";
+import {NativeErrorCodes} from "../binding/AddonTypes.js";
+import type {NativeFloatDType, NativeQuantBenchmarkResult, NativeQuantInfo, NativeSimd} from "../binding/AddonTypes.js";
+import {loadBinding} from "../binding/loadBinding.js";
 
 /** Element type of unquantized data. */
 export type FloatDType = NativeFloatDType;

@@ -15,7 +15,7 @@ export const nativeBinaryEnvVar = "MIXZ_NATIVE_BINARY";
  * The repository (or installation) root: this file lives in packages/engine/src when run from
  * source and in packages/engine/dist when built, three levels below the root either way.
  */
-const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+const repoRoot = fileURLToPath(new URL("../../../../", import.meta.url));
 
 /** The two places scripts/build-native.mjs writes the addon to, in the order they are preferred. */
 export const defaultBindingPaths: readonly string[] = [

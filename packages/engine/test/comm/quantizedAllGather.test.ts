@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import {describe, it} from "node:test";
 import {dequantize, quantize, quantizedAllGather, type FloatDType, type QuantBits} from "@mixz/engine";
-import {disposeAll, inProcessWorld} from "./helpers/inProcessWorld.js";
+import {disposeAll, inProcessWorld} from "../helpers/inProcessWorld.js";
 
 /** Gaussian-ish data of member m in the given dtype (fp16/bf16 as bit patterns via the engine's conversion). */
 async function memberData(dtype: FloatDType, member: number, count: number): Promise<Float32Array | Uint16Array> {

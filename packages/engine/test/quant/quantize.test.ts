@@ -36,8 +36,8 @@ import {
     referenceQuantize,
     seededRandom,
     unpackCodes
-} from "./fixtures/quantReference.js";
-import {rejectsWith} from "./helpers/rejectsWith.js";
+} from "../fixtures/quantReference.js";
+import {rejectsWith} from "../helpers/rejectsWith.js";
 
 const invalidArgument = NativeErrorCodes.invalidArgument;
 const hasAvx2 = quantInfo().avx2;

@@ -1,13 +1,13 @@
 import type {ResolvedConfig} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 import {loadCheckpoint, saveCheckpoint, type CheckpointAccess, type CheckpointInfo, type LoadCheckpointOptions, type SaveCheckpointOptions, type TrainingState} from "./checkpoint.js";
-import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEngineTypes.js";
-import type {NativeCommunicator} from "./AddonCommunicatorTypes.js";
-import {nativeCommunicatorOf, type Communicator} from "./Communicator.js";
+import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "../binding/AddonEngineTypes.js";
+import type {NativeCommunicator} from "../binding/AddonCommunicatorTypes.js";
+import {nativeCommunicatorOf, type Communicator} from "../comm/Communicator.js";
 import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
-import type {LlamaModel} from "./llama.js";
-import {loadBinding} from "./loadBinding.js";
-import {exportPretrained, loadPretrainedWeights} from "./pretrained.js";
+import type {LlamaModel} from "../model/llama.js";
+import {loadBinding} from "../binding/loadBinding.js";
+import {exportPretrained, loadPretrainedWeights} from "../formats/pretrained.js";
 import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
 
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */

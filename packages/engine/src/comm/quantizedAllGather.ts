@@ -1,5 +1,5 @@
 import type {CollectiveOptions, Communicator} from "./Communicator.js";
-import {checkQuantGather, type FloatArray, type FloatArrayOf, type FloatDType, type QuantBits} from "./quantize.js";
+import {checkQuantGather, type FloatArray, type FloatArrayOf, type FloatDType, type QuantBits} from "../quant/quantize.js";
 
 export interface QuantizedAllGatherOptions<D extends FloatDType> extends CollectiveOptions {
     /** The dtype of `input` and of the output. */

@@ -12,8 +12,8 @@ import {MixzError} from "@mixz/protocol";
 
 import {maxWatchdogLeaseMs, NativeErrorCodes, processGroup, startWatchdog} from "@mixz/engine";
 
-const root = fileURLToPath(new URL("../../../", import.meta.url));
-const fixture = fileURLToPath(new URL("fixtures/watchdogChild.ts", import.meta.url));
+const root = fileURLToPath(new URL("../../../../", import.meta.url));
+const fixture = fileURLToPath(new URL("../fixtures/watchdogChild.ts", import.meta.url));
 
 /** How long a child may take to start (tsx compiles; an ASan build loads slowly). */
 const startTimeoutMs = 30_000;

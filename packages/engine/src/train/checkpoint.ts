@@ -58,11 +58,11 @@ import {join} from "node:path";
 
 import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
-import type {NativeModelDType, NativeParamInfo, NativeSliceKind} from "./AddonEngineTypes.js";
-import type {LlamaConfig, LlamaModel} from "./llama.js";
-import {convertFloats} from "./quantize.js";
-import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
-import {syncDirectory, writeDurably} from "./durableFiles.js";
+import type {NativeModelDType, NativeParamInfo, NativeSliceKind} from "../binding/AddonEngineTypes.js";
+import type {LlamaConfig, LlamaModel} from "../model/llama.js";
+import {convertFloats} from "../quant/quantize.js";
+import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "../formats/safetensors.js";
+import {syncDirectory, writeDurably} from "../formats/durableFiles.js";
 
 /** The points of a save at which `onStage` is called (see the module comment). */
 export type CheckpointStage = "rank-files-written" | "manifest-written" | "renamed";

@@ -30,10 +30,10 @@ import type {
     NativeCommunicatorOptions,
     NativeQuantizedAllGatherDescriptor,
     NativeReduceOp
-} from "./AddonCommunicatorTypes.js";
-import {NativeErrorCodes} from "./AddonTypes.js";
-import type {NativeFloatDType} from "./AddonTypes.js";
-import {loadBinding} from "./loadBinding.js";
+} from "../binding/AddonCommunicatorTypes.js";
+import {NativeErrorCodes} from "../binding/AddonTypes.js";
+import type {NativeFloatDType} from "../binding/AddonTypes.js";
+import {loadBinding} from "../binding/loadBinding.js";
 
 /** auto: shared memory within a host, Gloo TCP between hosts. shm / gloo: that transport only. */
 export type CommTransport = NativeCommTransport;

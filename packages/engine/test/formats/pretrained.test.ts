@@ -14,11 +14,11 @@ import {fileURLToPath} from "node:url";
 import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
 
 import {fromPretrainedLlama, pretrainedLoadReport, ZeroEngine, type Batch, type LlamaConfig, type LlamaModel} from "@mixz/engine";
-import {writeHfModel, type HfModelOptions} from "./helpers/hfModel.js";
-import {inProcessWorld} from "./helpers/inProcessWorld.js";
-import {rejectsWith} from "./helpers/rejectsWith.js";
+import {writeHfModel, type HfModelOptions} from "../helpers/hfModel.js";
+import {inProcessWorld} from "../helpers/inProcessWorld.js";
+import {rejectsWith} from "../helpers/rejectsWith.js";
 
-const validator = fileURLToPath(new URL("./helpers/validate_safetensors.py", import.meta.url));
+const validator = fileURLToPath(new URL("../helpers/validate_safetensors.py", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "mixz-pretrained-"));
 after(() => rmSync(scratch, {recursive: true, force: true}));
 

@@ -12,8 +12,8 @@ import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
 import {MixzError} from "@mixz/protocol";
 
 import {llama, ZeroEngine, type Batch, type LlamaConfig, type Loss} from "@mixz/engine";
-import {inProcessWorld} from "./helpers/inProcessWorld.js";
-import {rejectsWith} from "./helpers/rejectsWith.js";
+import {inProcessWorld} from "../helpers/inProcessWorld.js";
+import {rejectsWith} from "../helpers/rejectsWith.js";
 
 const tiny: LlamaConfig = {vocabSize: 17, hidden: 12, layers: 2, heads: 3, kvHeads: 1, intermediate: 10, maxSeqLen: 8, seed: 5};
 let jobs = 0;

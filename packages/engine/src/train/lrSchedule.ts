@@ -32,7 +32,7 @@
 import type {ResolvedSchedulerConfig, WarmupCosineLRParams, WarmupDecayLRParams, WarmupLRParams, WarmupType} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 
-import {NativeErrorCodes} from "./AddonTypes.js";
+import {NativeErrorCodes} from "../binding/AddonTypes.js";
 
 /** The optimizer section as the config layer resolves it (@mixz/config ResolvedOptimizerConfig); only lr is read. */
 export interface LrScheduleOptimizerConfig {

@@ -26,12 +26,12 @@ import {join, resolve} from "node:path";
 
 import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
-import type {NativeParamInfo} from "./AddonEngineTypes.js";
-import type {CheckpointAccess} from "./checkpoint.js";
+import type {NativeParamInfo} from "../binding/AddonEngineTypes.js";
+import type {CheckpointAccess} from "../train/checkpoint.js";
 import {exportPretrained, parseJsonObject, peerFailure, writeGatheredFiles, type ExportFold, type GatheredTensor} from "./pretrained.js";
-import {convertFloats} from "./quantize.js";
+import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, type SafetensorsHeader} from "./safetensors.js";
-import type {ZeroEngine} from "./ZeroEngine.js";
+import type {ZeroEngine} from "../train/ZeroEngine.js";
 
 /** The LoRA settings of an engine (engine.lora after lora.apply). */
 export interface LoraSettings {

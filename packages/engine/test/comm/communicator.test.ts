@@ -18,7 +18,7 @@ import {describe, test} from "node:test";
 import {MixzError} from "@mixz/protocol";
 
 import {Communicator, loadBinding, NativeErrorCodes, storeExchange} from "@mixz/engine";
-import {disposeAll, inProcessWorld} from "./helpers/inProcessWorld.js";
+import {disposeAll, inProcessWorld} from "../helpers/inProcessWorld.js";
 import type {CommTransport, CommunicatorOptions} from "@mixz/engine";
 
 const big = 1 << 21;

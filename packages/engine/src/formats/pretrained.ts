@@ -43,10 +43,10 @@ import {isAbsolute, join, resolve} from "node:path";
 
 import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
-import type {NativeModelDType, NativeParamInfo} from "./AddonEngineTypes.js";
-import type {CheckpointAccess} from "./checkpoint.js";
-import {llama, type LlamaConfig, type LlamaModel} from "./llama.js";
-import {convertFloats} from "./quantize.js";
+import type {NativeModelDType, NativeParamInfo} from "../binding/AddonEngineTypes.js";
+import type {CheckpointAccess} from "../train/checkpoint.js";
+import {llama, type LlamaConfig, type LlamaModel} from "../model/llama.js";
+import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
 import {syncDirectory, writeDurably} from "./durableFiles.js";
 

@@ -25,11 +25,11 @@ import {
     type LlamaConfig,
     type LlamaModel
 } from "@mixz/engine";
-import {writeHfModel} from "./helpers/hfModel.js";
-import {inProcessWorld} from "./helpers/inProcessWorld.js";
-import {rejectsWith} from "./helpers/rejectsWith.js";
+import {writeHfModel} from "../helpers/hfModel.js";
+import {inProcessWorld} from "../helpers/inProcessWorld.js";
+import {rejectsWith} from "../helpers/rejectsWith.js";
 
-const validator = fileURLToPath(new URL("./helpers/validate_safetensors.py", import.meta.url));
+const validator = fileURLToPath(new URL("../helpers/validate_safetensors.py", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "mixz-peft-"));
 after(() => rmSync(scratch, {recursive: true, force: true}));
 

@@ -31,7 +31,7 @@
 import type {ResolvedBf16Config, ResolvedFp16Config} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 
-import {NativeErrorCodes} from "./AddonTypes.js";
+import {NativeErrorCodes} from "../binding/AddonTypes.js";
 
 /** The parts of a resolved config's fp16 and bf16 sections (@mixz/config) the scaler reads. */
 export interface LossScalerConfig {

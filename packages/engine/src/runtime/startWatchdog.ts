@@ -2,9 +2,9 @@ import {fstatSync} from "node:fs";
 
 import {MixzError} from "@mixz/protocol";
 
-import {NativeErrorCodes} from "./AddonTypes.js";
-import type {NativeProcessGroup, NativeWatchdog, NativeWatchdogOptions} from "./AddonTypes.js";
-import {loadBinding} from "./loadBinding.js";
+import {NativeErrorCodes} from "../binding/AddonTypes.js";
+import type {NativeProcessGroup, NativeWatchdog, NativeWatchdogOptions} from "../binding/AddonTypes.js";
+import {loadBinding} from "../binding/loadBinding.js";
 
 /** What startWatchdog watches; every field is required (0 and -1 say "none" explicitly). */
 export interface WatchdogOptions {

@@ -1,6 +1,6 @@
 import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
-import type {NativeLlamaDims} from "./AddonEngineTypes.js";
-import type {PretrainedSource} from "./pretrained.js";
+import type {NativeLlamaDims} from "../binding/AddonEngineTypes.js";
+import type {PretrainedSource} from "../formats/pretrained.js";
 
 /** A LLaMA-style model configuration (the names of DESIGN.md §3; Hugging Face's in comments). */
 export interface LlamaConfig {
