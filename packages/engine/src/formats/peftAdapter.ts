@@ -28,10 +28,12 @@ import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
 import type {NativeParamInfo} from "../binding/AddonEngineTypes.js";
 import type {CheckpointAccess} from "../train/checkpoint.js";
-import {exportPretrained, parseJsonObject, peerFailure, writeGatheredFiles, type ExportFold, type GatheredTensor} from "./pretrained.js";
+import {exportPretrained, parseJsonObject, writeGatheredFiles, type ExportFold, type GatheredTensor} from "./pretrained.js";
 import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, type SafetensorsHeader} from "./safetensors.js";
 import type {ZeroEngine} from "../train/ZeroEngine.js";
+import {CollectiveTags} from "../comm/collectiveTags.js";
+import {everyRankTries} from "../comm/ranksAgree.js";
 
 /** The LoRA settings of an engine (engine.lora after lora.apply). */
 export interface LoraSettings {
@@ -58,7 +60,6 @@ export const loraModuleBlocks: Readonly<Record<string, "self_attn" | "mlp">> = {
 };
 
 const kLoraParam = /^(model\.layers\.\d+\.(?:self_attn|mlp)\.[a-z_]+)\.lora_(A|B)\.weight$/;
-const kTagLoadReady = 7121;
 
 /** The PEFT name of an engine parameter. */
 export function peftTensorName(parameter: string): string {
@@ -176,18 +177,8 @@ export async function loadPeftAdapter(engine: ZeroEngine, dir: string): Promise<
     checkDir("loadPeftAdapter", dir);
     const lora = loraOf(engine, "loadPeftAdapter");
     await runCollective(engine, "loadPeftAdapter", async (access) => {
-        let failure: unknown;
-        let writes: {index: number; values: Float32Array}[] = [];
-        try {
-            writes = await readAdapterSlices(access, resolve(dir), lora);
-        } catch (error) {
-            failure = error;
-        }
-        const ready = new Uint32Array(access.worldSize);
-        await access.allGather(Uint32Array.of(failure === undefined ? 1 : 0), ready, kTagLoadReady);
-        if (failure !== undefined) throw failure;
-        const failed = [...ready].flatMap((ok, r) => (ok === 1 ? [] : [r]));
-        if (failed.length > 0) throw peerFailure("lora.loadPeftAdapter", dir, failed, "nothing was loaded on any rank");
+        const writes = await everyRankTries(access, CollectiveTags.peftAdapter.loadReady, {fn: "lora.loadPeftAdapter", target: dir, consequence: "nothing was loaded on any rank"},
+            () => readAdapterSlices(access, resolve(dir), lora));
         for (const {index, values} of writes) access.writeSlice(index, "param", values);
     });
 }

@@ -49,6 +49,9 @@ import {llama, type LlamaConfig, type LlamaModel} from "../model/llama.js";
 import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
 import {syncDirectory, writeDurably} from "./durableFiles.js";
+import {errnoOf, writeError} from "./fileErrors.js";
+import {CollectiveTags} from "../comm/collectiveTags.js";
+import {everyRankTries, rootTries} from "../comm/ranksAgree.js";
 
 /** The float dtypes a pretrained tensor may have on disk. */
 export type PretrainedDType = "F32" | "F16" | "BF16";
@@ -104,12 +107,7 @@ export const pretrainedWeightsName = "model.safetensors";
 export const pretrainedIndexName = "model.safetensors.index.json";
 
 /** Collective tags: apart from the engine's (7001–7003) and checkpoints' (7101–7104). */
-const kTagExportPrepared = 7111;
-const kTagExportNext = 7112;
-const kTagExportData = 7113;
-const kTagExportWritten = 7114;
-const kTagExportPublished = 7115;
-const kTagLoadReady = 7116;
+const kTags = CollectiveTags.pretrained;
 
 const kStagingPattern = /^\.mixz-export\.tmp-[0-9a-f]{16}$/;
 const kShardPattern = /^[^/\\]+\.safetensors$/;
@@ -363,18 +361,7 @@ interface PendingSlice {
  * nothing.
  */
 export async function loadPretrainedWeights(engine: CheckpointAccess, source: PretrainedSource): Promise<PretrainedLoadReport> {
-    let failure: unknown;
-    let prepared: {writes: PendingSlice[]; report: PretrainedLoadReport} | undefined;
-    try {
-        prepared = await readOwnSlices(engine, source);
-    } catch (error) {
-        failure = error;
-    }
-    const ready = new Uint32Array(engine.worldSize);
-    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), ready, kTagLoadReady);
-    if (failure !== undefined) throw failure;
-    const failed = [...ready].flatMap((ok, r) => (ok === 1 ? [] : [r]));
-    if (failed.length > 0 || prepared === undefined) throw peerFailure("fromPretrained", source.dir, failed, "nothing was loaded on any rank");
+    const prepared = await everyRankTries(engine, kTags.loadReady, {fn: "fromPretrained", target: source.dir, consequence: "nothing was loaded on any rank"}, () => readOwnSlices(engine, source));
     for (const {index, values} of prepared.writes) engine.writeSlice(index, "param", values);
     const reports = loadReports.get(engine.model) ?? new Map<number, PretrainedLoadReport>();
     loadReports.set(engine.model, reports.set(engine.rank, prepared.report));
@@ -475,26 +462,17 @@ export async function writeGatheredFiles(
     }
 
     // 1. Rank 0 prepares the staging directory.
-    const prepared = new Uint32Array(3);
-    let failure: unknown;
+    const exporting = {fn, target: dir, consequence: "nothing was written", ownError: (error: unknown) => writeError(dir, error)};
     let staging = "";
-    if (rank === 0) {
-        try {
-            const nonce = randomBytes(8).toString("hex");
-            await mkdir(dir, {recursive: true});
-            for (const entry of await readdir(dir)) {
-                if (kStagingPattern.test(entry)) await rm(join(dir, entry), {recursive: true, force: true});
-            }
-            staging = join(dir, `.mixz-export.tmp-${nonce}`);
-            await mkdir(staging);
-            prepared[0] = 1;
-        } catch (error) {
-            failure = error;
+    await rootTries(engine, kTags.exportPrepared, exporting, async () => {
+        const nonce = randomBytes(8).toString("hex");
+        await mkdir(dir, {recursive: true});
+        for (const entry of await readdir(dir)) {
+            if (kStagingPattern.test(entry)) await rm(join(dir, entry), {recursive: true, force: true});
         }
-    }
-    await engine.broadcast(prepared, kTagExportPrepared);
-    if (failure !== undefined) throw asWriteError(dir, failure);
-    if (prepared[0] !== 1) throw peerFailure(fn, dir, [0], "nothing was written");
+        staging = join(dir, `.mixz-export.tmp-${nonce}`);
+        await mkdir(staging);
+    });
 
     // 2. Tensors travel one at a time, when rank 0's writer asks for them.
     const gatherParam = async (index: number): Promise<Float32Array> => {
@@ -503,13 +481,14 @@ export async function writeGatheredFiles(
         input.set(engine.readSlice(index, "param"));
         const output = new Float32Array(p.partition * worldSize);
         // The all-gather moves bytes: the floats travel as their bit patterns.
-        await engine.allGather(new Uint32Array(input.buffer), new Uint32Array(output.buffer), kTagExportData);
+        await engine.allGather(new Uint32Array(input.buffer), new Uint32Array(output.buffer), kTags.exportData);
         return output.subarray(0, p.numel);
     };
+    let writeFailure: {error: unknown} | undefined;
     if (rank === 0) {
         const request = async (index: number): Promise<Float32Array> => {
             if (!Number.isInteger(index) || index < 0 || index >= engine.parameters.length) throw new RangeError(`${fn}: no parameter ${index}`);
-            await engine.broadcast(Uint32Array.of(1, index), kTagExportNext);
+            await engine.broadcast(Uint32Array.of(1, index), kTags.exportNext);
             return gatherParam(index);
         };
         const to = engine.dtype;
@@ -526,41 +505,33 @@ export async function writeGatheredFiles(
             await writeSafetensors(join(staging, fileName), entries, metadata);
             for (const extra of extras) await writeDurably(join(staging, extra.name), extra.text);
         } catch (error) {
-            failure = error;
+            writeFailure = {error};
         }
-        await engine.broadcast(Uint32Array.of(0, 0), kTagExportNext);
+        await engine.broadcast(Uint32Array.of(0, 0), kTags.exportNext);
     } else {
         const next = new Uint32Array(2);
         for (;;) {
-            await engine.broadcast(next, kTagExportNext);
+            await engine.broadcast(next, kTags.exportNext);
             if (next[0] !== 1) break;
             await gatherParam(next[1]!);
         }
     }
-    const written = new Uint32Array(worldSize);
-    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), written, kTagExportWritten);
-    const failed = [...written].flatMap((ok, r) => (ok === 1 ? [] : [r]));
-    if (failed.length > 0) {
-        if (rank === 0) await rm(staging, {recursive: true, force: true}).catch(() => undefined);
-        if (failure !== undefined) throw asWriteError(dir, failure);
-        throw peerFailure(fn, dir, failed, "nothing was written");
-    }
+    // Only rank 0 writes; the others learn here whether it did.
+    await everyRankTries(engine, kTags.exportWritten, {
+        ...exporting,
+        cleanup: async () => {
+            if (rank === 0) await rm(staging, {recursive: true, force: true});
+        }
+    }, async () => {
+        if (writeFailure !== undefined) throw writeFailure.error;
+    });
 
     // 3. Rank 0 publishes: the tensors first, the small files (config) last.
-    const published = new Uint32Array(1);
-    if (rank === 0) {
-        try {
-            for (const name of [fileName, ...extras.map((e) => e.name)]) await rename(join(staging, name), join(dir, name));
-            await syncDirectory(dir);
-            await rm(staging, {recursive: true, force: true});
-            published[0] = 1;
-        } catch (error) {
-            failure = error;
-        }
-    }
-    await engine.broadcast(published, kTagExportPublished);
-    if (failure !== undefined) throw asWriteError(dir, failure);
-    if (published[0] !== 1) throw peerFailure(fn, dir, [0], "the export did not complete");
+    await rootTries(engine, kTags.exportPublished, {...exporting, consequence: "the export did not complete"}, async () => {
+        for (const name of [fileName, ...extras.map((e) => e.name)]) await rename(join(staging, name), join(dir, name));
+        await syncDirectory(dir);
+        await rm(staging, {recursive: true, force: true});
+    });
 }
 
 /** Folds what the engine adds to a base weight (LoRA) into the exported tensor; see peftAdapter.ts. */
@@ -655,20 +626,3 @@ function describeEntries(entries: readonly string[]): string {
 
 
 
-/** @internal Another rank failed: every rank throws, naming who failed. */
-export function peerFailure(fn: string, dir: string, ranks: readonly number[], consequence: string): MixzError {
-    const who = ranks.length === 0 ? "a rank" : ranks.length === 1 ? `rank ${ranks[0]}` : `ranks ${ranks.join(", ")}`;
-    return new MixzError(ErrorCodes.engineState, `${fn}(${JSON.stringify(dir)}): ${who} failed (see ${ranks.length === 1 ? "its" : "their"} error); ${consequence}`, {
-        category: "user",
-        context: {dir, ranks}
-    });
-}
-
-function asWriteError(path: string, error: unknown): MixzError {
-    if (error instanceof MixzError) return error;
-    return new MixzError(ErrorCodes.fileWrite, `${path}: cannot write (${errnoOf(error)})`, {category: "infra", context: {path}, cause: error});
-}
-
-function errnoOf(error: unknown): string {
-    return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-}

@@ -63,6 +63,9 @@ import type {LlamaConfig, LlamaModel} from "../model/llama.js";
 import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "../formats/safetensors.js";
 import {syncDirectory, writeDurably} from "../formats/durableFiles.js";
+import {errnoOf, writeError} from "../formats/fileErrors.js";
+import {CollectiveTags} from "../comm/collectiveTags.js";
+import {everyRankTries, rootTries} from "../comm/ranksAgree.js";
 
 /** The points of a save at which `onStage` is called (see the module comment). */
 export type CheckpointStage = "rank-files-written" | "manifest-written" | "renamed";
@@ -130,11 +133,7 @@ export const checkpointVersion = 1;
 export const checkpointManifestName = "mixz_checkpoint.json";
 export const checkpointLatestName = "latest";
 
-/** Collective tags of checkpoints: apart from the engine's (tagBase 7000 + 1…3). */
-const kTagPrepared = 7101;
-const kTagFilesWritten = 7102;
-const kTagPublished = 7103;
-const kTagLoadReady = 7104;
+const kTags = CollectiveTags.checkpoint;
 
 const kTagPattern = /^[A-Za-z0-9_][A-Za-z0-9_.+=-]{0,199}$/;
 const kStagingPattern = /^\.(.+)\.tmp-[0-9a-f]{16}$/;
@@ -216,29 +215,27 @@ export async function saveCheckpoint(engine: CheckpointAccess, dir: string, opti
     const {rank, worldSize} = engine;
 
     // 1. Rank 0 prepares the staging directory and tells everyone its nonce.
-    const prepared = new Uint32Array(3);
-    let failure: unknown;
-    if (rank === 0) {
-        try {
-            const nonce = randomBytes(8);
-            prepared.set([1, nonce.readUInt32LE(0), nonce.readUInt32LE(4)]);
-            await mkdir(dir, {recursive: true});
-            await clearLeftovers(dir);
-            await mkdir(join(dir, stagingName(tag, nonceOf(prepared))));
-        } catch (error) {
-            prepared[0] = 0;
-            failure = error;
-        }
-    }
-    await engine.broadcast(prepared, kTagPrepared);
-    if (failure !== undefined) throw asWriteError(dir, failure);
-    if (prepared[0] !== 1) throw peerFailure(fn, dir, [0]);
-    const nonce = nonceOf(prepared);
+    const saving = {fn, target: dir, consequence: "the save did not complete (the previous checkpoint and `latest` stay loadable)", code: ErrorCodes.checkpointState, ownError: (error: unknown) => writeError(dir, error, "the checkpoint")};
+    const nonceWords = await rootTries(engine, kTags.prepared, saving, async () => {
+        const nonce = randomBytes(8);
+        const words = Uint32Array.of(nonce.readUInt32LE(0), nonce.readUInt32LE(4));
+        await mkdir(dir, {recursive: true});
+        await clearLeftovers(dir);
+        await mkdir(join(dir, stagingName(tag, nonceOf(words))));
+        return words;
+    }, 2);
+    const nonce = nonceOf(nonceWords);
     const staging = join(dir, stagingName(tag, nonce));
     const target = join(dir, tag);
 
     // 2. Every rank writes its own file.
-    try {
+    await everyRankTries(engine, kTags.filesWritten, {
+        ...saving,
+        ownError: (error: unknown) => writeError(staging, error, "the checkpoint"),
+        cleanup: async () => {
+            if (rank === 0) await rm(staging, {recursive: true, force: true});
+        }
+    }, async () => {
         await writeSafetensors(join(staging, rankFileName(rank)), await rankTensors(engine), {
             format: checkpointFormat,
             version: String(checkpointVersion),
@@ -248,48 +245,29 @@ export async function saveCheckpoint(engine: CheckpointAccess, dir: string, opti
             tag
         });
         await options.onStage?.("rank-files-written");
-    } catch (error) {
-        failure = error;
-    }
-    const written = new Uint32Array(worldSize);
-    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), written, kTagFilesWritten);
-    const failedRanks = [...written].flatMap((ok, r) => (ok === 1 ? [] : [r]));
-    if (failedRanks.length > 0) {
-        if (rank === 0) await rm(staging, {recursive: true, force: true}).catch(() => undefined);
-        if (failure !== undefined) throw asWriteError(staging, failure);
-        throw peerFailure(fn, dir, failedRanks);
-    }
+    });
 
     // 3. Rank 0 publishes.
-    const published = new Uint32Array(1);
-    if (rank === 0) {
-        try {
-            const files = await rankFileSizes(staging, worldSize);
-            const manifest = makeManifest(engine, state, tag, files);
-            await writeDurably(join(staging, checkpointManifestName), `${JSON.stringify(manifest, null, 2)}\n`);
-            await syncDirectory(staging);
-            await options.onStage?.("manifest-written");
-            const aside = join(dir, asideName(tag, nonce));
-            const replacing = await exists(target);
-            if (replacing) await rename(target, aside);
-            await rename(staging, target);
+    await rootTries(engine, kTags.published, saving, async () => {
+        const files = await rankFileSizes(staging, worldSize);
+        const manifest = makeManifest(engine, state, tag, files);
+        await writeDurably(join(staging, checkpointManifestName), `${JSON.stringify(manifest, null, 2)}\n`);
+        await syncDirectory(staging);
+        await options.onStage?.("manifest-written");
+        const aside = join(dir, asideName(tag, nonce));
+        const replacing = await exists(target);
+        if (replacing) await rename(target, aside);
+        await rename(staging, target);
+        await syncDirectory(dir);
+        await options.onStage?.("renamed");
+        if (replacing) await rm(aside, {recursive: true, force: true});
+        if (saveLatest) {
+            const temporary = join(dir, stagingName(checkpointLatestName, nonce));
+            await writeDurably(temporary, tag);
+            await rename(temporary, join(dir, checkpointLatestName));
             await syncDirectory(dir);
-            await options.onStage?.("renamed");
-            if (replacing) await rm(aside, {recursive: true, force: true});
-            if (saveLatest) {
-                const temporary = join(dir, stagingName(checkpointLatestName, nonce));
-                await writeDurably(temporary, tag);
-                await rename(temporary, join(dir, checkpointLatestName));
-                await syncDirectory(dir);
-            }
-            published[0] = 1;
-        } catch (error) {
-            failure = error;
         }
-    }
-    await engine.broadcast(published, kTagPublished);
-    if (failure !== undefined) throw asWriteError(dir, failure);
-    if (published[0] !== 1) throw peerFailure(fn, dir, [0]);
+    });
     return {tag, path: target, worldSize, dtype: engine.dtype, globalSteps: state.globalSteps};
 }
 
@@ -384,8 +362,8 @@ function asideName(tag: string, nonce: string): string {
     return `.${tag}.old-${nonce}`;
 }
 
-function nonceOf(prepared: Uint32Array): string {
-    return Array.from(prepared.subarray(1, 3), (word) => word.toString(16).padStart(8, "0")).join("");
+function nonceOf(words: Uint32Array): string {
+    return Array.from(words, (word) => word.toString(16).padStart(8, "0")).join("");
 }
 
 
@@ -423,19 +401,8 @@ export async function loadCheckpoint(engine: CheckpointAccess, dir: string, opti
     checkOptionsObject(fn, options);
     if (options.tag !== undefined) checkTag(fn, options.tag);
 
-    let failure: unknown;
-    let prepared: {info: CheckpointInfo; writes: PendingWrite[]; commit: () => void} | undefined;
-    try {
-        prepared = await prepareLoad(engine, dir, options.tag);
-    } catch (error) {
-        failure = error;
-    }
-    const ready = new Uint32Array(engine.worldSize);
-    await engine.allGather(Uint32Array.of(failure === undefined ? 1 : 0), ready, kTagLoadReady);
-    if (failure !== undefined) throw failure;
-    const failedRanks = [...ready].flatMap((ok, r) => (ok === 1 ? [] : [r]));
-    if (failedRanks.length > 0 || prepared === undefined) throw peerFailure(fn, dir, failedRanks);
-
+    const prepared = await everyRankTries(engine, kTags.loadReady, {fn, target: dir, consequence: "nothing was loaded on any rank", code: ErrorCodes.checkpointState},
+        () => prepareLoad(engine, dir, options.tag));
     for (const {index, kind, values} of prepared.writes) engine.writeSlice(index, kind, values);
     prepared.commit();
     return prepared.info;
@@ -739,25 +706,6 @@ function stateError(path: string, message: string): InputError {
 
 function fileError(path: string, message: string): InputError {
     return new InputError([{code: ErrorCodes.safetensors, file: path, message}]);
-}
-
-/** Another rank failed: every rank throws, this one naming who failed and what that means here. */
-function peerFailure(fn: string, dir: string, ranks: readonly number[]): MixzError {
-    const who = ranks.length === 1 ? `rank ${ranks[0]}` : `ranks ${ranks.join(", ")}`;
-    const consequence = fn === "loadCheckpoint" ? "nothing was loaded on any rank" : "the save did not complete (the previous checkpoint and `latest` stay loadable)";
-    return new MixzError(ErrorCodes.checkpointState, `${fn}(${JSON.stringify(dir)}): ${who} failed (see ${ranks.length === 1 ? "its" : "their"} error); ${consequence}`, {
-        category: "user",
-        context: {dir, ranks}
-    });
-}
-
-function asWriteError(path: string, error: unknown): MixzError {
-    if (error instanceof MixzError) return error;
-    return new MixzError(ErrorCodes.fileWrite, `${path}: cannot write the checkpoint (${errnoOf(error)})`, {category: "infra", context: {path}, cause: error});
-}
-
-function errnoOf(error: unknown): string {
-    return (error as NodeJS.ErrnoException).code ?? (error as Error).message;
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
