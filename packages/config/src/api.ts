@@ -19,6 +19,11 @@ export interface ConfigContext {
     readonly nodeSizes?: readonly number[];
     /** The model's hidden size: resolves Hugging Face "auto" bucket sizes. */
     readonly hiddenSize?: number;
+    /**
+     * The config is for mixz's engine (`mixz config check`, `mixz launch`): also apply the
+     * engine-support rules (checkEngineSupport.ts: stage 3, no offload, an optimizer section).
+     */
+    readonly engine?: boolean;
 }
 
 export interface ConfigResult {

@@ -27,7 +27,7 @@ export function ignoredTopLevelKeys(): string[] {
     });
 }
 
-export function collectWarnings(raw: unknown, problems: ProblemCollector): void {
+export function collectWarnings(raw: unknown, problems: ProblemCollector, options: {readonly engine: boolean}): void {
     const ignored = (key: string): string => `${JSON.stringify(key)} is accepted for DeepSpeed compatibility and ignored by mixz`;
     for (const key of ignoredTopLevelKeys()) {
         if (hasKey(raw, key)) problems.warn(ConfigWarningCodes.ignoredKey, [key], ignored(key));
@@ -53,10 +53,11 @@ export function collectWarnings(raw: unknown, problems: ProblemCollector): void 
         problems.warn(ConfigWarningCodes.ignoredKey, torchAdam, ignored("torch_adam"));
     }
 
-    for (const [section, what] of [
+    // For the engine an offload device is an error (checkEngineSupport.ts), not a warning.
+    for (const [section, what] of options.engine ? [] : ([
         ["offload_param", "parameters"],
         ["offload_optimizer", "optimizer states"]
-    ] as const) {
+    ] as const)) {
         const path = ["zero_optimization", section, "device"];
         const device = valueAt(raw, path);
         if (typeof device === "string" && device !== "none" && !problems.hasErrorAt(path)) {

@@ -31,6 +31,7 @@ export type {
 export {ConfigWarningCodes, UncheckedRules} from "./api.js";
 export {configSchemaPath, loadConfigSchema} from "./configSchema.js";
 export {effectiveAdamWMode} from "./effectiveAdamWMode.js";
+export {engineSupportProblems, engineSupportViolations, type EngineSupportViolation} from "./checkEngineSupport.js";
 export {type JsonPath, type JsonPathSegment, formatJsonPath} from "./jsonPath.js";
 export {JsonSource, type JsonValue, type SourcePosition} from "./JsonSource.js";
 export {type ParseJsonOptions, parseJsonSource} from "./parseJsonSource.js";

@@ -8,6 +8,7 @@ import {ErrorCodes, InputError} from "@mixz/protocol";
 import type {ConfigContext, ConfigResult} from "./api.js";
 import {buildResolvedConfig} from "./buildResolvedConfig.js";
 import {checkCrossFieldRules} from "./checkCrossFieldRules.js";
+import {engineSupportViolations} from "./checkEngineSupport.js";
 import {collectWarnings} from "./collectWarnings.js";
 import {type JsonPathSegment, formatJsonPath, isPlainObject} from "./jsonPath.js";
 import type {JsonSource} from "./JsonSource.js";
@@ -43,14 +44,19 @@ function resolveParsed(raw: unknown, source: JsonSource | undefined, context: Co
     if (!isPlainObject(data)) throw new InputError(problems.sortedErrors());
 
     normalizeAliases(raw, data, problems);
-    collectWarnings(raw, problems);
+    collectWarnings(raw, problems, {engine: context.engine === true});
     resolveAutos(data, topology.hiddenSize, problems);
     resolveBatchSizes(data, topology.world, problems);
     resolveDerivedDefaults(raw, data);
     checkCrossFieldRules(data, topology, problems);
 
     if (problems.errors.length > 0) throw new InputError(problems.sortedErrors());
-    return {config: buildResolvedConfig(data), warnings: problems.sortedWarnings(), unchecked: problems.unchecked};
+    const config = buildResolvedConfig(data);
+    if (context.engine === true) {
+        for (const violation of engineSupportViolations(config)) problems.error(violation.code, violation.path, violation.message);
+        if (problems.errors.length > 0) throw new InputError(problems.sortedErrors());
+    }
+    return {config, warnings: problems.sortedWarnings(), unchecked: problems.unchecked};
 }
 
 /** A deep copy of plain objects and arrays (other values are shared); a cycle is an input error. */

@@ -149,6 +149,11 @@ export type {
 export {llama, llamaParameterCount} from "./model/llama.js";
 export type {LlamaConfig, LlamaModel} from "./model/llama.js";
 export {ZeroEngine} from "./train/ZeroEngine.js";
+export {hpzActive, planZeroPlusPlus} from "./train/zeroGroups.js";
+export type {ZeroPlusPlusPlan} from "./train/zeroGroups.js";
+export {engineDefaults} from "./engineDefaults.js";
+export {CollectiveTags, nativeEngineTagRange, registeredTags} from "./comm/collectiveTags.js";
+export type {CollectiveTag} from "./comm/collectiveTags.js";
 export {loraTargetModules} from "./train/ZeroEngine.js";
 export type {Batch, GenerateOptions, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngineOptions} from "./train/ZeroEngine.js";
 export type {NativeEngine, NativeEngineDescriptor, NativeParamInfo, NativeSliceKind, NativeMemoryReport, NativeEngineMetrics} from "./binding/AddonEngineTypes.js";

@@ -232,8 +232,9 @@ log(`done in ${((performance.now() - started) / 1000).toFixed(0)} s`);
 await engine.dispose();
 
 function summary(memory: MemoryReport, steps: readonly StepMetrics[]): void {
-    const h = zero.zero_hpz_partition_size > 1 && zero.zero_hpz_partition_size < worldSize ? zero.zero_hpz_partition_size : 0;
-    const ranksPerNode = worldSize / runtime.crossSize;
+    // The groups the engine runs with (its ZeRO++ policy), not a second reading of the config.
+    const h = engine.hpzSize > 1 ? engine.hpzSize : 0;
+    const ranksPerNode = engine.zeroPlusPlus.ranksPerNode;
     // The frozen parameters that are partitioned (small ones are kept whole on every rank), and
     // what their partitions would take in 16-bit storage: the primary, plus the hpZ secondary.
     let frozenElements = 0;

@@ -1,5 +1,5 @@
 import {resolveConfigObject, type ResolvedConfig} from "@mixz/config";
-import {Communicator, storeExchange, ZeroEngine, type LlamaModel, type StepMetrics} from "@mixz/engine";
+import {Communicator, engineDefaults, storeExchange, ZeroEngine, type LlamaModel, type StepMetrics} from "@mixz/engine";
 import {ErrorCodes, InputError} from "@mixz/protocol";
 import {runtime} from "./runtime.js";
 import {attachEngine} from "./modelEngines.js";
@@ -11,7 +11,7 @@ export interface InitializeOptions {
      * object, validated here against this world.
      */
     readonly config: ResolvedConfig | Record<string, unknown> | null;
-    /** Bounds rendezvous and every collective; default 120 s. */
+    /** Bounds rendezvous and every collective; default engineDefaults.timeoutMs (120 s). */
     readonly timeoutMs?: number;
 }
 
@@ -26,7 +26,7 @@ let engines = 0;
 export async function initialize(options: InitializeOptions): Promise<ZeroEngine> {
     const ctx = runtime;
     const config = resolved(options.config, ctx.worldSize);
-    const timeoutMs = options.timeoutMs ?? 120_000;
+    const timeoutMs = options.timeoutMs ?? engineDefaults.timeoutMs;
     const first = ctx.rank - ctx.localRank;
     const localRanks = Array.from({length: ctx.localWorldSize}, (_, i) => first + i);
     const serial = engines++;
@@ -35,31 +35,12 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         {rank: ctx.rank, worldSize: ctx.worldSize, host: ctx.host, jobId: `${ctx.jobId}-e${serial}`, localRanks, timeoutMs},
         storeExchange(ctx.store, {prefix, rank: ctx.rank, worldSize: ctx.worldSize, timeoutMs})
     );
-    let hpz: Communicator | null = null;
-    let node: Communicator | null = null;
-    let cross: Communicator | null = null;
     try {
-        // hpZ: secondary partitions over consecutive blocks of h ranks, each on one node (the
-        // config check made sure h divides the world and every node). h = world holds nothing a
-        // primary partition does not, so it is skipped like h = 1.
-        const h = config.zero_optimization.zero_hpz_partition_size;
-        if (h > 1 && h < ctx.worldSize) hpz = await communicator.group("hpz", h, {tag: 7200, timeoutMs});
-        // qgZ reduces inside the node first, then across nodes: it needs uniform nodes (every rank
-        // calls group() alike, so the condition must be the same on every rank: world = L × nodes).
-        const perNode = ctx.localWorldSize;
-        if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1 && !(await uniformNodes(communicator, perNode))) {
-            if (ctx.rank === 0) ctx.logger.warn("zero_quantized_gradients needs the same number of ranks on every node; gradients use the plain reduce-scatter");
-        } else if (config.zero_optimization.zero_quantized_gradients && ctx.crossSize > 1) {
-            node = perNode === h && hpz !== null ? hpz : perNode > 1 ? await communicator.group("hpz", perNode, {tag: 7201, timeoutMs}) : null;
-            cross = await communicator.group("cross", {tag: 7202, timeoutMs});
-        }
+        // The engine decides and builds its ZeRO++ groups (hpZ, qgZ) from the config and the world.
         const engine = await ZeroEngine.create({
             model: options.model,
             config,
             communicator,
-            hpz,
-            node,
-            cross,
             kernelThreads: kernelThreads(),
             timeoutMs,
             onStep: (m: StepMetrics) => {
@@ -74,8 +55,8 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
         attachEngine(options.model, engine);
         return engine;
     } catch (error) {
-        // Release everything; the original error is what the user needs to see.
-        await Promise.allSettled([...new Set([hpz, node, cross, communicator])].map((comm) => comm?.dispose()));
+        // ZeroEngine.create released what it built; the original error is what the user needs to see.
+        await communicator.dispose().catch(() => undefined);
         throw error;
     }
 }
@@ -98,14 +79,4 @@ function isResolved(config: ResolvedConfig | Record<string, unknown>): config is
 function kernelThreads(): number {
     const value = Number(process.env["OMP_NUM_THREADS"]);
     return Number.isInteger(value) && value >= 1 ? Math.min(value, 1024) : 1;
-}
-
-/**
- * Whether every node has the same number of ranks, decided from the same all-reduced facts on every
- * rank (a local view would let nodes disagree and call different group() collectives).
- */
-async function uniformNodes(world: Communicator, perNode: number): Promise<boolean> {
-    const extremes = new Float32Array([perNode, -perNode]);
-    await world.allReduce(extremes, extremes, {op: "max", tag: 7203});
-    return extremes[0] === -extremes[1]!;
 }

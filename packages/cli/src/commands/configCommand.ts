@@ -30,8 +30,10 @@ export function createConfigCommand(io: CliIo, setExitCode: (code: number) => vo
 }
 
 function runConfigCheck(file: string, flags: CheckFlags, io: CliIo): number {
+    // The config is checked for mixz's engine: what initialize() would refuse, this refuses.
     const context = (): ConfigContext => ({
         file,
+        engine: true,
         ...(flags.worldSize === undefined ? {} : {worldSize: positive(flags.worldSize, "--world-size")}),
         ...(flags.gpusPerNode === undefined ? {} : {gpusPerNode: positive(flags.gpusPerNode, "--gpus-per-node")}),
         ...(flags.hiddenSize === undefined ? {} : {hiddenSize: positive(flags.hiddenSize, "--hidden-size")})

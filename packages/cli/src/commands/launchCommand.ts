@@ -113,11 +113,15 @@ export function planRequestFromFlags(flags: LaunchFlags): PlanRequest {
     };
 }
 
-/** Checks the config against the plan's world: batch arithmetic, hpZ groups inside nodes. */
+/**
+ * Checks the config against the plan's world (batch arithmetic, hpZ groups inside nodes) and
+ * against what the engine runs (stage 3, no offload, an optimizer), before anything starts.
+ */
 export function checkConfigAgainstPlan(file: string, plan: WorldPlan): ConfigResult {
     const nodeSizes = plan.nodes.map((node) => node.ranks.length);
     return readConfigFile(file, {
         file,
+        engine: true,
         worldSize: plan.world_size,
         nodeSizes,
         gpusPerNode: Math.max(...nodeSizes)

@@ -43,10 +43,16 @@ export interface NativeEngineDescriptor {
     readonly quantBlockSize: number;
     /** zero_quantized_weights: world gathers of non-int8 partitions move int8 blocks. */
     readonly quantizeWeights: boolean;
-    /** zero_quantized_gradients (qgZ): two-level reduction, int4 between nodes (needs the node and cross groups). */
+    /**
+     * Ranks per hpZ group as the engine's policy decided (train/zeroGroups.ts); 1: no hpZ. The
+     * native side checks it against the hpz group it is given.
+     */
+    readonly hpzSize: number;
+    /** qgZ runs (the policy's decision): two-level reduction, int4 between nodes; the node and cross groups are given. */
     readonly quantizeGradients: boolean;
     /** The dtype of gradients in the reduce-scatter: communication_data_type, default the model dtype (DeepSpeed's). */
     readonly gradientCommDType: NativeModelDType;
+    /** Sent until every addon reads its tags from native/include/mixz/zero/collective_tags.h; ignored there. */
     readonly tagBase: number;
     readonly timeoutMs: number;
 }

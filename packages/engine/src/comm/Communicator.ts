@@ -19,7 +19,6 @@
  * (host node-a)") and breaks the communicator: every later call fails; build a new world.
  */
 import {MixzError} from "@mixz/protocol";
-import type {ErrorCategory} from "@mixz/protocol";
 
 import type {
     NativeCallDescriptor,
@@ -34,6 +33,7 @@ import type {
 import {NativeErrorCodes} from "../binding/AddonTypes.js";
 import type {NativeFloatDType} from "../binding/AddonTypes.js";
 import {loadBinding} from "../binding/loadBinding.js";
+import {callNative, callSite} from "../binding/callNative.js";
 
 /** auto: shared memory within a host, Gloo TCP between hosts. shm / gloo: that transport only. */
 export type CommTransport = NativeCommTransport;
@@ -152,18 +152,18 @@ export class Communicator implements AsyncDisposable {
      */
     static async create(options: CommunicatorOptions, exchange: AddressExchange): Promise<Communicator> {
         const fn = "Communicator.create";
-        const site = new Error();
+        const site = callSite();
         const descriptor = checkCreateOptions(fn, options);
         if (typeof exchange !== "function") throw invalid(fn, `exchange must be a function, got ${describe(exchange)}`);
-        const native = await call(site, () => Promise.resolve(new (loadBinding().Communicator)(descriptor)));
+        const native = await callNative(site, () => Promise.resolve(new (loadBinding().Communicator)(descriptor)));
         try {
-            const mine = await call(site, () => native.prepare());
+            const mine = await callNative(site, () => native.prepare());
             const all: unknown = await exchange(mine);
             if (!Array.isArray(all) || all.length !== descriptor.worldSize || !all.every((a) => a instanceof Uint8Array)) {
                 throw invalid(fn, `exchange must resolve with ${descriptor.worldSize} Uint8Array addresses in rank order, ` +
                     `got ${Array.isArray(all) ? `an array of ${all.length}` : describe(all)}`);
             }
-            await call(site, () => native.connect(all as Uint8Array[]));
+            await callNative(site, () => native.connect(all as Uint8Array[]));
         } catch (error) {
             native.close();
             throw error;
@@ -181,7 +181,7 @@ export class Communicator implements AsyncDisposable {
     group(kind: "cross", options?: CollectiveOptions): Promise<Communicator>;
     group(kind: "hpz" | "cross", hOrOptions?: number | CollectiveOptions, maybeOptions?: CollectiveOptions): Promise<Communicator> {
         const fn = "Communicator.group";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         if (this.kind !== "world") throw invalid(fn, `groups are made from the world communicator, this one is ${this.kind}`);
         let h = 0;
@@ -207,7 +207,7 @@ export class Communicator implements AsyncDisposable {
      */
     allGather(input: CommBuffer, output: CommBuffer, options?: CollectiveOptions): Promise<void> {
         const fn = "Communicator.allGather";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         checkBuffer(fn, "input", input);
         checkBuffer(fn, "output", output);
@@ -226,7 +226,7 @@ export class Communicator implements AsyncDisposable {
      */
     allGatherV(input: CommBuffer, output: CommBuffer, counts: readonly number[], options?: CollectiveOptions): Promise<void> {
         const fn = "Communicator.allGatherV";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         checkBuffer(fn, "input", input);
         checkBuffer(fn, "output", output);
@@ -254,7 +254,7 @@ export class Communicator implements AsyncDisposable {
      */
     _quantizedAllGather(descriptor: Omit<NativeQuantizedAllGatherDescriptor, "tag" | "timeoutMs">, options?: CollectiveOptions): Promise<number> {
         const fn = "quantizedAllGather";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         const complete = {...descriptor, ...this.#callDescriptor(fn, options)};
         return this.#enqueue(site, () => this.#native.quantizedAllGather(complete));
@@ -267,7 +267,7 @@ export class Communicator implements AsyncDisposable {
      */
     reduceScatter(input: Float32Array | Uint16Array, output: Float32Array | Uint16Array, options?: ReduceOptions): Promise<void> {
         const fn = "Communicator.reduceScatter";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         const {dtype, op} = checkReduce(fn, input, output, options, ["sum", "mean"]);
         if (input.length !== output.length * this.size) {
@@ -284,7 +284,7 @@ export class Communicator implements AsyncDisposable {
      */
     allReduce(input: Float32Array | Uint16Array, output: Float32Array | Uint16Array, options?: ReduceOptions): Promise<void> {
         const fn = "Communicator.allReduce";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         const {dtype, op} = checkReduce(fn, input, output, options, ["sum", "mean", "max"]);
         if (input.length !== output.length) {
@@ -297,7 +297,7 @@ export class Communicator implements AsyncDisposable {
     /** Broadcast: every member's `buffer` receives member `root`'s. */
     broadcast(buffer: CommBuffer, options: BroadcastOptions): Promise<void> {
         const fn = "Communicator.broadcast";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         checkBuffer(fn, "buffer", buffer);
         if (typeof options !== "object" || options === null) throw invalid(fn, `options must be an object with root, got ${describe(options)}`);
@@ -309,7 +309,7 @@ export class Communicator implements AsyncDisposable {
     /** Resolves once every member has called it. */
     barrier(options?: CollectiveOptions): Promise<void> {
         const fn = "Communicator.barrier";
-        const site = new Error();
+        const site = callSite();
         this.#checkLive(fn);
         const descriptor = this.#callDescriptor(fn, options);
         return this.#enqueue(site, () => this.#native.barrier(descriptor));
@@ -363,34 +363,9 @@ export class Communicator implements AsyncDisposable {
 
     /** Runs `work` after every earlier call of this communicator has settled. */
     #enqueue<T>(site: Error, work: () => Promise<T>): Promise<T> {
-        const result = this.#tail.then(() => call(site, work));
+        const result = this.#tail.then(() => callNative(site, work));
         this.#tail = result.catch(() => undefined);
         return result;
-    }
-}
-
-function categoryOf(code: string): ErrorCategory {
-    if (code === NativeErrorCodes.io) return "infra";
-    if (code === NativeErrorCodes.invalidArgument) return "worker";
-    return "platform";
-}
-
-/**
- * Runs a native call; its errors (thrown for bad descriptors, or rejected) become MixzErrors with
- * the native code and the stack of the JS call site.
- */
-async function call<T>(site: Error, work: () => Promise<T>): Promise<T> {
-    try {
-        return await work();
-    } catch (error) {
-        const code = (error as {code?: unknown} | null)?.code;
-        if (error instanceof Error && !(error instanceof MixzError) && typeof code === "string" && code.startsWith("MIXZ_ERR_")) {
-            const converted = new MixzError(code, error.message, {category: categoryOf(code), cause: error});
-            const frames = site.stack?.split("\n").slice(1).join("\n");
-            if (frames !== undefined) converted.stack = `${converted.name}: ${converted.message}\n${frames}`;
-            throw converted;
-        }
-        throw error;
     }
 }
 

@@ -18,8 +18,8 @@ export const CollectiveTags = {
     pretrained: {exportPrepared: 7111, exportNext: 7112, exportData: 7113, exportWritten: 7114, exportPublished: 7115, loadReady: 7116},
     /** peftAdapter.ts: every rank read its adapter slices. */
     peftAdapter: {loadReady: 7121},
-    /** zeroGroups.ts: building the ZeRO++ groups (hpZ, qgZ's node and cross groups) from the world. */
-    groups: {hpz: 7200, qgzNode: 7201, qgzCross: 7202, nodeSizes: 7203}
+    /** train/zeroGroups.ts: building the ZeRO++ groups (hpZ, qgZ's node and cross groups) from the world. */
+    groups: {hpz: 7200, qgzNode: 7201, qgzCross: 7202}
 } as const;
 
 type Leaves<T> = T extends number ? T : {[K in keyof T]: Leaves<T[K]>}[keyof T];

@@ -21,6 +21,7 @@ import {MixzError} from "@mixz/protocol";
 import {NativeErrorCodes} from "../binding/AddonTypes.js";
 import type {NativeFloatDType, NativeQuantBenchmarkResult, NativeQuantInfo, NativeSimd} from "../binding/AddonTypes.js";
 import {loadBinding} from "../binding/loadBinding.js";
+import {callNative, callSite} from "../binding/callNative.js";
 
 /** Element type of unquantized data. */
 export type FloatDType = NativeFloatDType;
@@ -174,6 +175,7 @@ export async function quantize<B extends QuantBits>(
     input: FloatArray,
     options: QuantizeOptions<B>
 ): Promise<QuantizedTensor<B>> {
+    const site = callSite();
     const fn = "quantize";
     checkOptionsObject(fn, options);
     const dtype = checkDType(fn, "dtype", options.dtype);
@@ -203,7 +205,7 @@ export async function quantize<B extends QuantBits>(
         scales = new Float32Array(blocks);
     }
     const source = elements === input.length ? input : input.subarray(0, elements);
-    await native(() =>
+    await callNative(site, () =>
         loadBinding().quantize(source, q, scales, {dtype, bits, blockSize, elements, paddedElements, simd, threads})
     );
     return {q, scales, bits: bits as B, blockSize, elements, paddedElements};
@@ -215,6 +217,7 @@ export async function dequantize<D extends FloatDType>(
     scales: Float32Array,
     options: DequantizeOptions<D>
 ): Promise<FloatArrayOf<D>> {
+    const site = callSite();
     const fn = "dequantize";
     checkOptionsObject(fn, options);
     const bits = checkBits(fn, options.bits);
@@ -238,7 +241,7 @@ export async function dequantize<D extends FloatDType>(
         throw invalid(fn, message, {option: "scales", length: scales.length});
     }
     const out = outputArray(fn, options.out, outDtype, elements);
-    await native(() =>
+    await callNative(site, () =>
         loadBinding().dequantize(
             q.length === codeBytes ? q : q.subarray(0, codeBytes),
             scales.length === blocks ? scales : scales.subarray(0, blocks),
@@ -260,6 +263,7 @@ export async function dequantizeSegments<D extends FloatDType>(
     scales: Float32Array,
     options: DequantizeSegmentsOptions<D>
 ): Promise<FloatArrayOf<D>> {
+    const site = callSite();
     const fn = "dequantizeSegments";
     checkOptionsObject(fn, options);
     const bits = checkBits(fn, options.bits);
@@ -342,7 +346,7 @@ export async function dequantizeSegments<D extends FloatDType>(
         }
     }
     const out = outputArray(fn, options.out, outDtype, outElements);
-    await native(() => loadBinding().dequantizeSegments(q, scales, out, {bits, outDtype, segments, simd, threads}));
+    await callNative(site, () => loadBinding().dequantizeSegments(q, scales, out, {bits, outDtype, segments, simd, threads}));
     return out as FloatArrayOf<D>;
 }
 
@@ -351,6 +355,7 @@ export async function convertFloats<D extends FloatDType>(
     input: FloatArray,
     options: ConvertFloatsOptions<D>
 ): Promise<FloatArrayOf<D>> {
+    const site = callSite();
     const fn = "convertFloats";
     checkOptionsObject(fn, options);
     const from = checkDType(fn, "from", options.from);
@@ -359,7 +364,7 @@ export async function convertFloats<D extends FloatDType>(
     const simd = checkSimd(fn, options.simd);
     const threads = checkThreads(fn, options.threads);
     const output = to === "fp32" ? new Float32Array(input.length) : new Uint16Array(input.length);
-    await native(() => loadBinding().convertFloats(input, output, {from, to, simd, threads}));
+    await callNative(site, () => loadBinding().convertFloats(input, output, {from, to, simd, threads}));
     return output as FloatArrayOf<D>;
 }
 
@@ -368,6 +373,7 @@ export async function convertFloats<D extends FloatDType>(
  * (GB/s = 10^9 bytes per second of the input each consumes; see NativeQuantBenchmarkResult).
  */
 export async function quantBenchmark(options: QuantBenchmarkOptions): Promise<QuantBenchmarkResult> {
+    const site = callSite();
     const fn = "quantBenchmark";
     checkOptionsObject(fn, options);
     const elements = checkCount(fn, "elements", options.elements, 2 ** 32, 1);
@@ -377,7 +383,7 @@ export async function quantBenchmark(options: QuantBenchmarkOptions): Promise<Qu
     const iterations = checkCount(fn, "iterations", options.iterations, 10_000, 1);
     const threads = checkThreads(fn, options.threads);
     const simd = checkSimd(fn, options.simd);
-    return native(() =>
+    return callNative(site, () =>
         loadBinding().quantBenchmark({elements, dtype, bits, blockSize, iterations, threads, simd})
     );
 }
@@ -560,19 +566,3 @@ function outputArray(fn: string, out: unknown, dtype: FloatDType, elements: numb
     return array;
 }
 
-/**
- * Runs a native call; its errors (thrown synchronously for bad descriptors, or rejected) become
- * MixzErrors with the native code, so callers see one error type.
- */
-async function native<T>(call: () => Promise<T>): Promise<T> {
-    try {
-        return await call();
-    } catch (error) {
-        const code = (error as {code?: unknown} | null)?.code;
-        const nativeCode = typeof code === "string" && code.startsWith("MIXZ_ERR_");
-        if (error instanceof Error && !(error instanceof MixzError) && nativeCode) {
-            throw new MixzError(code, error.message, {category: "platform", cause: error});
-        }
-        throw error;
-    }
-}

@@ -1,4 +1,4 @@
-import type {ResolvedConfig} from "@mixz/config";
+import {engineSupportProblems, type ResolvedConfig} from "@mixz/config";
 import {ErrorCodes, InputError, MixzError} from "@mixz/protocol";
 import {loadCheckpoint, saveCheckpoint, type CheckpointAccess, type CheckpointInfo, type LoadCheckpointOptions, type SaveCheckpointOptions, type TrainingState} from "./checkpoint.js";
 import type {NativeEngine, NativeEngineDescriptor, NativeEngineMetrics, NativeMemoryReport, NativeModelDType, NativeParamInfo, NativeSliceKind} from "../binding/AddonEngineTypes.js";
@@ -7,7 +7,10 @@ import {nativeCommunicatorOf, type Communicator} from "../comm/Communicator.js";
 import {createLossScaler, lossScalerFromState, type LossScaler} from "./DynamicLossScaler.js";
 import type {LlamaModel} from "../model/llama.js";
 import {loadBinding} from "../binding/loadBinding.js";
+import {callNative, callNativeSync, callSite} from "../binding/callNative.js";
 import {exportPretrained, loadPretrainedWeights} from "../formats/pretrained.js";
+import {engineDefaults} from "../engineDefaults.js";
+import {buildZeroGroups, disposeGroups, planZeroPlusPlus, type ZeroGroups, type ZeroPlusPlusPlan} from "./zeroGroups.js";
 import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
 
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
@@ -101,22 +104,15 @@ export interface MemoryReport extends NativeMemoryReport {
 export interface ZeroEngineOptions {
     readonly model: LlamaModel;
     readonly config: ResolvedConfig;
-    /** A connected world communicator the engine owns from now on. */
+    /**
+     * A connected world communicator, owned by the engine once create() resolves (on a rejection
+     * the caller still owns it). The engine builds the ZeRO++ groups it needs from it (hpZ, qgZ's
+     * node and cross groups: train/zeroGroups.ts) and owns those.
+     */
     readonly communicator: Communicator;
-    /**
-     * The node's hpZ group (communicator.group("hpz", h)), owned by the engine from now on: hpZ
-     * secondary partitions live on it (zero_hpz_partition_size). Null or absent: no hpZ.
-     */
-    readonly hpz?: Communicator | null;
-    /**
-     * qgZ (zero_quantized_gradients) needs every rank of this node (a group of the node's size, which
-     * may be the hpZ group itself) and the cross-node group of this local rank; owned by the engine.
-     */
-    readonly node?: Communicator | null;
-    readonly cross?: Communicator | null;
-    /** Threads for the engine's kernels; default 1. */
+    /** Threads for the engine's kernels; default engineDefaults.kernelThreads. */
     readonly kernelThreads?: number;
-    /** Bounds every collective of the engine; default 120 s. */
+    /** Bounds every collective of the engine; default engineDefaults.timeoutMs. */
     readonly timeoutMs?: number;
     /** Called after every optimizer step. */
     readonly onStep?: (metrics: StepMetrics) => void;
@@ -142,8 +138,9 @@ export class ZeroEngine {
     #params: readonly NativeParamInfo[];
     /** An engine call ran since #params was taken (hasSecondary may have changed). */
     #paramsStale = false;
-    /** The groups the engine owns besides the world (hpZ, node, cross), each once. */
-    readonly #groups: readonly Communicator[];
+    readonly #plan: ZeroPlusPlusPlan;
+    /** The groups the engine owns besides the world (hpZ, node, cross). */
+    readonly #groups: ZeroGroups;
     #lora: LoraSettings | null = null;
     #forwardId = 0;
     #pendingBackward: number | null = null;
@@ -156,7 +153,7 @@ export class ZeroEngine {
     #disposed = false;
     #lastMetrics: StepMetrics | null = null;
 
-    private constructor(native: NativeEngine, options: ZeroEngineOptions, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
+    private constructor(native: NativeEngine, options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, groups: ZeroGroups, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
         this.#native = native;
         this.#config = options.config;
         this.#model = options.model;
@@ -167,7 +164,8 @@ export class ZeroEngine {
         this.#scaler = scaler;
         this.#onStep = options.onStep;
         this.#params = native.params();
-        this.#groups = [...new Set([options.hpz, options.node, options.cross].filter((c): c is Communicator => c !== undefined && c !== null))];
+        this.#plan = plan;
+        this.#groups = groups;
     }
 
     /**
@@ -176,23 +174,52 @@ export class ZeroEngine {
      * rank calls it.
      */
     static async create(options: ZeroEngineOptions): Promise<ZeroEngine> {
-        const {config, model} = options;
-        const problems = checkConfig(config);
+        const {config, model, communicator} = options;
+        const problems = engineSupportProblems(config);
         if (problems.length > 0) throw new InputError(problems);
         const schedule = createLrSchedule(config.optimizer, config.scheduler);
         const scaler = createLossScaler(config);
         const accumulation = config.gradient_accumulation_steps ?? 1;
         const micro = config.train_micro_batch_size_per_gpu ?? 1;
-        const descriptor = engineDescriptor(options);
-        const nativeOf = (comm: Communicator | null | undefined): NativeCommunicator | null => (comm === undefined || comm === null ? null : nativeCommunicatorOf(comm));
-        const native = await loadBinding().createEngine(descriptor, nativeCommunicatorOf(options.communicator), {
-            hpz: nativeOf(options.hpz),
-            node: nativeOf(options.node),
-            cross: nativeOf(options.cross)
-        });
-        const engine = new ZeroEngine(native, options, accumulation, micro, schedule, scaler);
-        if (model.pretrained !== undefined) await loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained).catch((error: unknown) => { native.dispose(); throw error; });
+        const timeoutMs = options.timeoutMs ?? engineDefaults.timeoutMs;
+        const plan = planZeroPlusPlus(config, communicator.members, communicator.rank);
+        if (plan.quantizedGradientsFallback !== null && communicator.rank === 0) process.emitWarning(plan.quantizedGradientsFallback, {code: "MIXZ_WARN_QGZ_FALLBACK"});
+        const site = callSite();
+        const groups = await buildZeroGroups(communicator, plan, timeoutMs);
+        let native: NativeEngine;
+        try {
+            const nativeOf = (comm: Communicator | null): NativeCommunicator | null => (comm === null ? null : nativeCommunicatorOf(comm));
+            native = await callNative(site, () => loadBinding().createEngine(engineDescriptor(options, plan, timeoutMs), nativeCommunicatorOf(communicator), {
+                hpz: nativeOf(groups.hpz),
+                node: nativeOf(groups.node),
+                cross: nativeOf(groups.cross)
+            }));
+        } catch (error) {
+            await disposeGroups(groups).catch(() => undefined);
+            throw error;
+        }
+        const engine = new ZeroEngine(native, options, plan, groups, accumulation, micro, schedule, scaler);
+        if (model.pretrained !== undefined) {
+            await callNative(site, () => loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained!)).catch(async (error: unknown) => {
+                native.dispose();
+                await disposeGroups(groups).catch(() => undefined);
+                throw error;
+            });
+        }
         return engine;
+    }
+
+    /**
+     * The ZeRO++ groups this engine runs with, as decided from the config and the world
+     * (train/zeroGroups.ts): hpzSize (1 when hpZ is off), whether qgZ runs, nodes, ranks per node.
+     */
+    get zeroPlusPlus(): ZeroPlusPlusPlan {
+        return this.#plan;
+    }
+
+    /** Ranks per hpZ group: 1 when hpZ is off (zero_hpz_partition_size ≤ 1 or = world size). */
+    get hpzSize(): number {
+        return this.#plan.hpzSize;
     }
 
     get rank(): number {
@@ -354,7 +381,7 @@ export class ZeroEngine {
         if (this.#pendingBackward !== null) bad("", "apply LoRA between steps, not between forward() and backward()");
         if (problems.length > 0) throw new InputError(problems);
         const unique = [...new Set(targets)];
-        this.#native.applyLora({r: r!, alpha, targets: unique, seed, dropout});
+        callNativeSync(callSite(), () => this.#native.applyLora({r: r!, alpha, targets: unique, seed, dropout}));
         this.#lora = {r: r!, alpha, dropout, targetModules: unique};
         this.#params = this.#native.params();
     }
@@ -430,13 +457,13 @@ export class ZeroEngine {
     /** This rank's slice of a parameter's state (see `parameters[index]`: sliceBegin, sliceLength), as float32. */
     readSlice(index: number, kind: NativeSliceKind): Float32Array {
         this.#checkIdle("readSlice");
-        return this.#native.readSlice(index, kind);
+        return callNativeSync(callSite(), () => this.#native.readSlice(index, kind));
     }
 
     /** Writes this rank's slice of a parameter's state (pretrained loads); "param" also sets the fp32 master. */
     writeSlice(index: number, kind: Exclude<NativeSliceKind, "grad">, values: Float32Array): void {
         this.#checkIdle("writeSlice");
-        this.#native.writeSlice(index, kind, values);
+        callNativeSync(callSite(), () => this.#native.writeSlice(index, kind, values));
     }
 
     /** @internal Training counters and policy state, for checkpoints. */
@@ -504,7 +531,7 @@ export class ZeroEngine {
         this.#disposed = true;
         this.#native.dispose();
         // Every communicator is released even if one of them fails to; the first failure is reported.
-        const results = await Promise.allSettled([...this.#groups, this.#communicator].map((comm) => comm.dispose()));
+        const results = await Promise.allSettled([disposeGroups(this.#groups), this.#communicator.dispose()]);
         const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
         if (failed !== undefined) throw failed.reason;
     }
@@ -582,7 +609,7 @@ export class ZeroEngine {
      * What checkpoint.ts may use while this engine is busy with a checkpoint: slices, training
      * state, and collectives on the world communicator, which are safe from JS while no engine
      * call is in flight (the #run around the checkpoint guarantees that). Checkpoint collectives
-     * use tags 7101–7104, apart from the engine's 7001–7006.
+     * use their own tags (comm/collectiveTags.ts).
      */
     #checkpointAccess(): CheckpointAccess {
         return {
@@ -619,11 +646,13 @@ export class ZeroEngine {
         if (this.#busy) throw new MixzError(ErrorCodes.engineState, `${fn}(): another engine call is running; await it first`, {category: "user"});
     }
 
+    /** One engine call at a time; native failures carry the caller's stack (binding/callNative.ts). */
     async #run<T>(fn: string, body: () => Promise<T>): Promise<T> {
+        const site = callSite();
         this.#checkIdle(fn);
         this.#busy = true;
         try {
-            return await body();
+            return await callNative(site, body);
         } finally {
             this.#busy = false;
             // Secondaries come and go with gathers and steps: the snapshot is taken again when read,
@@ -631,24 +660,6 @@ export class ZeroEngine {
             this.#paramsStale = true;
         }
     }
-}
-
-function checkConfig(config: ResolvedConfig): InputError["problems"][number][] {
-    const problems: {code: string; path: string; message: string}[] = [];
-    const zero = config.zero_optimization;
-    if (zero.stage !== 3) {
-        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.stage", message: `mixz's engine trains with ZeRO stage 3; got stage ${zero.stage} (set it to 3)`});
-    }
-    if (config.optimizer === null) {
-        problems.push({code: ErrorCodes.configInvalidValue, path: "optimizer", message: "training needs an optimizer section (type Adam or AdamW with params.lr)"});
-    }
-    if (zero.offload_param !== null && zero.offload_param.device !== "none") {
-        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.offload_param.device", message: `offloading is not supported by mixz's CPU engine (parameters already live in host memory); remove it or set "none"`});
-    }
-    if (zero.offload_optimizer !== null && zero.offload_optimizer.device !== "none") {
-        problems.push({code: ErrorCodes.configInvalidValue, path: "zero_optimization.offload_optimizer.device", message: `offloading is not supported by mixz's CPU engine (optimizer states already live in host memory); remove it or set "none"`});
-    }
-    return problems;
 }
 
 function modelDType(config: ResolvedConfig): NativeModelDType {
@@ -662,7 +673,7 @@ function clampSize(value: number): number {
     return Math.min(Math.max(0, Math.floor(value)), Number.MAX_SAFE_INTEGER);
 }
 
-function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
+function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, timeoutMs: number): NativeEngineDescriptor {
     const {config, model} = options;
     const zero = config.zero_optimization;
     const adam = config.optimizer!.params;
@@ -685,13 +696,15 @@ function engineDescriptor(options: ZeroEngineOptions): NativeEngineDescriptor {
             weightDecay: adam.weight_decay,
             decoupledWeightDecay: config.optimizer!.type === "adamw" || adam.adam_w_mode
         },
-        kernelThreads: options.kernelThreads ?? 1,
+        kernelThreads: options.kernelThreads ?? engineDefaults.kernelThreads,
         quantBlockSize: config.mixz.quant_block_size,
         quantizeWeights: zero.zero_quantized_weights,
-        quantizeGradients: zero.zero_quantized_gradients,
+        // The policy's decisions: the native side checks them against the groups it gets.
+        hpzSize: plan.hpzSize,
+        quantizeGradients: plan.quantizedGradients,
         gradientCommDType: config.communication_data_type ?? modelDType(config),
         tagBase: 7000,
-        timeoutMs: options.timeoutMs ?? 120_000
+        timeoutMs
     };
 }
 
