@@ -1,4 +1,25 @@
 // mixz::zero::Engine: ZeRO stage 3 training of a LLaMA-family model (reference/zeropp.md §2).
+// This header is the engine's whole public face (the addon includes nothing else of mixz::zero);
+// the implementation is split by concern, each piece in include/mixz/zero/ and src/zero/:
+//
+//   engine.cc            this facade: checks the descriptor's decisions, orchestrates forward,
+//                        backward, step (through mixz::optim), generate and the slice accessors
+//   partition_layout     Layout/makeLayout: how a group is cut into partitions over M members
+//   parameter_store      ParamInfo, units and groups, allocation, initialization, partition ↔
+//                        fp32 conversion, int8 blocks, readSlice/writeSlice
+//   fetcher              gather + unpack into full fp32 buffers, fetch/prefetch/release, the
+//                        persistent unit
+//   secondaries          hpZ secondary partitions over the intra-node group
+//   gradient_reducer     reduce-scatter in chunks (fp32 or 16-bit wire), qgZ's two levels,
+//                        accumulation into the gradient partitions
+//   layer_views          the kernels' parameter and gradient views (LoRA scale, dropout seeds)
+//   lora_params          applyLora's freezing and adapters
+//   collective_runner    collectives on the backend's ordered queue, with the engine's timeout;
+//                        the metrics recorder
+//   collective_tags.h    the tag of every collective the engine issues
+//   element_ops          dtype conversion, finiteness, poisoned quantized blocks
+// Kernels, compute buffers and the communication queue come from a mixz::backend::ComputeBackend
+// (mixz/backend/compute_backend.h; today the CPU backend).
 //
 // Parameters live partitioned: each one is flattened, zero-padded to a multiple of the world size
 // N and split so that rank r owns elements [r·p, (r+1)·p), p = padded/N, in the model dtype
@@ -19,22 +40,27 @@
 // buffer (converting from fp16/bf16, or dequantizing per parameter).
 //
 // Forward fetches unit u just before its compute, releases it after (except the last unit, whose
-// backward follows at once), and prefetches the following units on the communication thread while
+// backward follows at once), and prefetches the following units on the communication queue while
 // the gathered elements stay within min(stage3_prefetch_bucket_size, stage3_max_live_parameters).
 // Backward walks the units in reverse, gathers again, computes, and hands the unit's full fp32
-// gradients to the communication thread, which reduce-scatters them (mean over ranks, in chunks of
+// gradients to the communication queue, which reduce-scatters them (mean over ranks, in chunks of
 // at most reduce_bucket_size elements) and adds this rank's slice into the gradient partition
 // (model dtype, as DeepSpeed's default gradient accumulation dtype). Compute is fp32 whatever the
 // model dtype: a CPU has no fast fp16 GEMM, and storage, traffic and gradient partitions keep the
 // model dtype so loss scaling and overflow behave as DeepSpeed's.
 //
-// step() applies AdamW/Adam to the fp32 master partitions (for an fp32 model the parameter
-// partition is the master) with the global gradient norm for clipping; loss-scale policy and
-// learning-rate schedules stay in TypeScript, which passes the outcome in StepOptions.
+// step() applies AdamW/Adam (mixz/optim/adamw.h) to the fp32 master partitions (for an fp32 model
+// the parameter partition is the master) with the global gradient norm for clipping; loss-scale
+// policy and learning-rate schedules stay in TypeScript, which passes the outcome in StepOptions.
+//
+// Options: TypeScript owns every default (the JSON schema, DeepSpeed's values) and always sends a
+// complete descriptor; the fields below are value-initialized (0/false) and the descriptor fills
+// every one. It also carries the ZeRO++ decisions (hpzSize, quantizeGradients), which the
+// constructor checks against the groups it is given instead of deciding anything itself.
 //
 // Threading: all methods except takeMetrics() and abort() must be called from one thread at a time
 // and not while another call runs (the addon serializes them); the engine runs its collectives on
-// its own communication thread and never touches the communicator from the caller's thread.
+// its backend's communication queue and never touches the communicator from the caller's thread.
 #pragma once
 
 #include <chrono>
@@ -46,50 +72,53 @@
 
 #include "mixz/comm/communicator.h"
 #include "mixz/model/llama.h"
+#include "mixz/optim/adamw.h"
 #include "mixz/tensor/dtype.h"
 
 namespace mixz::zero {
 
+// Every field is filled from the descriptor (no defaults here: see the comment at the top).
 struct ZeroOptions {
-    std::size_t prefetchBucketSize = 50'000'000; // elements; 0 disables prefetch
-    std::size_t maxLiveParameters = 1'000'000'000;
-    std::size_t persistenceThreshold = 100'000;
-    std::size_t reduceBucketSize = 500'000'000;
-    bool overlapComm = true;
+    std::size_t prefetchBucketSize = 0; // elements; 0 disables prefetch
+    std::size_t maxLiveParameters = 0;
+    std::size_t persistenceThreshold = 0;
+    std::size_t reduceBucketSize = 0;
+    bool overlapComm = false;
 };
 
-struct OptimizerOptions {
-    double beta1 = 0.9;
-    double beta2 = 0.999;
-    double eps = 1e-8;
-    double weightDecay = 0.0;
-    bool decoupledWeightDecay = true; // AdamW; false: Adam with L2 added to the gradient
-};
+// beta1, beta2, eps, weightDecay, decoupledWeightDecay (true: AdamW; false: Adam with L2).
+using OptimizerOptions = optim::AdamOptions;
 
 struct EngineOptions {
     model::LlamaDims dims;
     tensor::DType dtype = tensor::DType::kFloat32;
     std::uint64_t seed = 0;
-    double initStd = 0.02;
+    double initStd = 0;
     ZeroOptions zero;
     OptimizerOptions optimizer;
-    int kernelThreads = 1;
+    int kernelThreads = 0; // < 1 counts as 1
     // Elements per qwZ block (mixz.quant_block_size); partitions smaller than a block are one block.
-    std::size_t quantBlockSize = 4096;
+    // Must be a power of two in [8, 65536] (0, unset, is refused).
+    std::size_t quantBlockSize = 0;
     // zero_quantized_weights (qwZ on the fly): world gathers of parameters without int8 partitions
     // move int8 blocks quantized just before the gather. hpZ secondaries stay in the model dtype,
     // so the intra-node backward gathers never quantize a second time (pitfall P7).
     bool quantizeWeights = false;
-    // zero_quantized_gradients (qgZ): gradients are reduced in two levels, fp32 reduce-scatter
-    // inside the node, then int4 blocks between nodes, and every rank gets the true mean over all
-    // ranks (zeropp.md §1.8: DeepSpeed's returns ranks-per-node × the mean). Needs `node` and
-    // `cross` groups (uniform nodes, more than one); otherwise the plain reduce-scatter runs.
+    // qgZ is active (TypeScript decided: zero_quantized_gradients on more than one uniform node):
+    // gradients are reduced in two levels, fp32 reduce-scatter inside the node, then int4 blocks
+    // between nodes, and every rank gets the true mean over all ranks (zeropp.md §1.8: DeepSpeed's
+    // returns ranks-per-node × the mean). True exactly when a `cross` group is given (more than one
+    // member, ranks per node × nodes = world); otherwise the plain reduce-scatter runs.
     bool quantizeGradients = false;
+    // hpZ secondary partitions over groups of this many ranks (zero_hpz_partition_size as
+    // TypeScript resolved it): 1 = no hpZ; > 1 exactly when an `hpz` group of that size is given
+    // (1 < hpzSize < world). 0 (unset) is refused.
+    int hpzSize = 0;
     // The dtype gradients travel in for the reduce-scatter (communication_data_type; DeepSpeed's
     // default is the model dtype). Members sum in fp32 and round once (mixz/comm/reduce.h).
     tensor::DType gradientCommDType = tensor::DType::kFloat32;
-    std::uint32_t tagBase = 1000;
-    std::chrono::milliseconds timeout{60000};
+    // Of every collective; must be positive. The tags are fixed (mixz/zero/collective_tags.h).
+    std::chrono::milliseconds timeout{0};
 };
 
 struct ParamInfo {
@@ -202,11 +231,13 @@ public:
     // Builds the parameter partitions (initialized from `seed`: normal(0, initStd) for matrices,
     // ones for norms, each element drawn from a counter-based generator so that every world size
     // produces the same model) and gathers the persistent unit. `world` must be connected and
-    // must not be used by anyone else while the engine lives. `hpz`, when given (a group of h ranks
-    // on this node, 1 < h < world), holds secondary partitions: backward gathers, generation and
-    // every gather of frozen weights read them over the intra-node group.
+    // must not be used by anyone else while the engine lives. `hpz`, given exactly when
+    // options.hpzSize > 1 (a group of hpzSize ranks on this node, 1 < hpzSize < world), holds
+    // secondary partitions: backward gathers, generation and every gather of frozen weights read
+    // them over the intra-node group. `node` and `cross`, given exactly when
+    // options.quantizeGradients, carry qgZ's two levels. A mismatch is an InvariantError.
     struct Groups {
-        std::shared_ptr<comm::Communicator> hpz;   // hpZ secondaries (1 < h < world), or null
+        std::shared_ptr<comm::Communicator> hpz;   // hpZ secondaries (options.hpzSize members), or null
         std::shared_ptr<comm::Communicator> node;  // every rank of this node (qgZ), or null
         std::shared_ptr<comm::Communicator> cross; // this local rank on every node (qgZ), or null
     };

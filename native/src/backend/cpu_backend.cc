@@ -1,0 +1,171 @@
+#include "mixz/backend/cpu_backend.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace mixz::backend {
+namespace {
+
+// One thread that runs the engine's collectives in submission order (DeepSpeed's all-gather and
+// reduce streams collapsed into one ordered queue: every rank must issue collectives in the same
+// order, and one queue makes that order the program order).
+class CommThread final : public Queue {
+public:
+    CommThread() : thread_([this] { loop(); }) {}
+    ~CommThread() override {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+    std::shared_future<void> submit(std::function<void()> work) override {
+        auto task = std::make_shared<std::packaged_task<void()>>(std::move(work));
+        std::shared_future<void> future = task->get_future().share();
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            queue_.push_back([task] { (*task)(); });
+        }
+        wake_.notify_one();
+        return future;
+    }
+
+private:
+    void loop() {
+        for (;;) {
+            std::function<void()> job;
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+                if (queue_.empty()) return; // stopping and drained
+                job = std::move(queue_.front());
+                queue_.pop_front();
+            }
+            job();
+        }
+    }
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    std::deque<std::function<void()>> queue_;
+    bool stopping_ = false;
+    std::thread thread_;
+};
+
+// Full fp32 buffers for gathered parameters and their gradients, kept for reuse by size: freeing
+// and re-faulting tens of megabytes per layer per step costs more than the copies (measured in
+// issue 4's all-gather). Bounded in practice by the prefetch depth.
+class BufferPool {
+public:
+    float* take(std::size_t elements) {
+        elements = std::max<std::size_t>(elements, 1);
+        std::lock_guard<std::mutex> lock(mutex_);
+        inUse_ += elements;
+        peakInUse_ = std::max(peakInUse_, inUse_);
+        auto& free = free_[elements];
+        if (!free.empty()) {
+            float* buffer = free.back();
+            free.pop_back();
+            return buffer;
+        }
+        owned_.push_back(std::make_unique<float[]>(elements));
+        held_ += elements;
+        sizes_[owned_.back().get()] = elements;
+        return owned_.back().get();
+    }
+
+    void give(float* buffer) {
+        if (buffer == nullptr) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::size_t elements = sizes_.at(buffer);
+        inUse_ -= elements;
+        free_[elements].push_back(buffer);
+    }
+
+    std::size_t bytesHeld() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return held_ * sizeof(float);
+    }
+    std::size_t peakBytes() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return peakInUse_ * sizeof(float);
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::vector<std::unique_ptr<float[]>> owned_;
+    std::map<float*, std::size_t> sizes_;
+    std::map<std::size_t, std::vector<float*>> free_;
+    std::size_t held_ = 0;
+    std::size_t inUse_ = 0;
+    std::size_t peakInUse_ = 0;
+};
+
+class CpuBackend final : public ComputeBackend {
+public:
+    explicit CpuBackend(int kernelThreads) { setKernelThreads(kernelThreads); }
+
+    const char* name() const override { return "cpu"; }
+
+    float* takeBuffer(std::size_t elements) override { return pool_.take(elements); }
+    void giveBuffer(float* buffer) override { pool_.give(buffer); }
+    std::size_t bufferBytesHeld() const override { return pool_.bytesHeld(); }
+    std::size_t bufferBytesPeak() const override { return pool_.peakBytes(); }
+
+    Queue& communicationQueue() override { return comm_; }
+
+    void setKernelThreads(int threads) override { model::setKernelThreads(std::max(1, threads)); }
+    void embeddingForward(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const float* table,
+                          float* out) override {
+        model::embeddingForward<float>(dims, ids, tokens, table, out);
+    }
+    void embeddingBackward(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const float* dOut,
+                           float* dTable) override {
+        model::embeddingBackward<float>(dims, ids, tokens, dOut, dTable);
+    }
+    void decoderLayerForward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
+                             const float* x, float* y, model::DecoderLayerCache<float>* cache) override {
+        model::decoderLayerForward<float>(dims, batch, seq, params, x, y, cache);
+    }
+    void decoderLayerForwardCached(const model::LlamaDims& dims, int seq, const model::DecoderLayerParams<float>& params,
+                                   const float* x, float* y, model::KvCache<float>& kv) override {
+        model::decoderLayerForwardCached<float>(dims, seq, params, x, y, kv);
+    }
+    void decoderLayerBackward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
+                              const model::DecoderLayerCache<float>& cache, const float* dy, float* dx,
+                              const model::DecoderLayerGrads<float>& grads) override {
+        model::decoderLayerBackward<float>(dims, batch, seq, params, cache, dy, dx, grads);
+    }
+    model::LossResult headForward(const model::LlamaDims& dims, int batch, int seq, const model::HeadParams<float>& params,
+                                  const float* x, const std::int32_t* labels, std::int32_t ignoreIndex,
+                                  model::HeadCache<float>* cache) override {
+        return model::headForward<float>(dims, batch, seq, params, x, labels, ignoreIndex, cache);
+    }
+    void headBackward(const model::LlamaDims& dims, int batch, int seq, const model::HeadParams<float>& params,
+                      const model::HeadCache<float>& cache, float lossGrad, float* dx, const model::HeadGrads<float>& grads) override {
+        model::headBackward<float>(dims, batch, seq, params, cache, lossGrad, dx, grads);
+    }
+    void headLogits(const model::LlamaDims& dims, std::size_t rows, const model::HeadParams<float>& params, const float* x,
+                    float* logits) override {
+        model::headLogits<float>(dims, rows, params, x, logits);
+    }
+
+private:
+    // Declared before the queue: queued work gives buffers back, so the thread is joined first.
+    BufferPool pool_;
+    CommThread comm_;
+};
+
+} // namespace
+
+std::unique_ptr<ComputeBackend> makeCpuBackend(int kernelThreads) { return std::make_unique<CpuBackend>(kernelThreads); }
+
+} // namespace mixz::backend

@@ -1,0 +1,222 @@
+#include "mixz/zero/parameter_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "mixz/common/counter_random.h"
+#include "mixz/common/error.h"
+#include "mixz/quant/block_quant.h"
+#include "mixz/zero/element_ops.h"
+
+namespace mixz::zero {
+
+using tensor::DType;
+
+ParameterStore::ParameterStore(const EngineOptions& options, int rank, int size, int hpzMembers)
+    : options_(options), rank_(rank), size_(size), hpzMembers_(hpzMembers) {}
+
+std::size_t ParameterStore::eb() const { return elementBytes(options_.dtype); }
+
+std::size_t ParameterStore::indexOf(const std::string& name) const {
+    auto it = byName.find(name);
+    MIXZ_ENFORCE(it != byName.end(), "no parameter ", name);
+    return it->second;
+}
+
+void ParameterStore::addParam(const std::string& name, std::vector<std::int64_t> shape, std::size_t unit, std::size_t group,
+                              bool trainable) {
+    ParamInfo info;
+    info.name = name;
+    info.numel = 1;
+    for (std::int64_t d : shape) info.numel *= static_cast<std::size_t>(d);
+    info.shape = std::move(shape);
+    info.partition = partitionSize(info.numel, static_cast<std::size_t>(size_));
+    info.persistent = info.numel <= options_.zero.persistenceThreshold;
+    info.trainable = trainable;
+    const std::size_t u = info.persistent ? 0 : unit;
+    info.unit = static_cast<int>(u);
+    Unit& target = units[u];
+    if (target.groups.size() <= group) target.groups.resize(group + 1);
+    Group& g = target.groups[group];
+    where.push_back({u, group, g.params.size()});
+    byName[name] = params.size();
+    g.params.push_back(params.size());
+    g.foff.push_back(g.full);
+    g.full += info.numel;
+    params.push_back(std::move(info));
+}
+
+std::vector<std::size_t> ParameterStore::numelsOf(const Group& g) const {
+    std::vector<std::size_t> numels;
+    for (std::size_t i : g.params) numels.push_back(params[i].numel);
+    return numels;
+}
+
+void ParameterStore::allocate(Group& g) {
+    g.primary = makeLayout(numelsOf(g), size_, options_.quantBlockSize);
+    g.data.assign(g.primary.elements * eb(), 0);
+    if (hpzOn()) g.secondary = makeLayout(numelsOf(g), hpzMembers_, options_.quantBlockSize);
+    if (!g.frozen) {
+        g.grad.assign(g.primary.elements * eb(), 0);
+        if (options_.dtype != DType::kFloat32) g.master.assign(g.primary.elements, 0.0f);
+        g.expAvg.assign(g.primary.elements, 0.0f);
+        g.expAvgSq.assign(g.primary.elements, 0.0f);
+    }
+}
+
+void ParameterStore::build() {
+    const model::LlamaDims& d = options_.dims;
+    const std::int64_t h = d.hidden, kv = d.kvDim(), inter = d.intermediate, vocab = d.vocab;
+    units.resize(headUnit() + 1);
+    for (Unit& unit : units) unit.groups.resize(1);
+    addParam("model.embed_tokens.weight", {vocab, h}, 1, 0, true);
+    for (int i = 0; i < d.layers; ++i) {
+        const std::string p = "model.layers." + std::to_string(i) + ".";
+        const std::size_t u = layerUnit(i);
+        addParam(p + "self_attn.q_proj.weight", {h, h}, u, 0, true);
+        addParam(p + "self_attn.k_proj.weight", {kv, h}, u, 0, true);
+        addParam(p + "self_attn.v_proj.weight", {kv, h}, u, 0, true);
+        addParam(p + "self_attn.o_proj.weight", {h, h}, u, 0, true);
+        addParam(p + "mlp.gate_proj.weight", {inter, h}, u, 0, true);
+        addParam(p + "mlp.up_proj.weight", {inter, h}, u, 0, true);
+        addParam(p + "mlp.down_proj.weight", {h, inter}, u, 0, true);
+        addParam(p + "input_layernorm.weight", {h}, u, 0, true);
+        addParam(p + "post_attention_layernorm.weight", {h}, u, 0, true);
+    }
+    addParam("model.norm.weight", {h}, headUnit(), 0, true);
+    addParam("lm_head.weight", {vocab, h}, headUnit(), 0, true);
+    for (Unit& unit : units) {
+        for (Group& g : unit.groups) allocate(g);
+    }
+    units[0].groups[0].persistentValues.assign(units[0].groups[0].full, 0.0f);
+    std::vector<float> values;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+        const bool isNorm = params[i].shape.size() == 1;
+        values.assign(params[i].partition, 0.0f);
+        const std::size_t begin = sliceBegin(i), length = sliceLength(i);
+        for (std::size_t j = 0; j < length; ++j) values[j] = isNorm ? 1.0f : normalAt(options_.seed, i, begin + j, options_.initStd);
+        writePartition(i, values.data(), true);
+    }
+}
+
+std::size_t ParameterStore::sliceBegin(std::size_t i) const {
+    return std::min(params[i].numel, static_cast<std::size_t>(rank_) * params[i].partition);
+}
+
+std::size_t ParameterStore::sliceLength(std::size_t i) const {
+    const std::size_t begin = sliceBegin(i);
+    return std::min(params[i].partition, params[i].numel - begin);
+}
+
+void ParameterStore::writePartition(std::size_t i, const float* values, bool setMaster) {
+    Group& g = groupOf(i);
+    const std::size_t k = where[i].index;
+    const std::size_t n = params[i].partition;
+    if (g.quantized) {
+        quantizeInto(values, DType::kFloat32, sliceLength(i), n, g.data.data(), g.primary, k);
+    } else {
+        const std::size_t off = g.primary.off[k];
+        convertInto(values, DType::kFloat32, g.data.data() + off * eb(), options_.dtype, n);
+        if (setMaster && !g.master.empty()) {
+            convertInto(g.data.data() + off * eb(), options_.dtype, g.master.data() + off, DType::kFloat32, n);
+        }
+    }
+    // The secondary was cut from the old values (zeropp.md §8: a write into a primary drops it).
+    g.secondaryValid = false;
+    if (where[i].unit == 0) {
+        g.stale = true;
+        persistentDirty = true;
+    }
+}
+
+void ParameterStore::quantizeInto(const void* input, DType inputType, std::size_t valid, std::size_t part, std::uint8_t* blob,
+                                  const Layout& layout, std::size_t k) const {
+    quant::QuantizeOptions q;
+    q.input = input;
+    q.inputType = inputType;
+    q.elements = valid;
+    q.paddedElements = part; // see makeLayout: the block padding past `part` is implicit
+    q.bits = 8;
+    q.blockSize = options_.quantBlockSize;
+    q.output = blob + layout.qoff[k];
+    q.outputBytes = quant::quantizedBytes(q.paddedElements, 8);
+    q.scales = reinterpret_cast<float*>(blob + layout.scaleBase) + layout.soff[k];
+    q.scaleCount = quant::blockCount(q.paddedElements, options_.quantBlockSize);
+    q.threads = 1;
+    if (q.paddedElements == 0) return;
+    if (!allFinite(input, inputType, valid)) return poisonBlocks(q.output, q.outputBytes, q.scales, q.scaleCount);
+    quant::quantize(q);
+}
+
+void ParameterStore::dequantizeFrom(const std::uint8_t* blob, const Layout& layout, std::size_t k, std::size_t valid,
+                                    float* out) const {
+    if (valid == 0) return;
+    quant::DequantizeOptions q;
+    q.input = blob + layout.qoff[k];
+    q.inputBytes = quant::quantizedBytes(valid, 8);
+    q.bits = 8;
+    q.scales = reinterpret_cast<const float*>(blob + layout.scaleBase) + layout.soff[k];
+    q.scaleCount = quant::blockCount(valid, options_.quantBlockSize);
+    q.elements = valid;
+    q.blockSize = options_.quantBlockSize;
+    q.output = out;
+    q.outputType = DType::kFloat32;
+    q.outputElements = valid;
+    q.threads = 1;
+    quant::dequantize(q);
+}
+
+bool ParameterStore::writesParameter(std::size_t i, const std::string& kind) const {
+    const bool fp32 = options_.dtype == DType::kFloat32;
+    return kind == "param" || (kind == "master" && fp32 && params[i].trainable);
+}
+
+void ParameterStore::readSlice(std::size_t i, const std::string& kind, float* out) const {
+    const Group& g = groupOf(i);
+    const std::size_t k = where[i].index;
+    const std::size_t off = g.primary.off[k];
+    const std::size_t n = sliceLength(i);
+    if (writesParameter(i, kind)) {
+        if (g.quantized) {
+            dequantizeFrom(g.data.data(), g.primary, k, n, out);
+        } else {
+            convertInto(g.data.data() + off * eb(), options_.dtype, out, DType::kFloat32, n);
+        }
+        return;
+    }
+    if (kind != "master" && kind != "exp_avg" && kind != "exp_avg_sq" && kind != "grad") {
+        MIXZ_THROW(InvalidArgument, "unknown state kind \"", kind, "\" (param, master, exp_avg, exp_avg_sq, grad)");
+    }
+    if (!params[i].trainable) MIXZ_THROW(InvalidArgument, params[i].name, " is frozen: it has no ", kind);
+    if (kind == "master") {
+        std::memcpy(out, g.master.data() + off, n * sizeof(float));
+    } else if (kind == "exp_avg") {
+        std::memcpy(out, g.expAvg.data() + off, n * sizeof(float));
+    } else if (kind == "exp_avg_sq") {
+        std::memcpy(out, g.expAvgSq.data() + off, n * sizeof(float));
+    } else {
+        convertInto(g.grad.data() + off * eb(), options_.dtype, out, DType::kFloat32, n);
+    }
+}
+
+void ParameterStore::writeSlice(std::size_t i, const std::string& kind, const float* data) {
+    Group& g = groupOf(i);
+    const std::size_t off = g.primary.off[where[i].index];
+    const std::size_t n = sliceLength(i);
+    if (writesParameter(i, kind)) {
+        std::vector<float> padded(params[i].partition, 0.0f);
+        std::memcpy(padded.data(), data, n * sizeof(float));
+        writePartition(i, padded.data(), false);
+        if (!g.master.empty()) std::memcpy(g.master.data() + off, padded.data(), padded.size() * sizeof(float));
+        return;
+    }
+    if (kind != "master" && kind != "exp_avg" && kind != "exp_avg_sq") {
+        MIXZ_THROW(InvalidArgument, "cannot write state kind \"", kind, "\" (param, master, exp_avg, exp_avg_sq)");
+    }
+    if (!params[i].trainable) MIXZ_THROW(InvalidArgument, params[i].name, " is frozen: it has no ", kind);
+    float* target = kind == "master" ? g.master.data() : kind == "exp_avg" ? g.expAvg.data() : g.expAvgSq.data();
+    std::memcpy(target + off, data, n * sizeof(float));
+}
+
+} // namespace mixz::zero
