@@ -81,24 +81,8 @@ function checkHpz(h: number, stage: number, topology: Topology, problems: Proble
     }
     const {world, nodeSizes, gpusPerNode} = topology;
     if (world === undefined) problems.note(UncheckedRules.hpzWorld);
-    else if (world % h !== 0) conflict(`${h} does not divide world size ${world}`);
-
-    const span = "; an hpZ group must stay within one node";
-    if (nodeSizes !== undefined) {
-        const largest = Math.max(...nodeSizes);
-        if (h > largest) {
-            const ranks = nodeSizes.length === 1 ? `the ${largest} ranks of the only node` : `the ${largest} ranks of the largest node`;
-            conflict(`${h} is more than ${ranks}${span}`);
-        } else {
-            const uneven = nodeSizes.flatMap((size, node) => (size % h === 0 ? [] : [`node ${node} (${size} ranks)`]));
-            if (uneven.length > 0) conflict(`${h} does not divide the ranks of ${uneven.join(", ")}${span}`);
-        }
-    } else if (gpusPerNode !== undefined) {
-        if (h > gpusPerNode) conflict(`${h} is more than the ${gpusPerNode} ranks per node${span}`);
-        else if (gpusPerNode % h !== 0) conflict(`${h} does not divide the ${gpusPerNode} ranks per node${span}`);
-    } else {
-        problems.note(UncheckedRules.hpzNode);
-    }
+    if (nodeSizes === undefined && gpusPerNode === undefined) problems.note(UncheckedRules.hpzNode);
+    for (const message of hpzPlacementConflicts(h, topology)) conflict(message);
 
     const oneNode = nodeSizes !== undefined ? nodeSizes.length === 1 : gpusPerNode !== undefined && world !== undefined && world <= gpusPerNode;
     if (oneNode) {
@@ -121,4 +105,30 @@ function isNumber(value: unknown): value is number {
 
 function isBoolean(value: unknown): value is boolean {
     return typeof value === "boolean";
+}
+
+/**
+ * Where h ranks per hpZ group do not fit the world: h must divide the world size and every node's
+ * ranks (a group stays within one node). The one statement of the rule: the config's cross-field
+ * check and `mixz bench --hpz` both use it. Facts not given are not checked.
+ */
+export function hpzPlacementConflicts(h: number, topology: {readonly world?: number | undefined; readonly nodeSizes?: readonly number[] | undefined; readonly gpusPerNode?: number | undefined}): string[] {
+    const out: string[] = [];
+    const {world, nodeSizes, gpusPerNode} = topology;
+    if (world !== undefined && world % h !== 0) out.push(`${h} does not divide world size ${world}`);
+    const span = "; an hpZ group must stay within one node";
+    if (nodeSizes !== undefined) {
+        const largest = Math.max(...nodeSizes);
+        if (h > largest) {
+            const ranks = nodeSizes.length === 1 ? `the ${largest} ranks of the only node` : `the ${largest} ranks of the largest node`;
+            out.push(`${h} is more than ${ranks}${span}`);
+        } else {
+            const uneven = nodeSizes.flatMap((size, node) => (size % h === 0 ? [] : [`node ${node} (${size} ranks)`]));
+            if (uneven.length > 0) out.push(`${h} does not divide the ranks of ${uneven.join(", ")}${span}`);
+        }
+    } else if (gpusPerNode !== undefined) {
+        if (h > gpusPerNode) out.push(`${h} is more than the ${gpusPerNode} ranks per node${span}`);
+        else if (gpusPerNode % h !== 0) out.push(`${h} does not divide the ${gpusPerNode} ranks per node${span}`);
+    }
+    return out;
 }

@@ -50,3 +50,26 @@ export function configValidator(): ValidateFunction {
     }
     return validator;
 }
+
+/**
+ * The schema's `default` for a key path (["mixz", "quant_block_size"]), following `$ref`s into
+ * definitions: for code that needs a config key's default without a config (the quantize API,
+ * `mixz bench`), so the schema stays the only place it is written.
+ */
+export function schemaDefault(path: readonly string[]): unknown {
+    const root = loadConfigSchema();
+    const deref = (node: unknown): Record<string, unknown> | undefined => {
+        let current = node as Record<string, unknown> | undefined;
+        for (let hops = 0; current !== undefined && typeof current["$ref"] === "string" && hops < 8; hops++) {
+            const ref = current["$ref"] as string;
+            current = ref.replace(/^#\//, "").split("/").reduce<unknown>((at, key) => (at as Record<string, unknown> | undefined)?.[key], root) as Record<string, unknown> | undefined;
+        }
+        return current;
+    };
+    let node = deref(root);
+    for (const key of path) node = deref((node?.["properties"] as Record<string, unknown> | undefined)?.[key]);
+    if (node === undefined || !("default" in node)) {
+        throw new MixzError(ErrorCodes.fileRead, `${configSchemaPath} states no default for ${path.join(".")}`, {category: "platform"});
+    }
+    return node["default"];
+}

@@ -29,8 +29,9 @@ export type {
     WarmupType
 } from "./api.js";
 export {ConfigWarningCodes, UncheckedRules} from "./api.js";
-export {configSchemaPath, loadConfigSchema} from "./configSchema.js";
+export {configSchemaPath, loadConfigSchema, schemaDefault} from "./configSchema.js";
 export {effectiveAdamWMode} from "./effectiveAdamWMode.js";
+export {hpzPlacementConflicts} from "./checkCrossFieldRules.js";
 export {engineSupportProblems, engineSupportViolations, type EngineSupportViolation} from "./checkEngineSupport.js";
 export {type JsonPath, type JsonPathSegment, formatJsonPath} from "./jsonPath.js";
 export {JsonSource, type JsonValue, type SourcePosition} from "./JsonSource.js";

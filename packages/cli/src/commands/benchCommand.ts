@@ -1,4 +1,5 @@
 import {writeFileSync} from "node:fs";
+import {hpzPlacementConflicts, schemaDefault} from "@mixz/config";
 import {Command} from "commander";
 import {fileURLToPath} from "node:url";
 import {averageBusBandwidth, formatBenchTable, formatQuantizeTable, parseSize, plotBusBandwidth, runQuantizeBench, sizeSequence, type BenchCollective, type BenchReport, type BenchRow, type CollectiveBenchParams} from "@mixz/bench";
@@ -61,7 +62,7 @@ export function createBenchCommand(io: CliIo, setExitCode: (code: number) => voi
         .option("--timeout <seconds>", "per-collective timeout", "120")
         .option("--dtype <type>", "fp32, fp16 or bf16", "fp32")
         .option("--quant <q>", "none, int8 or int4", "none")
-        .option("--block-size <n>", "quantization block size (elements)", "4096")
+        .option("--block-size <n>", "quantization block size (elements)", String(schemaDefault(["mixz", "quant_block_size"])))
         .option("--threads <n>", "quantize: threads (0 = all cores)", "0")
         .option("--json", "print one JSON object instead of the table")
         .option("--plot <file.svg>", "also draw busbw (or GB/s) against size as an SVG")
@@ -126,9 +127,8 @@ async function runCollectiveBench(collective: BenchCollective, settings: CommonS
         ...(flags.hostfile === undefined ? {nproc: parseIntegerFlag(flags.nproc ?? "2", "--nproc", 1)} : {hostfile: readHostfile(flags.hostfile)}),
         masterPort: parseIntegerFlag(flags.masterPort ?? "0", "--master-port", 0)
     });
-    if (plan.world_size % hpz !== 0 || plan.nodes.some((node) => node.ranks.length % hpz !== 0)) {
-        throw new InputError([{code: ErrorCodes.usage, path: "--hpz", message: `${hpz} must divide the world size ${plan.world_size} and every host's rank count`}]);
-    }
+    const conflicts = hpzPlacementConflicts(hpz, {world: plan.world_size, nodeSizes: plan.nodes.map((node) => node.ranks.length)});
+    if (conflicts.length > 0) throw new InputError(conflicts.map((message) => ({code: ErrorCodes.usage, path: "--hpz", message})));
     const timeoutMs = parseSecondsFlag(flags.timeout, "--timeout");
     const params: CollectiveBenchParams = {
         collective,

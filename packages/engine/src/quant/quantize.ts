@@ -16,6 +16,7 @@
  * with a MixzError carrying the native code. Arrays handed in must not be detached or resized
  * while a call is in flight.
  */
+import {schemaDefault} from "@mixz/config";
 import {MixzError} from "@mixz/protocol";
 
 import {NativeErrorCodes} from "../binding/AddonTypes.js";
@@ -40,8 +41,8 @@ export type CodeArrayOf<B extends QuantBits> = B extends 8 ? Int8Array : Uint8Ar
 export const minQuantBlockSize = 8;
 /** The largest block size accepted. */
 export const maxQuantBlockSize = 65536;
-/** The default block size (`mixz.quant_block_size`). */
-export const defaultQuantBlockSize = 4096;
+/** The default block size: the schema's default of the config key `mixz.quant_block_size`. */
+export const defaultQuantBlockSize = schemaDefault(["mixz", "quant_block_size"]) as number;
 /** Read at each call that does not pass `simd`: "scalar" forces the portable kernels, "avx2" requires AVX2. */
 export const quantSimdEnvVar = "MIXZ_SIMD";
 
