@@ -52,8 +52,6 @@ export interface NativeEngineDescriptor {
     readonly quantizeGradients: boolean;
     /** The dtype of gradients in the reduce-scatter: communication_data_type, default the model dtype (DeepSpeed's). */
     readonly gradientCommDType: NativeModelDType;
-    /** Sent until every addon reads its tags from native/include/mixz/zero/collective_tags.h; ignored there. */
-    readonly tagBase: number;
     readonly timeoutMs: number;
 }
 

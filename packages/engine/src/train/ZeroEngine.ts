@@ -703,7 +703,6 @@ function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, ti
         hpzSize: plan.hpzSize,
         quantizeGradients: plan.quantizedGradients,
         gradientCommDType: config.communication_data_type ?? modelDType(config),
-        tagBase: 7000,
         timeoutMs
     };
 }
