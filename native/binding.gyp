@@ -58,6 +58,7 @@
         "src/zero/element_ops.cc",
         "src/zero/engine.cc",
         "src/zero/fetcher.cc",
+        "src/zero/frozen_weights.cc",
         "src/zero/gradient_reducer.cc",
         "src/zero/layer_views.cc",
         "src/zero/lora_params.cc",

@@ -103,11 +103,9 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     }
     // The collective tags are fixed on the native side (mixz/zero/collective_tags.h); a tagBase the
     // descriptor may still carry is ignored, as is every field not read here.
-    // hpzSize: TypeScript's hpZ decision (1: no hpZ). Until the TS side sends it, an absent field
-    // means "derive it from the groups as before" (see legacyZeroPlusPlus); 0 marks that here.
-    if (descriptor.Has("hpzSize") && !descriptor.Get("hpzSize").IsUndefined()) {
-        options.hpzSize = static_cast<int>(integerField(descriptor, "hpzSize", what, 1, 1 << 20));
-    }
+    // TypeScript's ZeRO++ decisions (the engine checks them against the groups): hpZ over groups of
+    // hpzSize ranks (1: no hpZ); quantizeGradients above means qgZ runs.
+    options.hpzSize = static_cast<int>(integerField(descriptor, "hpzSize", what, 1, 1 << 20));
     options.timeout = std::chrono::milliseconds(integerField(descriptor, "timeoutMs", what, 1, 2'147'483'647));
     return options;
 }
@@ -144,27 +142,6 @@ Napi::Object memoryObject(Napi::Env env, const zero::MemoryReport& m) {
     set("activationsPeak", m.activationsPeak);
     set("communicationBuffers", m.communicationBuffers);
     return object;
-}
-
-// Transition only, until the TS side sends hpzSize (then hpzSize becomes required and this goes):
-// the ZeRO++ decisions the engine used to take itself, from the groups. hpZ is on for a group of
-// 1 < h < world ranks; qgZ runs when quantizeGradients is set and the cross group spans more than
-// one uniform node. Groups that would not be used are not passed on.
-void legacyZeroPlusPlus(zero::EngineOptions& options, const comm::Communicator& world, zero::Engine::Groups& groups) {
-    const int size = world.size();
-    if (groups.hpz && groups.hpz->size() > 1 && groups.hpz->size() < size) {
-        options.hpzSize = groups.hpz->size();
-    } else {
-        options.hpzSize = 1;
-        groups.hpz.reset();
-    }
-    const int perNode = groups.node ? groups.node->size() : 1;
-    const bool qgz = options.quantizeGradients && groups.cross && groups.cross->size() > 1 && perNode * groups.cross->size() == size;
-    options.quantizeGradients = qgz;
-    if (!qgz) {
-        groups.node.reset();
-        groups.cross.reset();
-    }
 }
 
 // The engine and the JS objects it needs during construction.
@@ -566,7 +543,6 @@ Napi::Value createEngine(const Napi::CallbackInfo& info) {
         keep.add(value);
         (std::string(key) == "hpz" ? building->groups.hpz : std::string(key) == "node" ? building->groups.node : building->groups.cross) = comm;
     }
-    if (building->options.hpzSize == 0) legacyZeroPlusPlus(building->options, *building->world, building->groups);
     auto constructor = std::make_shared<Napi::FunctionReference>(Napi::Persistent(AddonEngine::define(info.Env())));
     return queuePromise(
         info.Env(), "mixz.engine.create",

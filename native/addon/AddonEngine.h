@@ -2,6 +2,13 @@
 //
 //   createEngine(descriptor, communicator, {hpz, node, cross}) → Promise<Engine>  (gathers the persistent
 //                                                  unit: a collective; each group a Communicator or null)
+//     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps},
+//                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
+//                  reduceBucketSize, overlapComm}, optimizer: {beta1, beta2, eps, weightDecay,
+//                  decoupledWeightDecay}, kernelThreads, quantBlockSize, quantizeWeights, quantizeGradients,
+//                  hpzSize, gradientCommDType, timeoutMs}, every field required, any other ignored.
+//     groups: hpz non-null exactly when hpzSize > 1; node/cross only with quantizeGradients (cross
+//     non-null exactly then). Collective tags are fixed (mixz/zero/collective_tags.h).
 //   engine.params()                              → [{name, shape, numel, partition, unit, trainable, persistent,
 //                                                    sliceBegin, sliceLength}]
 //   engine.forward({inputIds, labels, micro, seq, train}) → Promise<{loss, counted}>   labels: Int32Array | null

@@ -270,6 +270,7 @@ void bench(int ranks, Transport transport, const std::vector<std::size_t>& mebib
             QuantizedAllgatherOptions o(comm);
             o.input = input.data();
             o.elements = count;
+            o.blockSize = 4096; // DeepSpeed's (and mixz.quant_block_size's) default
             o.output = output.data();
             o.outputElements = output.size();
             const int iterations = mib >= 128 ? 5 : 20;

@@ -1,3 +1,6 @@
+// One file on purpose (just over 600 lines): the communicator's two-phase construction (prepare
+// → connect), its groups and its collectives all decide, in one place, which transport (shm inside
+// a host, Gloo across, CMA or not) carries each member pair; splitting it would scatter that choice.
 #include "mixz/comm/communicator.h"
 
 #include <unistd.h>

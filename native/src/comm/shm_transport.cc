@@ -1,3 +1,7 @@
+// One file on purpose (over 600 lines): the shared-memory transport is one wire protocol. The
+// segment layout, the ring entries and their sequence counters, the futex waits and wakes, the
+// liveness watcher and the collectives that use them share invariants (who may write an entry
+// when, who unlinks the segment, what a dead member's robust futex means) that must be read together.
 #include "mixz/comm/shm_transport.h"
 
 #include <fcntl.h>

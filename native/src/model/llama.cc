@@ -1,3 +1,8 @@
+// One file on purpose (over 600 lines): a layer's forward, its backward and its KV-cache forward
+// share the cache's State layout and the private helpers (checks, RMSNorm, rotary tables, LoRA
+// linears with dropout masks), and each backward step must be read against the forward step whose
+// saved tensors it consumes. Everything is instantiated for float and double at the end.
+//
 // The LLaMA decoder kernels of mixz/model/llama.h: validation, the decoder layer (forward,
 // backward, KV-cache forward), the embedding, and the head (final norm, LM head, loss, logits).
 //

@@ -19,6 +19,7 @@
 #include "mixz/zero/collective_tags.h"
 #include "mixz/zero/element_ops.h"
 #include "mixz/zero/fetcher.h"
+#include "mixz/zero/frozen_weights.h"
 #include "mixz/zero/gradient_reducer.h"
 #include "mixz/zero/layer_views.h"
 #include "mixz/zero/lora_params.h"
@@ -178,7 +179,7 @@ void checkOptions(const EngineOptions& options, const std::shared_ptr<comm::Comm
     }
     // qgZ: active exactly when the descriptor says quantizeGradients, with a cross group of more
     // than one node and uniform nodes (the node group, when given, is this node's ranks).
-    MIXZ_ENFORCE(options.quantizeGradients == (groups.cross != nullptr), "quantizeGradients ", options.quantizeGradients, " needs ",
+    MIXZ_ENFORCE(options.quantizeGradients == (groups.cross != nullptr), "quantizeGradients ", options.quantizeGradients ? "true" : "false", " needs ",
                  options.quantizeGradients ? "a cross group" : "no cross group", ", and ", groups.cross ? "one was" : "none was", " given");
     MIXZ_ENFORCE(!groups.node || groups.cross, "a node group is only for qgZ (with a cross group)");
     if (groups.cross) {
@@ -417,36 +418,7 @@ QuantizeReport Engine::quantizeNontrainable() {
     return s.guarded([&]() -> QuantizeReport {
         if (s.haveTrainForward || s.reducer.pending()) MIXZ_THROW(InvalidArgument, "quantize between steps, not between forward and backward");
         s.fetcher.releaseAll();
-        QuantizeReport report;
-        const std::size_t eb = s.store.eb();
-        for (std::size_t u = 1; u < s.store.units.size(); ++u) {
-            for (std::size_t gi = 0; gi < s.store.units[u].groups.size(); ++gi) {
-                Group& g = s.store.units[u].groups[gi];
-                if (!g.frozen || g.quantized || g.full == 0) continue;
-                report.parameters += g.params.size();
-                report.bytesBefore += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
-                // The real values, gathered exactly (16-bit → fp32 is exact), for the secondary.
-                struct Pooled {
-                    backend::ComputeBackend& backend;
-                    float* buffer;
-                    ~Pooled() { backend.giveBuffer(buffer); }
-                } pooled{*s.backend, s.secondaries.on() ? s.backend->takeBuffer(g.full) : nullptr};
-                float* values = pooled.buffer;
-                if (values != nullptr) s.runner.submit([&s, u, gi, values] { s.fetcher.gatherInto(u, gi, values, /*exact=*/true); }).get();
-                std::vector<std::uint8_t> blob(g.primary.bytes(true, eb), 0);
-                for (std::size_t k = 0; k < g.params.size(); ++k) {
-                    const std::size_t i = g.params[k];
-                    s.store.quantizeInto(g.data.data() + g.primary.off[k] * eb, s.options.dtype, s.store.sliceLength(i), g.primary.part[k],
-                                         blob.data(), g.primary, k);
-                }
-                g.data.swap(blob);
-                g.quantized = true;
-                if (values != nullptr) s.secondaries.build(g, values);
-                for (std::size_t i : g.params) s.store.params[i].quantized = true;
-                report.bytesAfter += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
-            }
-        }
-        return report;
+        return quantizeFrozen(s.store, s.fetcher, s.secondaries, s.runner, *s.backend);
     });
 }
 
@@ -558,24 +530,7 @@ void Engine::setOptimizerSteps(std::uint64_t steps) { state_->steps = steps; }
 MemoryReport Engine::memory() const {
     const State& s = *state_;
     MemoryReport report;
-    for (const Unit& unit : s.store.units) {
-        for (const Group& g : unit.groups) {
-            if (g.quantized) {
-                report.quantizedPartitions += g.primary.scaleBase;
-                report.quantScales += g.primary.scaleCount * sizeof(float);
-                if (g.secondaryValid) {
-                    report.secondaryPartitions += g.secondary.scaleBase;
-                    report.quantScales += g.secondary.scaleCount * sizeof(float);
-                }
-            } else {
-                report.parameterPartitions += g.data.size();
-                if (g.secondaryValid) report.secondaryPartitions += g.secondaryData.size();
-            }
-            report.gradientPartitions += g.grad.size();
-            report.masterWeights += g.master.size() * sizeof(float);
-            report.optimizerStates += (g.expAvg.size() + g.expAvgSq.size()) * sizeof(float);
-        }
-    }
+    s.store.addPartitionBytes(report);
     for (const Group& g : s.store.units[0].groups) report.persistentParameters += g.persistentValues.size() * sizeof(float);
     report.gatheredParameters = s.backend->bufferBytesHeld();
     report.gatheredParametersPeak = s.backend->bufferBytesPeak();

@@ -219,4 +219,25 @@ void ParameterStore::writeSlice(std::size_t i, const std::string& kind, const fl
     std::memcpy(target + off, data, n * sizeof(float));
 }
 
+void ParameterStore::addPartitionBytes(MemoryReport& report) const {
+    for (const Unit& unit : units) {
+        for (const Group& g : unit.groups) {
+            if (g.quantized) {
+                report.quantizedPartitions += g.primary.scaleBase;
+                report.quantScales += g.primary.scaleCount * sizeof(float);
+                if (g.secondaryValid) {
+                    report.secondaryPartitions += g.secondary.scaleBase;
+                    report.quantScales += g.secondary.scaleCount * sizeof(float);
+                }
+            } else {
+                report.parameterPartitions += g.data.size();
+                if (g.secondaryValid) report.secondaryPartitions += g.secondaryData.size();
+            }
+            report.gradientPartitions += g.grad.size();
+            report.masterWeights += g.master.size() * sizeof(float);
+            report.optimizerStates += (g.expAvg.size() + g.expAvgSq.size()) * sizeof(float);
+        }
+    }
+}
+
 } // namespace mixz::zero

@@ -48,7 +48,7 @@ struct QuantizedAllgatherOptions : CollectiveOptions {
     tensor::DType inputType = tensor::DType::kFloat16;
     std::size_t elements = 0;
     int bits = 8; // 8 or 4
-    std::size_t blockSize = quant::kDefaultBlockSize;
+    std::size_t blockSize = 0; // required: a valid quant block size
     // size() × elements values of outputType (fp32, fp16 or bf16): member m's at m × elements.
     // Must not overlap the input.
     void* output = nullptr;
@@ -72,7 +72,7 @@ struct PrequantizedAllgatherOptions : CollectiveOptions {
     std::size_t scaleCount = 0;
     std::size_t elements = 0;
     int bits = 8;
-    std::size_t blockSize = quant::kDefaultBlockSize;
+    std::size_t blockSize = 0; // required: a valid quant block size
     void* output = nullptr;
     tensor::DType outputType = tensor::DType::kFloat32;
     std::size_t outputElements = 0;

@@ -14,7 +14,8 @@ struct BenchmarkOptions {
     std::size_t elements = std::size_t{32} << 20;
     tensor::DType inputType = tensor::DType::kFloat16;
     int bits = 8;
-    std::size_t blockSize = 4096;
+    // Required (the addon passes the caller's; mixz.quant_block_size's default lives in TypeScript).
+    std::size_t blockSize = 0;
     // Timed repetitions of each operation (after one untimed warm-up); the median is reported.
     std::size_t iterations = 10;
     // Threads of quantize and dequantize (0: defaultThreads()). memcpy always runs on one thread.

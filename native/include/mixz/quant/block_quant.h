@@ -2,7 +2,7 @@
 // (reference/zeropp.md §1.3-1.4), for int8 and packed int4.
 //
 // A buffer is cut into blocks of a fixed number of elements (a power of two in [8, 65536]; the
-// run's `mixz.quant_block_size`, default 4096); a buffer shorter than a block, or a last partial
+// run's `mixz.quant_block_size`, whose default lives in TypeScript's config schema); a buffer shorter than a block, or a last partial
 // block, is one block. For every block:
 //
 //   absmax = max |x_i| over the block, in float32 (x converted from its dtype exactly)
@@ -49,7 +49,6 @@ namespace mixz::quant {
 
 inline constexpr std::size_t kMinBlockSize = 8;
 inline constexpr std::size_t kMaxBlockSize = 65536;
-inline constexpr std::size_t kDefaultBlockSize = 4096;
 
 // A power of two in [kMinBlockSize, kMaxBlockSize].
 bool isValidBlockSize(std::size_t blockSize) noexcept;
@@ -90,7 +89,7 @@ struct QuantizeOptions {
     std::size_t paddedElements = kNoPadding;
     // 8 (int8 output, one byte per value) or 4 (packed int4, see tensor::DType::kInt4).
     int bits = 8;
-    std::size_t blockSize = kDefaultBlockSize;
+    std::size_t blockSize = 0; // required (no default here: callers pass mixz.quant_block_size)
     // At least quantizedBytes(padded, bits) bytes.
     void* output = nullptr;
     std::size_t outputBytes = 0;
@@ -119,7 +118,7 @@ struct DequantizeOptions {
     const float* scales = nullptr;
     std::size_t scaleCount = 0;
     std::size_t elements = 0;
-    std::size_t blockSize = kDefaultBlockSize;
+    std::size_t blockSize = 0; // required (no default here: callers pass mixz.quant_block_size)
     // At least `elements` values of outputType (fp32, fp16 or bf16).
     void* output = nullptr;
     tensor::DType outputType = tensor::DType::kFloat16;
@@ -136,7 +135,7 @@ void dequantize(const DequantizeOptions& options);
 // One parameter's slice of a coalesced quantized buffer.
 struct DequantizeSegment {
     std::size_t elements = 0;
-    std::size_t blockSize = kDefaultBlockSize;
+    std::size_t blockSize = 0; // required (no default here: callers pass mixz.quant_block_size)
     // Where the segment starts in the quantized input, in elements (even for int4: byte aligned).
     std::size_t inputOffset = 0;
     // Index of its first block's scale in `scales`; it uses blockCount(elements, blockSize).

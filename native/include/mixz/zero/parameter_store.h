@@ -109,6 +109,9 @@ public:
     bool writesParameter(std::size_t i, const std::string& kind) const;
     void writeSlice(std::size_t i, const std::string& kind, const float* data);
 
+    // Adds the partitions' bytes (primary, secondary, scales, gradients, masters, moments).
+    void addPartitionBytes(MemoryReport& report) const;
+
     std::vector<ParamInfo> params;
     std::vector<ParamLocation> where;
     std::unordered_map<std::string, std::size_t> byName;

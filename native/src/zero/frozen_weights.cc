@@ -1,0 +1,42 @@
+#include "mixz/zero/frozen_weights.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace mixz::zero {
+
+QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondaries& secondaries, CollectiveRunner& runner,
+                              backend::ComputeBackend& backend) {
+    QuantizeReport report;
+    const std::size_t eb = store.eb();
+    for (std::size_t u = 1; u < store.units.size(); ++u) {
+        for (std::size_t gi = 0; gi < store.units[u].groups.size(); ++gi) {
+            Group& g = store.units[u].groups[gi];
+            if (!g.frozen || g.quantized || g.full == 0) continue;
+            report.parameters += g.params.size();
+            report.bytesBefore += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
+            // The real values, gathered exactly (16-bit → fp32 is exact), for the secondary.
+            struct Pooled {
+                backend::ComputeBackend& backend;
+                float* buffer;
+                ~Pooled() { backend.giveBuffer(buffer); }
+            } pooled{backend, secondaries.on() ? backend.takeBuffer(g.full) : nullptr};
+            float* values = pooled.buffer;
+            if (values != nullptr) runner.submit([&fetcher, u, gi, values] { fetcher.gatherInto(u, gi, values, /*exact=*/true); }).get();
+            std::vector<std::uint8_t> blob(g.primary.bytes(true, eb), 0);
+            for (std::size_t k = 0; k < g.params.size(); ++k) {
+                const std::size_t i = g.params[k];
+                store.quantizeInto(g.data.data() + g.primary.off[k] * eb, store.dtype(), store.sliceLength(i), g.primary.part[k],
+                                   blob.data(), g.primary, k);
+            }
+            g.data.swap(blob);
+            g.quantized = true;
+            if (values != nullptr) secondaries.build(g, values);
+            for (std::size_t i : g.params) store.params[i].quantized = true;
+            report.bytesAfter += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
+        }
+    }
+    return report;
+}
+
+} // namespace mixz::zero
