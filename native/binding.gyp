@@ -57,6 +57,7 @@
         "src/zero/collective_runner.cc",
         "src/zero/element_ops.cc",
         "src/zero/engine.cc",
+        "src/zero/engine_queries.cc",
         "src/zero/fetcher.cc",
         "src/zero/frozen_weights.cc",
         "src/zero/gradient_reducer.cc",

@@ -1,7 +1,8 @@
-// The Engine facade: construction (checking the ZeRO++ decisions the descriptor carries) and the
-// orchestration of forward, backward, step, generate and the slice accessors over the pieces of
-// mixz::zero (parameter_store, fetcher, secondaries, gradient_reducer, layer_views, lora_params)
-// and the compute backend. The numerics live in those pieces, in mixz::optim and in the backend.
+// The Engine facade, part 1: construction (checking the ZeRO++ decisions the descriptor carries)
+// and the training calls (forward, backward, step, applyLora, quantizeNontrainable), orchestrating
+// the pieces of mixz::zero (parameter_store, fetcher, secondaries, gradient_reducer, layer_views,
+// lora_params, frozen_weights) and the compute backend. The numerics live in those pieces, in
+// mixz::optim and in the backend. Part 2 is engine_queries.cc; the state is engine_state.h.
 #include "mixz/zero/engine.h"
 
 #include <algorithm>
@@ -12,7 +13,6 @@
 
 #include "mixz/backend/cpu_backend.h"
 #include "mixz/common/error.h"
-#include "mixz/model/sampling.h"
 #include "mixz/optim/adamw.h"
 #include "mixz/quant/block_quant.h"
 #include "mixz/zero/collective_runner.h"
@@ -25,132 +25,11 @@
 #include "mixz/zero/lora_params.h"
 #include "mixz/zero/parameter_store.h"
 #include "mixz/zero/secondaries.h"
+#include "engine_state.h"
 
 namespace mixz::zero {
 
 using tensor::DType;
-
-struct Engine::State {
-    // Declaration order is construction order: each piece refers to the ones above it.
-    EngineOptions options;
-    std::shared_ptr<comm::Communicator> world;
-    std::shared_ptr<comm::Communicator> hpz;   // null without hpZ
-    std::shared_ptr<comm::Communicator> node;  // qgZ: this node's ranks (null: one rank per node)
-    std::shared_ptr<comm::Communicator> cross; // qgZ: this local rank of every node (null: no qgZ)
-    // Kernels, compute buffers and the communication queue. The device choice goes here: today
-    // always the CPU backend; a CUDA backend (a later issue) will be picked from the options.
-    std::unique_ptr<backend::ComputeBackend> backend;
-    MetricsRecorder metrics;
-    CollectiveRunner runner;
-    ParameterStore store;
-    Secondaries secondaries;
-    Fetcher fetcher;
-    GradientReducer reducer;
-    LoraState lora;
-    LayerViews views;
-
-    // Activations.
-    std::vector<std::vector<float>> hidden;
-    std::vector<model::DecoderLayerCache<float>> caches;
-    model::HeadCache<float> headCache;
-    std::vector<float> gradA, gradB;
-    std::vector<std::vector<float>> persistentGrads; // per group of unit 0, during backward
-    std::vector<std::int32_t> ids;
-    int micro = 0;
-    int seq = 0;
-    bool haveTrainForward = false;
-    std::size_t activationsPeak = 0;
-
-    std::uint64_t steps = 0;
-    std::string broken;
-    std::size_t heldUnit = 0; // gatherParameter keeps its unit gathered for the next index (0: none)
-    GradBuffers backwardGrads; // backend gradient buffers not yet handed to a reduction
-
-    State(const EngineOptions& o, std::shared_ptr<comm::Communicator> w, Groups groups)
-        : options(o),
-          world(std::move(w)),
-          hpz(std::move(groups.hpz)),
-          node(std::move(groups.node)),
-          cross(std::move(groups.cross)),
-          backend(backend::makeCpuBackend(options.kernelThreads)),
-          runner(backend->communicationQueue(), options.timeout),
-          store(options, world->rank(), world->size(), options.hpzSize),
-          secondaries(store, hpz),
-          fetcher(options, store, secondaries, *backend, runner, metrics, *world),
-          reducer(options, store, *backend, runner, metrics, *world, node.get(), cross.get()),
-          views(store, fetcher, lora) {}
-
-    // The communication queue is drained and joined before anything its tasks touch goes.
-    ~State() { backend.reset(); }
-
-    void requireUsable() const {
-        if (!broken.empty()) MIXZ_THROW(IoError, "the engine stopped after an earlier failure: ", broken);
-    }
-
-    // After a failure: let every queued collective finish or fail, so no task touches a buffer we
-    // are about to reuse, and return every gathered buffer.
-    void settle() {
-        reducer.settle();
-        for (std::size_t u = 1; u < backwardGrads.size(); ++u) {
-            for (float*& buffer : backwardGrads[u]) {
-                backend->giveBuffer(buffer);
-                buffer = nullptr;
-            }
-        }
-        fetcher.releaseAll();
-        heldUnit = 0;
-        haveTrainForward = false;
-    }
-
-    // Every call that runs collectives goes through here: a failed collective leaves this rank
-    // out of step with its peers, so the engine is broken from then on.
-    template <typename Body>
-    auto guarded(Body&& body) -> decltype(body()) {
-        requireUsable();
-        try {
-            return body();
-        } catch (const IoError& error) {
-            broken = error.what();
-            settle();
-            throw;
-        } catch (...) {
-            settle();
-            const std::string failure = runner.failure();
-            if (!failure.empty()) broken = failure;
-            throw;
-        }
-    }
-
-    // Pending reductions done and the persistent unit current: what every compute call needs.
-    void prepareCompute() {
-        if (reducer.pending()) reducer.waitReduces();
-        if (store.persistentDirty) fetcher.gatherPersistent();
-    }
-
-    std::size_t activationBytes() const {
-        std::size_t bytes = headCache.bytes();
-        for (const auto& cache : caches) bytes += cache.bytes();
-        for (const auto& h : hidden) bytes += h.capacity() * sizeof(float);
-        bytes += (gradA.capacity() + gradB.capacity()) * sizeof(float);
-        for (const auto& g : persistentGrads) bytes += g.capacity() * sizeof(float);
-        return bytes;
-    }
-
-    void validateIds(const std::int32_t* tokens, std::size_t count) const {
-        for (std::size_t t = 0; t < count; ++t) {
-            if (tokens[t] < 0 || tokens[t] >= options.dims.vocab) {
-                MIXZ_THROW(InvalidArgument, "token id ", tokens[t], " at position ", t, " is outside the vocabulary [0, ", options.dims.vocab, ")");
-            }
-        }
-    }
-
-    std::vector<std::size_t> forwardOrder() const {
-        std::vector<std::size_t> order{1};
-        for (int i = 0; i < options.dims.layers; ++i) order.push_back(store.layerUnit(i));
-        order.push_back(store.headUnit());
-        return order;
-    }
-};
 
 namespace {
 
@@ -420,133 +299,6 @@ QuantizeReport Engine::quantizeNontrainable() {
         s.fetcher.releaseAll();
         return quantizeFrozen(s.store, s.fetcher, s.secondaries, s.runner, *s.backend);
     });
-}
-
-std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const GenerateOptions& options) {
-    State& s = *state_;
-    const model::LlamaDims& d = s.options.dims;
-    if (options.batch < 1 || options.promptLength < 1 || options.maxNewTokens < 1) {
-        MIXZ_THROW(InvalidArgument, "generate needs batch, prompt length and maxNewTokens ≥ 1");
-    }
-    if (options.promptLength + options.maxNewTokens > d.maxSeq) {
-        MIXZ_THROW(InvalidArgument, "prompt length ", options.promptLength, " + maxNewTokens ", options.maxNewTokens, " exceeds the model's maxSeqLen ", d.maxSeq);
-    }
-    const std::size_t batch = static_cast<std::size_t>(options.batch);
-    s.validateIds(prompt, batch * static_cast<std::size_t>(options.promptLength));
-    if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "generate() between forward() and backward() would discard the activations backward needs");
-    return s.guarded([&]() -> std::vector<std::int32_t> {
-        s.prepareCompute();
-        std::vector<model::KvCache<float>> kv;
-        for (int i = 0; i < d.layers; ++i) kv.emplace_back(d, options.batch);
-        const std::size_t newTokens = static_cast<std::size_t>(options.maxNewTokens);
-        std::vector<std::int32_t> out(batch * newTokens);
-        std::vector<std::int32_t> tokens(prompt, prompt + batch * static_cast<std::size_t>(options.promptLength));
-        const std::vector<std::size_t> order = s.forwardOrder();
-        const std::size_t H = static_cast<std::size_t>(d.hidden), V = static_cast<std::size_t>(d.vocab);
-        std::vector<float> x, y, last(batch * H), logits(batch * V);
-        std::vector<std::pair<float, int>> ranked(V);
-        const model::SamplingOptions sampling{options.temperature, options.topK, options.seed};
-        int seq = options.promptLength;
-        for (int step = 0; step < options.maxNewTokens; ++step) {
-            const std::size_t rows = batch * static_cast<std::size_t>(seq);
-            x.resize(rows * H);
-            y.resize(rows * H);
-            s.fetcher.ensure(1, order, 0);
-            s.backend->embeddingForward(d, tokens.data(), rows, s.fetcher.valueOf("model.embed_tokens.weight"), x.data());
-            s.fetcher.release(1);
-            for (int i = 0; i < d.layers; ++i) {
-                const std::size_t u = s.store.layerUnit(i);
-                s.fetcher.ensure(u, order, static_cast<std::size_t>(i) + 1);
-                s.backend->decoderLayerForwardCached(d, seq, s.views.layerParams(i), x.data(), y.data(), kv[static_cast<std::size_t>(i)]);
-                s.fetcher.release(u);
-                std::swap(x, y);
-            }
-            for (std::size_t b = 0; b < batch; ++b) {
-                std::memcpy(last.data() + b * H, x.data() + (b * static_cast<std::size_t>(seq) + static_cast<std::size_t>(seq) - 1) * H, H * sizeof(float));
-            }
-            s.fetcher.ensure(s.store.headUnit(), order, order.size() - 1);
-            s.backend->headLogits(d, batch, s.views.headParams(), last.data(), logits.data());
-            s.fetcher.release(s.store.headUnit());
-            tokens.assign(batch, 0);
-            for (std::size_t b = 0; b < batch; ++b) {
-                const int chosen = model::sampleToken(logits.data() + b * V, V, sampling, b, step, ranked);
-                out[b * newTokens + static_cast<std::size_t>(step)] = chosen;
-                tokens[b] = chosen;
-            }
-            seq = 1;
-        }
-        return out;
-    });
-}
-
-std::vector<float> Engine::gatherParameter(std::size_t index) {
-    State& s = *state_;
-    if (index >= s.store.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", index);
-    if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "gatherParameter() between forward() and backward()");
-    return s.guarded([&]() -> std::vector<float> {
-        s.prepareCompute();
-        const std::size_t u = s.store.where[index].unit;
-        // Consecutive parameters of one unit (an export walks them in order) share one gather.
-        if (s.heldUnit != u) s.fetcher.release(s.heldUnit);
-        s.fetcher.ensure(u, {u}, 0);
-        s.heldUnit = u;
-        const float* values = s.fetcher.valueOf(index);
-        return std::vector<float>(values, values + s.store.params[index].numel);
-    });
-}
-
-std::size_t Engine::sliceBegin(std::size_t param) const {
-    MIXZ_ENFORCE(param < state_->store.params.size(), "parameter index ", param);
-    return state_->store.sliceBegin(param);
-}
-
-std::size_t Engine::sliceLength(std::size_t param) const {
-    MIXZ_ENFORCE(param < state_->store.params.size(), "parameter index ", param);
-    return state_->store.sliceLength(param);
-}
-
-void Engine::readSlice(std::size_t param, const std::string& kind, float* out) const {
-    const State& s = *state_;
-    if (param >= s.store.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", param);
-    s.store.readSlice(param, kind, out);
-}
-
-void Engine::writeSlice(std::size_t param, const std::string& kind, const float* data) {
-    State& s = *state_;
-    if (param >= s.store.params.size()) MIXZ_THROW(InvalidArgument, "no parameter with index ", param);
-    if (s.store.writesParameter(param, kind)) {
-        // Gathered copies (a unit kept from a forward, a prefetch) hold the old values.
-        s.fetcher.releaseAll();
-        s.heldUnit = 0;
-    }
-    s.store.writeSlice(param, kind, data);
-}
-
-std::uint64_t Engine::optimizerSteps() const { return state_->steps; }
-std::uint64_t Engine::trainingForwards() const { return state_->lora.trainForwards; }
-void Engine::setTrainingForwards(std::uint64_t forwards) { state_->lora.trainForwards = forwards; }
-void Engine::setOptimizerSteps(std::uint64_t steps) { state_->steps = steps; }
-
-MemoryReport Engine::memory() const {
-    const State& s = *state_;
-    MemoryReport report;
-    s.store.addPartitionBytes(report);
-    for (const Group& g : s.store.units[0].groups) report.persistentParameters += g.persistentValues.size() * sizeof(float);
-    report.gatheredParameters = s.backend->bufferBytesHeld();
-    report.gatheredParametersPeak = s.backend->bufferBytesPeak();
-    report.activations = s.activationBytes();
-    report.activationsPeak = std::max(s.activationsPeak, report.activations);
-    report.communicationBuffers = s.fetcher.bufferBytes() + s.reducer.bufferBytes();
-    return report;
-}
-
-EngineMetrics Engine::takeMetrics() { return state_->metrics.take(); }
-
-void Engine::abort(const std::string& reason) {
-    state_->world->abort(reason);
-    if (state_->hpz) state_->hpz->abort(reason);
-    if (state_->node) state_->node->abort(reason);
-    if (state_->cross) state_->cross->abort(reason);
 }
 
 } // namespace mixz::zero
