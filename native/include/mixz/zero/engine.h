@@ -2,8 +2,10 @@
 // This header is the engine's whole public face (the addon includes nothing else of mixz::zero);
 // the implementation is split by concern, each piece in include/mixz/zero/ and src/zero/:
 //
-//   engine.cc            this facade: checks the descriptor's decisions, orchestrates forward,
-//                        backward, step (through mixz::optim), generate and the slice accessors
+//   engine.cc            this facade, part 1: checks the descriptor's decisions, orchestrates
+//                        forward, backward, step (through mixz::optim), applyLora, quantization
+//   engine_queries.cc    part 2: generate, gatherParameter, slices, memory and metrics reports
+//   engine_state.h       (src/zero only) Engine::State, the pieces below wired together
 //   partition_layout     Layout/makeLayout: how a group is cut into partitions over M members
 //   parameter_store      ParamInfo, units and groups, allocation, initialization, partition ↔
 //                        fp32 conversion, int8 blocks, readSlice/writeSlice
@@ -14,6 +16,7 @@
 //                        accumulation into the gradient partitions
 //   layer_views          the kernels' parameter and gradient views (LoRA scale, dropout seeds)
 //   lora_params          applyLora's freezing and adapters
+//   frozen_weights       quantizeNontrainable's int8 primaries and secondaries
 //   collective_runner    collectives on the backend's ordered queue, with the engine's timeout;
 //                        the metrics recorder
 //   collective_tags.h    the tag of every collective the engine issues
