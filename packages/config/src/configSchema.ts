@@ -3,13 +3,18 @@
  * editors use it through `"$schema"`, and it is the first validation pass (with Ajv). Its
  * `default`s are the only place plain defaults are written down; Ajv fills them in.
  */
-import {readFileSync} from "node:fs";
+import {readFileSync, realpathSync} from "node:fs";
+import {dirname, join} from "node:path";
 import {fileURLToPath} from "node:url";
 import {Ajv, type AnySchemaObject, type ValidateFunction} from "ajv";
 import {ErrorCodes, MixzError} from "@mixz/protocol";
 
-/** Absolute path of configs/ds_config.schema.json (this file is in packages/config/src or dist). */
-export const configSchemaPath: string = fileURLToPath(new URL("../../../configs/ds_config.schema.json", import.meta.url));
+/**
+ * Absolute path of configs/ds_config.schema.json (this file is in packages/config/src or dist).
+ * From this file's real path: a script's require("mixz") may load it through the workspace's
+ * node_modules/@mixz/config symlink, where "../../../configs" would be node_modules/configs.
+ */
+export const configSchemaPath: string = join(dirname(realpathSync(fileURLToPath(import.meta.url))), "../../../configs/ds_config.schema.json");
 
 /**
  * Keywords that only editors read (VS Code shows them); registered so that Ajv's strict mode
