@@ -25,7 +25,7 @@
 //   commBenchmark({ranks, transport, jobId, bytesPerRank, iterations, warmup}) → Promise<number> (s per all-gather)
 //
 // The comm* functions are test support: N ranks as threads of this process (mixz/comm/self_test.h).
-// Typed in packages/engine/src/AddonTypes.ts; @mixz/engine's Communicator validates first and
+// Typed in packages/engine/src/binding/AddonTypes.ts; @mixz/engine's Communicator validates first and
 // passes complete descriptors; this layer checks them again (MIXZ_ERR_INVALID_ARGUMENT). Buffers
 // are any typed arrays, taken as bytes; reductions interpret them by `dtype`. Every call that
 // waits runs on libuv's pool (an AsyncWorker), never on the JS thread; its typed arrays are kept

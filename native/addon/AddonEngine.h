@@ -31,7 +31,7 @@
 //
 // One call at a time: a call made while a promise of this engine is pending throws
 // MIXZ_ERR_INVALID_ARGUMENT ("busy") instead of racing it; so do readSlice/writeSlice. Typed in
-// packages/engine/src/AddonEngineTypes.ts; @mixz/engine validates and builds the descriptor.
+// packages/engine/src/binding/AddonEngineTypes.ts; @mixz/engine validates and builds the descriptor.
 #pragma once
 
 #include <napi.h>

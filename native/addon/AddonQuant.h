@@ -7,7 +7,7 @@
 //   quantBenchmark({elements, dtype, bits, blockSize, iterations, threads, simd})                   → Promise<result>
 //   quantInfo()                                                                                     → {avx2, defaultSimd, defaultThreads, maxThreads}
 //
-// Typed in packages/engine/src/AddonTypes.ts; @mixz/engine's quantize.ts validates first and
+// Typed in packages/engine/src/binding/AddonTypes.ts; @mixz/engine's quantize.ts validates first and
 // allocates the outputs. Every descriptor is complete (no defaults here) and checked again:
 // wrong typed-array kinds or lengths, bad numbers and unknown names throw MIXZ_ERR_INVALID_ARGUMENT
 // synchronously. The work itself always runs on libuv's thread pool (an AsyncWorker; the shared

@@ -5,7 +5,7 @@
 //   watchdog.stop()                      stops and joins the thread; idempotent
 //   processGroup()                       {pgid, leader}
 //
-// Typed in packages/engine/src/AddonTypes.ts; @mixz/engine's startWatchdog validates first.
+// Typed in packages/engine/src/binding/AddonTypes.ts; @mixz/engine's startWatchdog validates first.
 // The watchdog thread never calls into JS. The native object owns the thread: the finalizer of a
 // collected Watchdog (and Node's teardown of an environment) stops and joins it, and at process
 // exit the thread touches nothing but its own heap object and descriptors.

@@ -27,7 +27,7 @@ Napi::Value toStringOrNull(Napi::Env env, const std::optional<std::string>& valu
     return value ? Napi::Value(Napi::String::New(env, *value)) : env.Null();
 }
 
-// version(): NativeBuildInfo (packages/engine/src/AddonTypes.ts). Keys are camelCase and every
+// version(): NativeBuildInfo (packages/engine/src/binding/AddonTypes.ts). Keys are camelCase and every
 // key is always present, so the TS type needs no optional fields.
 Napi::Value version(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();

@@ -1,5 +1,5 @@
 // Core tests of mixz/tensor (dtype conversions) and mixz/quant (block quantization), without Node.
-// The engine's TypeScript tests (packages/engine/test/quantize.test.ts) cover the same ground
+// The engine's TypeScript tests (packages/engine/test/quant/quantize.test.ts) cover the same ground
 // through the addon; this program adds what is too slow or too low-level there: every fp16 and
 // (with --exhaustive) every float32 bit pattern through the scalar conversions against the CPU's
 // own F16C instructions, and concurrent calls into the thread pool.

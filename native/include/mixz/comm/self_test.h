@@ -1,7 +1,7 @@
 // Test support: N ranks as N threads of this process, connected through an in-memory address
 // exchange (the way gloo/test/base_test.h runs ranks), running the collective suite or a fault
 // scenario over a chosen transport. Used by native/test/comm_test.cc and, through the addon's
-// test-only export `commSelfTest`, by packages/engine/test/communicator.test.ts.
+// test-only export `commSelfTest`, by packages/engine/test/comm/communicator.test.ts.
 #pragma once
 
 #include <chrono>
