@@ -4,6 +4,9 @@
 #   node scripts/build-native.mjs --debug          Debug: -O0 -g
 #   node scripts/build-native.mjs --debug --asan   Debug with -Dmixz_asan=1: AddressSanitizer + UBSan
 #
+# When the script finds nvcc it first compiles native/src/cuda/**/*.cu into one static archive and
+# configures with -Dmixz_cuda=1 and the paths below (see the "mixz_cuda==1" condition).
+#
 # Flags inherited from Node's common.gypi that this project does not want are removed with the
 # "!" lists below; see native/README.md for why each one matters.
 {
@@ -12,7 +15,13 @@
     # Not called "asan": Node's common.gypi has an "asan" variable meaning "Node itself was built
     # with ASan", and node-gyp's build/config.gypi pins it to the running Node's value (0), which
     # silently overrides -Dasan=1 on the command line.
-    "mixz_asan%": 0
+    "mixz_asan%": 0,
+    # 1: link the CUDA backend. Set by build-native.mjs with the three paths, all absolute (make
+    # runs in native/build): the toolkit root, the archive of nvcc's objects, libcudart_static.a.
+    "mixz_cuda%": 0,
+    "mixz_cuda_home%": "",
+    "mixz_cuda_lib%": "",
+    "mixz_cudart_static%": ""
   },
   "targets": [
     {
@@ -21,6 +30,7 @@
       # link error instead of a silently missing feature.
       "sources": [
         "addon/AddonCommunicator.cc",
+        "addon/AddonCuda.cc",
         "addon/AddonEngine.cc",
         "addon/AddonQuant.cc",
         "addon/AddonWatchdog.cc",
@@ -29,6 +39,9 @@
         "addon/convertError.cc",
         "addon/readArguments.cc",
         "src/backend/cpu_backend.cc",
+        "src/backend/make_backend.cc",
+        "src/backend/ordered_queue.cc",
+        "src/backend/make_backend.cc",
         "src/comm/address.cc",
         "src/comm/collectives.cc",
         "src/comm/communicator.cc",
@@ -42,6 +55,12 @@
         "src/common/error.cc",
         "src/common/probe.cc",
         "src/common/thread_pool.cc",
+        # Always built, CUDA or not: they only dlopen (no CUDA header or library at build time),
+        # so `mixz doctor` can say what a machine has even in a CPU-only build.
+        "src/cudalib/cublas_api.cc",
+        "src/cudalib/driver_api.cc",
+        "src/cudalib/library_search.cc",
+        "src/cudalib/nccl_api.cc",
         "src/model/attention.cc",
         "src/model/llama.cc",
         "src/model/sampling.cc",
@@ -103,6 +122,20 @@
           "ldflags": ["-fsanitize=address,undefined"],
           # GCC predefines __SANITIZE_ADDRESS__ but nothing for UBSan; the probe reports this.
           "defines": ["MIXZ_SANITIZE_UNDEFINED=1"]
+        }],
+        ["mixz_cuda==1", {
+          "defines": ["MIXZ_WITH_CUDA=1"],
+          "include_dirs": ["<(mixz_cuda_home)/include"],
+          # --whole-archive: nothing in the g++ objects names most of the archive's symbols
+          # directly (the backend is reached through makeCudaBackend), and a partial pull-in would
+          # silently drop kernels' registration code.
+          "ldflags": ["-Wl,--whole-archive", "<(mixz_cuda_lib)", "-Wl,--no-whole-archive",
+                      # The static runtime's symbols stay private to mixz.node, so a libcudart.so
+                      # that PyTorch loads into the same process never binds to ours or we to it.
+                      "-Wl,--exclude-libs,libcudart_static.a"],
+          # The static CUDA runtime: mixz.node must load where there is no libcudart.so and no
+          # driver (it dlopens libcuda.so.1 itself on first use). It needs libdl, librt, pthreads.
+          "libraries": ["<(mixz_cudart_static)", "-ldl", "-lrt", "-lpthread"]
         }]
       ]
     }

@@ -85,7 +85,19 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.optimizer.eps = numberField(optimizer, "eps", o);
     options.optimizer.weightDecay = numberField(optimizer, "weightDecay", o);
     options.optimizer.decoupledWeightDecay = booleanField(optimizer, "decoupledWeightDecay", o);
-    options.kernelThreads = static_cast<int>(integerField(descriptor, "kernelThreads", what, 1, 1024));
+    options.backend.kernelThreads = static_cast<int>(integerField(descriptor, "kernelThreads", what, 1, 1024));
+    {
+        // TypeScript resolved "auto" and MIXZ_DEVICE; the native side only sees a concrete device.
+        const std::string device = stringField(descriptor, "device", what);
+        if (device == "cpu") {
+            options.backend.device = backend::Device::kCpu;
+        } else if (device == "cuda") {
+            options.backend.device = backend::Device::kCuda;
+        } else {
+            MIXZ_THROW(InvalidArgument, what, ".device must be cpu or cuda, got \"", device, "\"");
+        }
+        options.backend.deviceOrdinal = static_cast<int>(integerField(descriptor, "deviceOrdinal", what, 0, 1 << 16));
+    }
     options.quantBlockSize = static_cast<std::size_t>(integerField(descriptor, "quantBlockSize", what, 8, 65536));
     options.quantizeWeights = booleanField(descriptor, "quantizeWeights", what);
     options.quantizeGradients = booleanField(descriptor, "quantizeGradients", what);

@@ -5,8 +5,9 @@
 //     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps},
 //                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
 //                  reduceBucketSize, overlapComm}, optimizer: {beta1, beta2, eps, weightDecay,
-//                  decoupledWeightDecay}, kernelThreads, quantBlockSize, quantizeWeights, quantizeGradients,
-//                  hpzSize, gradientCommDType, timeoutMs}, every field required, any other ignored.
+//                  decoupledWeightDecay}, kernelThreads, device ("cpu" | "cuda"), deviceOrdinal, quantBlockSize,
+//                  quantizeWeights, quantizeGradients, hpzSize, gradientCommDType, timeoutMs}, every field
+//                  required, any other ignored.
 //     groups: hpz non-null exactly when hpzSize > 1; node/cross only with quantizeGradients (cross
 //     non-null exactly then). Collective tags are fixed (mixz/zero/collective_tags.h).
 //   engine.params()                              → [{name, shape, numel, partition, unit, trainable, persistent,

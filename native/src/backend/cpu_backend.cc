@@ -1,7 +1,11 @@
 #include "mixz/backend/cpu_backend.h"
 
+#include "mixz/common/error.h"
+
 #include <algorithm>
 #include <condition_variable>
+#include <cstring>
+#include <string>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -109,16 +113,68 @@ private:
     std::size_t peakInUse_ = 0;
 };
 
+// The model's caches behind the backend's opaque cache types.
+class CpuLayerCache final : public ActivationCache {
+public:
+    std::size_t bytes() const override { return cache.bytes(); }
+    void release() override { cache.release(); }
+    model::DecoderLayerCache<float> cache;
+};
+
+class CpuHeadCache final : public ActivationCache {
+public:
+    std::size_t bytes() const override { return cache.bytes(); }
+    void release() override { cache.release(); }
+    model::HeadCache<float> cache;
+};
+
+class CpuKvCache final : public KvCache {
+public:
+    CpuKvCache(const model::LlamaDims& dims, int batch) : kv(dims, batch) {}
+    int batch() const override { return kv.batch(); }
+    int length() const override { return kv.length(); }
+    void reset() override { kv.reset(); }
+    std::size_t bytes() const override { return kv.bytes(); }
+    model::KvCache<float> kv;
+};
+
+// A cache handed to this backend must be one it made: anything else is a bug in mixz::zero.
+template <typename Concrete, typename Base>
+Concrete& ours(Base& cache) {
+    auto* concrete = dynamic_cast<Concrete*>(&cache);
+    MIXZ_ENFORCE(concrete != nullptr, "a cache from another backend was passed to the CPU backend");
+    return *concrete;
+}
+
 class CpuBackend final : public ComputeBackend {
 public:
     explicit CpuBackend(int kernelThreads) { setKernelThreads(kernelThreads); }
 
     const char* name() const override { return "cpu"; }
+    std::string describe() const override {
+        const int threads = model::kernelThreads();
+        return "cpu (" + std::to_string(threads) + (threads == 1 ? " kernel thread)" : " kernel threads)");
+    }
 
     float* takeBuffer(std::size_t elements) override { return pool_.take(elements); }
     void giveBuffer(float* buffer) override { pool_.give(buffer); }
     std::size_t bufferBytesHeld() const override { return pool_.bytesHeld(); }
     std::size_t bufferBytesPeak() const override { return pool_.peakBytes(); }
+    bool hostAddressable() const override { return true; }
+    void upload(float* buffer, const float* host, std::size_t n) override { copy(buffer, host, n); }
+    void download(float* host, const float* buffer, std::size_t n) override { copy(host, buffer, n); }
+    void copy(float* to, const float* from, std::size_t n) override {
+        if (n > 0 && to != from) std::memmove(to, from, n * sizeof(float));
+    }
+    void zero(float* buffer, std::size_t n) override {
+        if (n > 0) std::memset(buffer, 0, n * sizeof(float));
+    }
+
+    std::unique_ptr<ActivationCache> makeLayerCache() override { return std::make_unique<CpuLayerCache>(); }
+    std::unique_ptr<ActivationCache> makeHeadCache() override { return std::make_unique<CpuHeadCache>(); }
+    std::unique_ptr<KvCache> makeKvCache(const model::LlamaDims& dims, int batch) override {
+        return std::make_unique<CpuKvCache>(dims, batch);
+    }
 
     Queue& communicationQueue() override { return comm_; }
 
@@ -132,26 +188,26 @@ public:
         model::embeddingBackward<float>(dims, ids, tokens, dOut, dTable);
     }
     void decoderLayerForward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
-                             const float* x, float* y, model::DecoderLayerCache<float>* cache) override {
-        model::decoderLayerForward<float>(dims, batch, seq, params, x, y, cache);
+                             const float* x, float* y, ActivationCache* cache) override {
+        model::decoderLayerForward<float>(dims, batch, seq, params, x, y, cache ? &ours<CpuLayerCache>(*cache).cache : nullptr);
     }
     void decoderLayerForwardCached(const model::LlamaDims& dims, int seq, const model::DecoderLayerParams<float>& params,
-                                   const float* x, float* y, model::KvCache<float>& kv) override {
-        model::decoderLayerForwardCached<float>(dims, seq, params, x, y, kv);
+                                   const float* x, float* y, KvCache& kv) override {
+        model::decoderLayerForwardCached<float>(dims, seq, params, x, y, ours<CpuKvCache>(kv).kv);
     }
     void decoderLayerBackward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
-                              const model::DecoderLayerCache<float>& cache, const float* dy, float* dx,
+                              const ActivationCache& cache, const float* dy, float* dx,
                               const model::DecoderLayerGrads<float>& grads) override {
-        model::decoderLayerBackward<float>(dims, batch, seq, params, cache, dy, dx, grads);
+        model::decoderLayerBackward<float>(dims, batch, seq, params, ours<const CpuLayerCache>(cache).cache, dy, dx, grads);
     }
     model::LossResult headForward(const model::LlamaDims& dims, int batch, int seq, const model::HeadParams<float>& params,
                                   const float* x, const std::int32_t* labels, std::int32_t ignoreIndex,
-                                  model::HeadCache<float>* cache) override {
-        return model::headForward<float>(dims, batch, seq, params, x, labels, ignoreIndex, cache);
+                                  ActivationCache* cache) override {
+        return model::headForward<float>(dims, batch, seq, params, x, labels, ignoreIndex, cache ? &ours<CpuHeadCache>(*cache).cache : nullptr);
     }
     void headBackward(const model::LlamaDims& dims, int batch, int seq, const model::HeadParams<float>& params,
-                      const model::HeadCache<float>& cache, float lossGrad, float* dx, const model::HeadGrads<float>& grads) override {
-        model::headBackward<float>(dims, batch, seq, params, cache, lossGrad, dx, grads);
+                      const ActivationCache& cache, float lossGrad, float* dx, const model::HeadGrads<float>& grads) override {
+        model::headBackward<float>(dims, batch, seq, params, ours<const CpuHeadCache>(cache).cache, lossGrad, dx, grads);
     }
     void headLogits(const model::LlamaDims& dims, std::size_t rows, const model::HeadParams<float>& params, const float* x,
                     float* logits) override {

@@ -11,7 +11,6 @@
 #include <mutex>
 #include <utility>
 
-#include "mixz/backend/cpu_backend.h"
 #include "mixz/common/error.h"
 #include "mixz/optim/adamw.h"
 #include "mixz/quant/block_quant.h"
@@ -75,7 +74,6 @@ Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator>
     checkOptions(options, world, groups);
     state_ = std::make_unique<State>(options, std::move(world), std::move(groups));
     State& s = *state_;
-    s.caches.resize(static_cast<std::size_t>(options.dims.layers));
     s.store.build();
     s.fetcher.gatherPersistent();
 }
@@ -83,7 +81,8 @@ Engine::Engine(const EngineOptions& options, std::shared_ptr<comm::Communicator>
 Engine::~Engine() {
     if (!state_) return;
     state_->settle();
-    state_->backend.reset();
+    // ~State gives every buffer back, then drains and joins the backend's queue.
+    state_.reset();
 }
 
 const std::vector<ParamInfo>& Engine::params() const {
@@ -110,8 +109,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
         const auto computeStart = Clock::now();
         const double waited = s.metrics.gatherWaitSeconds();
         const std::size_t width = tokens * static_cast<std::size_t>(d.hidden);
-        s.hidden.resize(static_cast<std::size_t>(d.layers) + 1);
-        for (auto& h : s.hidden) h.resize(width);
+        for (auto& h : s.hidden) h.reserve(width);
         const std::vector<std::size_t> order = s.forwardOrder();
 
         s.fetcher.ensure(1, order, 0);
@@ -122,7 +120,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
             const std::size_t at = static_cast<std::size_t>(i);
             s.fetcher.ensure(u, order, at + 1);
             s.backend->decoderLayerForward(d, batch.micro, batch.seq, s.views.layerParams(i), s.hidden[at].data(), s.hidden[at + 1].data(),
-                                           train ? &s.caches[at] : nullptr);
+                                           train ? s.caches[at].get() : nullptr);
             s.fetcher.release(u);
         }
         ForwardResult result;
@@ -130,7 +128,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
         s.fetcher.ensure(head, order, order.size() - 1);
         if (batch.labels != nullptr) {
             const model::LossResult loss = s.backend->headForward(d, batch.micro, batch.seq, s.views.headParams(), s.hidden.back().data(),
-                                                                  batch.labels, -100, train ? &s.headCache : nullptr);
+                                                                  batch.labels, -100, train ? s.headCache.get() : nullptr);
             result.loss = loss.loss;
             result.counted = loss.counted;
         }
@@ -157,19 +155,20 @@ void Engine::backward(double lossGrad) {
         const auto computeStart = Clock::now();
         const double waited = s.metrics.gatherWaitSeconds();
         const std::size_t width = static_cast<std::size_t>(s.micro) * static_cast<std::size_t>(s.seq) * static_cast<std::size_t>(d.hidden);
-        s.gradA.resize(width);
-        s.gradB.resize(width);
+        s.gradA.reserve(width);
+        s.gradB.reserve(width);
         std::vector<Unit>& units = s.store.units;
         // Gradient buffers per unit and group; the persistent unit's are members (a failure's
         // settle() may still wait on their reductions after this frame is gone).
         GradBuffers& grads = s.backwardGrads;
         grads.assign(units.size(), {});
-        s.persistentGrads.resize(units[0].groups.size());
+        while (s.persistentGrads.size() < units[0].groups.size()) s.persistentGrads.emplace_back(*s.backend);
         grads[0].assign(units[0].groups.size(), nullptr);
         for (std::size_t gi = 0; gi < units[0].groups.size(); ++gi) {
             if (units[0].groups[gi].frozen) continue;
-            s.persistentGrads[gi].assign(units[0].groups[gi].full, 0.0f);
-            grads[0][gi] = s.persistentGrads[gi].data();
+            const std::size_t full = units[0].groups[gi].full;
+            grads[0][gi] = s.persistentGrads[gi].reserve(full);
+            s.backend->zero(grads[0][gi], full);
         }
         const bool embeddingTrainable = s.store.params[s.store.indexOf("model.embed_tokens.weight")].trainable;
         std::vector<std::size_t> order{s.store.headUnit()};
@@ -184,7 +183,7 @@ void Engine::backward(double lossGrad) {
             model::HeadGrads<float> hg;
             hg.norm = s.views.gradOf("model.norm.weight", grads);
             hg.lmHead.weight = s.views.gradOf("lm_head.weight", grads);
-            s.backend->headBackward(d, s.micro, s.seq, s.views.headParams(), s.headCache, static_cast<float>(lossGrad), s.gradA.data(), hg);
+            s.backend->headBackward(d, s.micro, s.seq, s.views.headParams(), *s.headCache, static_cast<float>(lossGrad), s.gradA.data(), hg);
             s.fetcher.release(head);
             s.reducer.submitReduces(head, grads);
         }
@@ -196,7 +195,7 @@ void Engine::backward(double lossGrad) {
             s.reducer.takeGrads(u, grads);
             // The first layer's input gradient is only needed to train the embedding.
             float* input = (i == 0 && !embeddingTrainable) ? nullptr : dx;
-            s.backend->decoderLayerBackward(d, s.micro, s.seq, s.views.layerParams(i), s.caches[static_cast<std::size_t>(i)], dy, input,
+            s.backend->decoderLayerBackward(d, s.micro, s.seq, s.views.layerParams(i), *s.caches[static_cast<std::size_t>(i)], dy, input,
                                             s.views.layerGrads(i, grads));
             s.fetcher.release(u);
             s.reducer.submitReduces(u, grads);
@@ -297,7 +296,7 @@ QuantizeReport Engine::quantizeNontrainable() {
     return s.guarded([&]() -> QuantizeReport {
         if (s.haveTrainForward || s.reducer.pending()) MIXZ_THROW(InvalidArgument, "quantize between steps, not between forward and backward");
         s.fetcher.releaseAll();
-        return quantizeFrozen(s.store, s.fetcher, s.secondaries, s.runner, *s.backend);
+        return quantizeFrozen(s.store, s.fetcher, s.secondaries, s.runner);
     });
 }
 

@@ -2,7 +2,9 @@
 // and metrics reports, abort (part 1, construction and training, is engine.cc).
 #include "mixz/zero/engine.h"
 
+#include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "mixz/model/sampling.h"
 #include "engine_state.h"
@@ -23,33 +25,36 @@ std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const Gen
     if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "generate() between forward() and backward() would discard the activations backward needs");
     return s.guarded([&]() -> std::vector<std::int32_t> {
         s.prepareCompute();
-        std::vector<model::KvCache<float>> kv;
-        for (int i = 0; i < d.layers; ++i) kv.emplace_back(d, options.batch);
+        std::vector<std::unique_ptr<backend::KvCache>> kv;
+        for (int i = 0; i < d.layers; ++i) kv.push_back(s.backend->makeKvCache(d, options.batch));
         const std::size_t newTokens = static_cast<std::size_t>(options.maxNewTokens);
         std::vector<std::int32_t> out(batch * newTokens);
         std::vector<std::int32_t> tokens(prompt, prompt + batch * static_cast<std::size_t>(options.promptLength));
         const std::vector<std::size_t> order = s.forwardOrder();
         const std::size_t H = static_cast<std::size_t>(d.hidden), V = static_cast<std::size_t>(d.vocab);
-        std::vector<float> x, y, last(batch * H), logits(batch * V);
+        backend::Buffer x(*s.backend), y(*s.backend), last(*s.backend);
+        last.reserve(batch * H);
+        std::vector<float> logits(batch * V);
         std::vector<std::pair<float, int>> ranked(V);
         const model::SamplingOptions sampling{options.temperature, options.topK, options.seed};
         int seq = options.promptLength;
         for (int step = 0; step < options.maxNewTokens; ++step) {
             const std::size_t rows = batch * static_cast<std::size_t>(seq);
-            x.resize(rows * H);
-            y.resize(rows * H);
+            // The prompt's rows first, then one row per step: reserve keeps the larger buffers.
+            x.reserve(rows * H);
+            y.reserve(rows * H);
             s.fetcher.ensure(1, order, 0);
             s.backend->embeddingForward(d, tokens.data(), rows, s.fetcher.valueOf("model.embed_tokens.weight"), x.data());
             s.fetcher.release(1);
             for (int i = 0; i < d.layers; ++i) {
                 const std::size_t u = s.store.layerUnit(i);
                 s.fetcher.ensure(u, order, static_cast<std::size_t>(i) + 1);
-                s.backend->decoderLayerForwardCached(d, seq, s.views.layerParams(i), x.data(), y.data(), kv[static_cast<std::size_t>(i)]);
+                s.backend->decoderLayerForwardCached(d, seq, s.views.layerParams(i), x.data(), y.data(), *kv[static_cast<std::size_t>(i)]);
                 s.fetcher.release(u);
                 std::swap(x, y);
             }
             for (std::size_t b = 0; b < batch; ++b) {
-                std::memcpy(last.data() + b * H, x.data() + (b * static_cast<std::size_t>(seq) + static_cast<std::size_t>(seq) - 1) * H, H * sizeof(float));
+                s.backend->copy(last.data() + b * H, x.data() + (b * static_cast<std::size_t>(seq) + static_cast<std::size_t>(seq) - 1) * H, H);
             }
             s.fetcher.ensure(s.store.headUnit(), order, order.size() - 1);
             s.backend->headLogits(d, batch, s.views.headParams(), last.data(), logits.data());
@@ -77,8 +82,9 @@ std::vector<float> Engine::gatherParameter(std::size_t index) {
         if (s.heldUnit != u) s.fetcher.release(s.heldUnit);
         s.fetcher.ensure(u, {u}, 0);
         s.heldUnit = u;
-        const float* values = s.fetcher.valueOf(index);
-        return std::vector<float>(values, values + s.store.params[index].numel);
+        std::vector<float> values(s.store.params[index].numel);
+        s.backend->download(values.data(), s.fetcher.valueOf(index), values.size());
+        return values;
     });
 }
 
@@ -118,9 +124,10 @@ MemoryReport Engine::memory() const {
     const State& s = *state_;
     MemoryReport report;
     s.store.addPartitionBytes(report);
-    for (const Group& g : s.store.units[0].groups) report.persistentParameters += g.persistentValues.size() * sizeof(float);
-    report.gatheredParameters = s.backend->bufferBytesHeld();
-    report.gatheredParametersPeak = s.backend->bufferBytesPeak();
+    // The persistent unit's buffers come from the backend's pool too; they are reported apart.
+    report.persistentParameters = s.fetcher.persistentBytes();
+    report.gatheredParameters = s.backend->bufferBytesHeld() - std::min(s.backend->bufferBytesHeld(), report.persistentParameters);
+    report.gatheredParametersPeak = s.backend->bufferBytesPeak() - std::min(s.backend->bufferBytesPeak(), report.persistentParameters);
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
     report.communicationBuffers = s.fetcher.bufferBytes() + s.reducer.bufferBytes();

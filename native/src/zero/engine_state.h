@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "mixz/backend/compute_backend.h"
-#include "mixz/backend/cpu_backend.h"
 #include "mixz/common/error.h"
 #include "mixz/model/llama.h"
 #include "mixz/zero/collective_runner.h"
@@ -31,8 +30,7 @@ struct Engine::State {
     std::shared_ptr<comm::Communicator> hpz;   // null without hpZ
     std::shared_ptr<comm::Communicator> node;  // qgZ: this node's ranks (null: one rank per node)
     std::shared_ptr<comm::Communicator> cross; // qgZ: this local rank of every node (null: no qgZ)
-    // Kernels, compute buffers and the communication queue. The device choice goes here: today
-    // always the CPU backend; a CUDA backend (a later issue) will be picked from the options.
+    // Kernels, compute buffers and the communication queue, on the device the options name.
     std::unique_ptr<backend::ComputeBackend> backend;
     MetricsRecorder metrics;
     CollectiveRunner runner;
@@ -43,12 +41,12 @@ struct Engine::State {
     LoraState lora;
     LayerViews views;
 
-    // Activations.
-    std::vector<std::vector<float>> hidden;
-    std::vector<model::DecoderLayerCache<float>> caches;
-    model::HeadCache<float> headCache;
-    std::vector<float> gradA, gradB;
-    std::vector<std::vector<float>> persistentGrads; // per group of unit 0, during backward
+    // Activations: backend buffers and caches, so they live where the kernels run.
+    std::vector<backend::Buffer> hidden;
+    std::vector<std::unique_ptr<backend::ActivationCache>> caches;
+    std::unique_ptr<backend::ActivationCache> headCache;
+    backend::Buffer gradA, gradB;
+    std::vector<backend::Buffer> persistentGrads; // per group of unit 0, during backward
     std::vector<std::int32_t> ids;
     int micro = 0;
     int seq = 0;
@@ -66,16 +64,38 @@ struct Engine::State {
           hpz(std::move(groups.hpz)),
           node(std::move(groups.node)),
           cross(std::move(groups.cross)),
-          backend(backend::makeCpuBackend(options.kernelThreads)),
+          backend(makeBackendFor(options)),
           runner(backend->communicationQueue(), options.timeout),
           store(options, world->rank(), world->size(), options.hpzSize),
           secondaries(store, hpz),
           fetcher(options, store, secondaries, *backend, runner, metrics, *world),
           reducer(options, store, *backend, runner, metrics, *world, node.get(), cross.get()),
-          views(store, fetcher, lora) {}
+          views(store, fetcher, lora),
+          headCache(backend->makeHeadCache()),
+          gradA(*backend),
+          gradB(*backend) {
+        for (int i = 0; i < options.dims.layers; ++i) caches.push_back(backend->makeLayerCache());
+        for (int i = 0; i <= options.dims.layers; ++i) hidden.emplace_back(*backend);
+    }
 
-    // The communication queue is drained and joined before anything its tasks touch goes.
-    ~State() { backend.reset(); }
+    // The communication queue is drained and joined before anything its tasks touch goes; the
+    // buffers and caches go back to the backend before it goes.
+    ~State() {
+        hidden.clear();
+        caches.clear();
+        headCache.reset();
+        gradA.release();
+        gradB.release();
+        persistentGrads.clear();
+        fetcher.releasePersistent();
+        backend.reset();
+    }
+
+    static std::unique_ptr<backend::ComputeBackend> makeBackendFor(const EngineOptions& o) {
+        backend::BackendOptions b = o.backend;
+        b.dtype = o.dtype;
+        return backend::makeBackend(b);
+    }
 
     void requireUsable() const {
         if (!broken.empty()) MIXZ_THROW(IoError, "the engine stopped after an earlier failure: ", broken);
@@ -122,11 +142,11 @@ struct Engine::State {
     }
 
     std::size_t activationBytes() const {
-        std::size_t bytes = headCache.bytes();
-        for (const auto& cache : caches) bytes += cache.bytes();
-        for (const auto& h : hidden) bytes += h.capacity() * sizeof(float);
-        bytes += (gradA.capacity() + gradB.capacity()) * sizeof(float);
-        for (const auto& g : persistentGrads) bytes += g.capacity() * sizeof(float);
+        std::size_t bytes = headCache->bytes();
+        for (const auto& cache : caches) bytes += cache->bytes();
+        for (const auto& h : hidden) bytes += h.bytes();
+        bytes += gradA.bytes() + gradB.bytes();
+        for (const auto& g : persistentGrads) bytes += g.bytes();
         return bytes;
     }
 

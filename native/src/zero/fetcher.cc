@@ -22,7 +22,18 @@ Fetcher::Fetcher(const EngineOptions& options, ParameterStore& store, Secondarie
       world_(world),
       worldIntra_(sameHostFlags(world)) {}
 
-void Fetcher::gatherInto(std::size_t u, std::size_t gi, float* values, bool exact) {
+void Fetcher::gatherInto(std::size_t u, std::size_t gi, float* buffer) {
+    if (backend_.hostAddressable()) {
+        gatherToHost(u, gi, buffer);
+        return;
+    }
+    const std::size_t full = store_.units[u].groups[gi].full;
+    hostValues_.resize(full);
+    gatherToHost(u, gi, hostValues_.data());
+    backend_.upload(buffer, hostValues_.data(), full);
+}
+
+void Fetcher::gatherToHost(std::size_t u, std::size_t gi, float* values, bool exact) {
     const auto start = Clock::now();
     Group& g = store_.units[u].groups[gi];
     const std::size_t eb = store_.eb();
@@ -181,14 +192,30 @@ void Fetcher::gatherPersistent() {
     for (std::size_t gi = 0; gi < store_.units[0].groups.size(); ++gi) {
         Group& g = store_.units[0].groups[gi];
         if (!g.stale && g.status == Availability::kAvailable) continue;
-        g.persistentValues.resize(g.full);
-        float* values = g.persistentValues.data();
+        while (persistent_.size() <= gi) persistent_.emplace_back(backend_);
+        // reserve() may replace the buffer: nothing else holds its pointer while stale.
+        float* values = persistent_[gi].reserve(g.full);
         runner_.submit([this, gi, values] { gatherInto(0, gi, values); }).get();
         g.values = values;
         g.status = Availability::kAvailable;
         g.stale = false;
     }
     store_.persistentDirty = false;
+}
+
+std::size_t Fetcher::persistentBytes() const {
+    std::size_t bytes = 0;
+    for (const backend::Buffer& b : persistent_) bytes += b.bytes();
+    return bytes;
+}
+
+void Fetcher::releasePersistent() {
+    for (Group& g : store_.units[0].groups) {
+        g.values = nullptr;
+        g.status = Availability::kNotAvailable;
+        g.stale = true;
+    }
+    persistent_.clear();
 }
 
 const float* Fetcher::valueOf(std::size_t i) const {

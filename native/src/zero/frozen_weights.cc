@@ -5,8 +5,7 @@
 
 namespace mixz::zero {
 
-QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondaries& secondaries, CollectiveRunner& runner,
-                              backend::ComputeBackend& backend) {
+QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondaries& secondaries, CollectiveRunner& runner) {
     QuantizeReport report;
     const std::size_t eb = store.eb();
     for (std::size_t u = 1; u < store.units.size(); ++u) {
@@ -15,14 +14,12 @@ QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondari
             if (!g.frozen || g.quantized || g.full == 0) continue;
             report.parameters += g.params.size();
             report.bytesBefore += g.data.size() + (g.secondaryValid ? g.secondaryData.size() : 0);
-            // The real values, gathered exactly (16-bit → fp32 is exact), for the secondary.
-            struct Pooled {
-                backend::ComputeBackend& backend;
-                float* buffer;
-                ~Pooled() { backend.giveBuffer(buffer); }
-            } pooled{backend, secondaries.on() ? backend.takeBuffer(g.full) : nullptr};
-            float* values = pooled.buffer;
-            if (values != nullptr) runner.submit([&fetcher, u, gi, values] { fetcher.gatherInto(u, gi, values, /*exact=*/true); }).get();
+            // The real values, gathered exactly (16-bit → fp32 is exact) into host memory, for the
+            // secondary.
+            std::vector<float> real;
+            if (secondaries.on()) real.resize(g.full);
+            float* values = secondaries.on() ? real.data() : nullptr;
+            if (values != nullptr) runner.submit([&fetcher, u, gi, values] { fetcher.gatherToHost(u, gi, values, /*exact=*/true); }).get();
             std::vector<std::uint8_t> blob(g.primary.bytes(true, eb), 0);
             for (std::size_t k = 0; k < g.params.size(); ++k) {
                 const std::size_t i = g.params[k];

@@ -31,6 +31,12 @@ GradientReducer::GradientReducer(const EngineOptions& options, ParameterStore& s
 void GradientReducer::reduceInto(std::size_t u, std::size_t gi, const float* grads) {
     const auto start = Clock::now();
     Group& g = store_.units[u].groups[gi];
+    if (!backend_.hostAddressable()) {
+        // Device gradients: staged through host memory for the host transports.
+        hostGrads_.resize(g.full);
+        backend_.download(hostGrads_.data(), grads, g.full);
+        grads = hostGrads_.data();
+    }
     const Layout& layout = g.primary;
     const std::size_t S = layout.elements;
     const std::size_t N = static_cast<std::size_t>(store_.size());
@@ -244,7 +250,8 @@ void GradientReducer::settle() {
 
 std::size_t GradientReducer::bufferBytes() const {
     return qgzGathered_.size() + gradWire_.size() + gradWireOut_.size() +
-           (packed_.size() + reduced_.size() + reorder_.size() + nodeReduced_.size() + dequantized_.size()) * sizeof(float);
+           (packed_.size() + reduced_.size() + reorder_.size() + nodeReduced_.size() + dequantized_.size() + hostGrads_.size()) *
+               sizeof(float);
 }
 
 } // namespace mixz::zero

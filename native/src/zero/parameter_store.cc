@@ -89,7 +89,6 @@ void ParameterStore::build() {
     for (Unit& unit : units) {
         for (Group& g : unit.groups) allocate(g);
     }
-    units[0].groups[0].persistentValues.assign(units[0].groups[0].full, 0.0f);
     std::vector<float> values;
     for (std::size_t i = 0; i < params.size(); ++i) {
         const bool isNorm = params[i].shape.size() == 1;

@@ -220,4 +220,6 @@ export interface ResolvedZeroConfig {
 export interface ResolvedMixzConfig {
     /** Elements per qwZ/MixZ++ quantization block for the whole run: a power of two in [64, 65536]. */
     readonly quant_block_size: number;
+    /** Where ranks compute (MIXZ_DEVICE overrides; the engine resolves "auto": train/computeDevice.ts). */
+    readonly device: "cpu" | "cuda" | "auto";
 }

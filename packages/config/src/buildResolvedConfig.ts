@@ -138,7 +138,7 @@ export function buildResolvedConfig(data: Record<string, unknown>): ResolvedConf
             offload_param: nullable(zero["offload_param"], offloadParamKeys),
             offload_optimizer: nullable(zero["offload_optimizer"], offloadOptimizerKeys)
         },
-        mixz: pick(section(data["mixz"]), ["quant_block_size"])
+        mixz: pick(section(data["mixz"]), ["quant_block_size", "device"])
     };
     // Trusted: every value was validated against the schema and the rules above.
     return resolved as unknown as ResolvedConfig;

@@ -76,7 +76,7 @@ describe("defaults", () => {
                 mics_shard_size: -1,
                 mics_hierarchical_params_gather: false
             },
-            mixz: {quant_block_size: 4096}
+            mixz: {quant_block_size: 4096, device: "auto"}
         };
         assert.deepEqual(config, expected);
         assert.deepEqual(Object.keys(config), Object.keys(expected));

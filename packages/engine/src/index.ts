@@ -151,6 +151,8 @@ export type {LlamaConfig, LlamaModel} from "./model/llama.js";
 export {ZeroEngine} from "./train/ZeroEngine.js";
 export {hpzActive, planZeroPlusPlus} from "./train/zeroGroups.js";
 export type {ZeroPlusPlusPlan} from "./train/zeroGroups.js";
+export {chooseDevice, cudaVerifiedOnHardware, deviceEnvVar} from "./train/computeDevice.js";
+export type {ComputeDevice, DeviceChoice, RequestedDevice} from "./train/computeDevice.js";
 export {engineDefaults} from "./engineDefaults.js";
 export {CollectiveTags, nativeEngineTagRange, registeredTags} from "./comm/collectiveTags.js";
 export type {CollectiveTag} from "./comm/collectiveTags.js";

@@ -42,6 +42,7 @@ export async function initialize(options: InitializeOptions): Promise<ZeroEngine
             config,
             communicator,
             kernelThreads: kernelThreads(),
+            localRank: ctx.localRank,
             timeoutMs,
             onStep: (m: StepMetrics) => {
                 const t = m.traffic;

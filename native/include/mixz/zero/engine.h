@@ -74,6 +74,7 @@
 #include <vector>
 
 #include "mixz/comm/communicator.h"
+#include "mixz/backend/compute_backend.h"
 #include "mixz/model/llama.h"
 #include "mixz/optim/adamw.h"
 #include "mixz/tensor/dtype.h"
@@ -99,7 +100,9 @@ struct EngineOptions {
     double initStd = 0;
     ZeroOptions zero;
     OptimizerOptions optimizer;
-    int kernelThreads = 0; // < 1 counts as 1
+    // The compute backend: device (cpu, or cuda with the rank's device ordinal) and CPU kernel
+    // threads. Its dtype is not read: the engine passes `dtype` on (one owner).
+    backend::BackendOptions backend;
     // Elements per qwZ block (mixz.quant_block_size); partitions smaller than a block are one block.
     // Must be a power of two in [8, 65536] (0, unset, is refused).
     std::size_t quantBlockSize = 0;

@@ -26,11 +26,14 @@ public:
     Fetcher(const EngineOptions& options, ParameterStore& store, Secondaries& secondaries, backend::ComputeBackend& backend,
             CollectiveRunner& runner, MetricsRecorder& metrics, comm::Communicator& world);
 
-    // Runs on the communication queue: fills `values` (F elements) with group gi of unit u, from
-    // the hpZ secondaries when they are valid, else from the primaries over the world (building
-    // the secondaries from the result when hpZ is on). `exact`: never quantize on the fly
-    // (quantizing frozen weights needs their real values).
-    void gatherInto(std::size_t u, std::size_t gi, float* values, bool exact = false);
+    // Runs on the communication queue: fills host memory `values` (F elements) with group gi of
+    // unit u, from the hpZ secondaries when they are valid, else from the primaries over the
+    // world (building the secondaries from the result when hpZ is on). `exact`: never quantize on
+    // the fly (quantizing frozen weights needs their real values).
+    void gatherToHost(std::size_t u, std::size_t gi, float* values, bool exact = false);
+    // The same into a backend buffer: directly when the backend's buffers are host memory, else
+    // gathered into host staging and uploaded.
+    void gatherInto(std::size_t u, std::size_t gi, float* buffer);
 
     // Starts the gathers of unit u's groups not gathered or in flight yet.
     void fetch(std::size_t u);
@@ -45,12 +48,16 @@ public:
     // step; written ones): frozen persistent parameters are gathered once, not after every step.
     void gatherPersistent();
 
-    // Param i's gathered values (its unit must be available).
+    // Param i's gathered values, a backend buffer (its unit must be available).
     const float* valueOf(std::size_t i) const;
     const float* valueOf(const std::string& name) const { return valueOf(store_.indexOf(name)); }
 
-    // Bytes of the gather buffers (staging, qwZ wire).
-    std::size_t bufferBytes() const { return staging_.size() + wire_.size(); }
+    // Bytes of the gather buffers (staging, qwZ wire, host staging of a device backend).
+    std::size_t bufferBytes() const { return staging_.size() + wire_.size() + hostValues_.size() * sizeof(float); }
+    // Bytes of the persistent unit's gathered values (backend buffers kept for the engine's life).
+    std::size_t persistentBytes() const;
+    // Gives the persistent unit's buffers back (before the backend goes).
+    void releasePersistent();
 
 private:
     std::shared_future<void> submitGather(std::size_t u, std::size_t gi, float* values);
@@ -68,6 +75,8 @@ private:
     std::vector<bool> worldIntra_;     // per world member: on this rank's host
     std::vector<std::uint8_t> staging_; // gathers, grown to the largest
     std::vector<std::uint8_t> wire_;    // zero_quantized_weights: this rank's int8 partitions
+    std::vector<float> hostValues_;     // a device backend's gathers, before the upload
+    std::vector<backend::Buffer> persistent_; // unit 0's gathered values, per group
 };
 
 } // namespace mixz::zero

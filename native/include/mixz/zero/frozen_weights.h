@@ -4,7 +4,6 @@
 // and dequantize per parameter into fp32.
 #pragma once
 
-#include "mixz/backend/compute_backend.h"
 #include "mixz/zero/collective_runner.h"
 #include "mixz/zero/engine.h"
 #include "mixz/zero/fetcher.h"
@@ -15,7 +14,6 @@ namespace mixz::zero {
 
 // A collective (with hpZ: one exact gather per group). Nothing may be gathered (the caller
 // releases first).
-QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondaries& secondaries, CollectiveRunner& runner,
-                              backend::ComputeBackend& backend);
+QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondaries& secondaries, CollectiveRunner& runner);
 
 } // namespace mixz::zero

@@ -69,6 +69,7 @@ private:
     std::vector<float> reorder_, dequantized_;
     std::vector<float> gradSum_; // accumulateGrad's fp32 sums (16-bit models)
     std::vector<std::uint8_t> gradWire_, gradWireOut_; // 16-bit gradient reduce-scatter
+    std::vector<float> hostGrads_; // a device backend's gradients, downloaded for the host transports
 };
 
 } // namespace mixz::zero

@@ -46,9 +46,8 @@ struct Group {
     bool secondaryValid = false;
     Availability status = Availability::kNotAvailable;
     std::shared_future<void> fetched;
-    float* values = nullptr;             // the gathered fp32 values (a backend buffer; unit 0: persistentValues)
-    std::vector<float> persistentValues; // unit 0: kept gathered, never pooled
-    bool stale = true;                   // unit 0: persistentValues must be gathered again
+    float* values = nullptr;             // the gathered fp32 values (a backend buffer; unit 0: the fetcher's, kept)
+    bool stale = true;                   // unit 0: the values must be gathered again
 };
 
 struct Unit {

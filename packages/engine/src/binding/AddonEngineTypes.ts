@@ -39,6 +39,10 @@ export interface NativeEngineDescriptor {
         readonly decoupledWeightDecay: boolean;
     };
     readonly kernelThreads: number;
+    /** Resolved by train/computeDevice.ts ("auto" never reaches the native side). */
+    readonly device: "cpu" | "cuda";
+    /** The CUDA device among the visible ones (0 on the CPU). */
+    readonly deviceOrdinal: number;
     /** Elements per qwZ block (mixz.quant_block_size). */
     readonly quantBlockSize: number;
     /** zero_quantized_weights: world gathers of non-int8 partitions move int8 blocks. */

@@ -12,6 +12,7 @@ import {exportPretrained, loadPretrainedWeights} from "../formats/pretrained.js"
 import {engineDefaults} from "../engineDefaults.js";
 import {buildZeroGroups, disposeGroups, planZeroPlusPlus, type ZeroGroups, type ZeroPlusPlusPlan} from "./zeroGroups.js";
 import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
+import {chooseDevice, type DeviceChoice} from "./computeDevice.js";
 
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
 export interface Batch {
@@ -112,6 +113,8 @@ export interface ZeroEngineOptions {
     readonly communicator: Communicator;
     /** Threads for the engine's kernels; default engineDefaults.kernelThreads. */
     readonly kernelThreads?: number;
+    /** This rank's index on its host: the CUDA device it uses (train/computeDevice.ts); default $LOCAL_RANK, else 0. */
+    readonly localRank?: number;
     /** Bounds every collective of the engine; default engineDefaults.timeoutMs. */
     readonly timeoutMs?: number;
     /** Called after every optimizer step. */
@@ -139,6 +142,7 @@ export class ZeroEngine {
     /** An engine call ran since #params was taken (hasSecondary may have changed). */
     #paramsStale = false;
     readonly #plan: ZeroPlusPlusPlan;
+    readonly #device: DeviceChoice;
     /** The groups the engine owns besides the world (hpZ, node, cross). */
     readonly #groups: ZeroGroups;
     #lora: LoraSettings | null = null;
@@ -153,7 +157,7 @@ export class ZeroEngine {
     #disposed = false;
     #lastMetrics: StepMetrics | null = null;
 
-    private constructor(native: NativeEngine, options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, groups: ZeroGroups, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
+    private constructor(native: NativeEngine, options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, device: DeviceChoice, groups: ZeroGroups, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
         this.#native = native;
         this.#config = options.config;
         this.#model = options.model;
@@ -165,6 +169,7 @@ export class ZeroEngine {
         this.#onStep = options.onStep;
         this.#params = native.params();
         this.#plan = plan;
+        this.#device = device;
         this.#groups = groups;
     }
 
@@ -182,6 +187,7 @@ export class ZeroEngine {
         const accumulation = config.gradient_accumulation_steps ?? 1;
         const micro = config.train_micro_batch_size_per_gpu ?? 1;
         const timeoutMs = options.timeoutMs ?? engineDefaults.timeoutMs;
+        const device = chooseDevice(config.mixz.device, options.localRank);
         const plan = planZeroPlusPlus(config, communicator.members, communicator.rank);
         if (plan.quantizedGradientsFallback !== null && communicator.rank === 0) process.emitWarning(plan.quantizedGradientsFallback, {code: "MIXZ_WARN_QGZ_FALLBACK"});
         const site = callSite();
@@ -189,7 +195,7 @@ export class ZeroEngine {
         let native: NativeEngine;
         try {
             const nativeOf = (comm: Communicator | null): NativeCommunicator | null => (comm === null ? null : nativeCommunicatorOf(comm));
-            native = await callNative(site, () => loadBinding().createEngine(engineDescriptor(options, plan, timeoutMs), nativeCommunicatorOf(communicator), {
+            native = await callNative(site, () => loadBinding().createEngine(engineDescriptor(options, plan, device, timeoutMs), nativeCommunicatorOf(communicator), {
                 hpz: nativeOf(groups.hpz),
                 node: nativeOf(groups.node),
                 cross: nativeOf(groups.cross)
@@ -198,7 +204,7 @@ export class ZeroEngine {
             await disposeGroups(groups).catch(() => undefined);
             throw error;
         }
-        const engine = new ZeroEngine(native, options, plan, groups, accumulation, micro, schedule, scaler);
+        const engine = new ZeroEngine(native, options, plan, device, groups, accumulation, micro, schedule, scaler);
         if (model.pretrained !== undefined) {
             await callNative(site, () => loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained!)).catch(async (error: unknown) => {
                 native.dispose();
@@ -215,6 +221,11 @@ export class ZeroEngine {
      */
     get zeroPlusPlus(): ZeroPlusPlusPlan {
         return this.#plan;
+    }
+
+    /** Where this rank computes (train/computeDevice.ts: mixz.device, MIXZ_DEVICE, LOCAL_RANK). */
+    get device(): DeviceChoice {
+        return this.#device;
     }
 
     /** Ranks per hpZ group: 1 when hpZ is off (zero_hpz_partition_size ≤ 1 or = world size). */
@@ -673,7 +684,7 @@ function clampSize(value: number): number {
     return Math.min(Math.max(0, Math.floor(value)), Number.MAX_SAFE_INTEGER);
 }
 
-function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, timeoutMs: number): NativeEngineDescriptor {
+function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, device: DeviceChoice, timeoutMs: number): NativeEngineDescriptor {
     const {config, model} = options;
     const zero = config.zero_optimization;
     const adam = config.optimizer!.params;
@@ -697,6 +708,8 @@ function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, ti
             decoupledWeightDecay: config.optimizer!.type === "adamw" || adam.adam_w_mode
         },
         kernelThreads: options.kernelThreads ?? engineDefaults.kernelThreads,
+        device: device.device,
+        deviceOrdinal: device.ordinal,
         quantBlockSize: config.mixz.quant_block_size,
         quantizeWeights: zero.zero_quantized_weights,
         // The policy's decisions: the native side checks them against the groups it gets.
