@@ -30,7 +30,7 @@ template <typename T>
 void causalSoftmaxRow(T* row, int visible, int span) {
     const T largest = maxOf(row, visible);
     const T sum = expShiftedInPlace(row, visible, largest);
-    scaleInPlace(row, visible, T(1) / sum);
+    scaleInPlace(row, visible, elementwise::softmaxInverseSum(sum));
     std::fill(row + visible, row + span, T(0));
 }
 
@@ -51,7 +51,7 @@ void attentionForward(const AttentionForwardArgs<T>& args) {
     const int group = heads / args.kvHeads;
     const int queries = args.queries;
     const int keys = args.past + queries;
-    const T scale = T(1) / std::sqrt(T(headDim));
+    const T scale = elementwise::attentionScale<T>(headDim);
 
     forBlasTasks(static_cast<std::size_t>(args.batch) * heads, [&](std::size_t task) {
         const int b = static_cast<int>(task / heads);
@@ -89,7 +89,7 @@ void attentionBackward(const AttentionBackwardArgs<T>& args) {
     const int kvWidth = args.kvHeads * headDim;
     const int group = heads / args.kvHeads;
     const int seq = args.seq;
-    const T scale = T(1) / std::sqrt(T(headDim));
+    const T scale = elementwise::attentionScale<T>(headDim);
     const std::size_t square = static_cast<std::size_t>(seq) * seq;
 
     forBlasTasks(static_cast<std::size_t>(args.batch) * args.kvHeads, [&](std::size_t task) {
@@ -119,7 +119,7 @@ void attentionBackward(const AttentionBackwardArgs<T>& args) {
                     const T* p = probs + static_cast<std::size_t>(first + r) * seq;
                     T* d = dBlock + static_cast<std::size_t>(r) * seq;
                     const T weighted = dot(p, d, visible);
-                    for (int j = 0; j < visible; ++j) d[j] = p[j] * (d[j] - weighted) * scale;
+                    for (int j = 0; j < visible; ++j) d[j] = elementwise::softmaxBackward(p[j], d[j], weighted, scale);
                     std::fill(d + visible, d + span, T(0));
                 }
                 gemm(false, false, rows, headDim, span, T(1), dBlock, seq, k, kvWidth, T(0),

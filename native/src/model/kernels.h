@@ -18,6 +18,8 @@
 #include <functional>
 #include <vector>
 
+#include "mixz/model/elementwise.h"
+
 #if __has_include(<cblas-openblas.h>)
 #include <cblas-openblas.h>
 #else
@@ -103,37 +105,30 @@ struct DropoutMask {
     std::uint64_t key = 0;
     std::uint32_t threshold = 0;
 
-    // splitmix64's finalizer: a bijection of 64-bit words whose outputs look independent.
-    static std::uint64_t mix64(std::uint64_t z) {
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        return z ^ (z >> 31);
-    }
-
+    // The arithmetic (key, threshold, keep decision, scale) is mixz/model/elementwise.h's, shared
+    // with the CUDA kernels.
     static DropoutMask of(double probability, std::uint64_t seed) {
         DropoutMask mask;
         if (!(probability > 0)) return mask;
         mask.probability = probability;
-        mask.key = mix64(seed);
-        const double threshold = std::ceil(probability * 4294967296.0);
-        mask.threshold = threshold >= 4294967295.0 ? 0xFFFFFFFFu : static_cast<std::uint32_t>(threshold);
+        mask.key = elementwise::dropoutKey(seed);
+        mask.threshold = elementwise::dropoutThreshold(probability);
         return mask;
     }
 
     bool active() const { return probability > 0; }
 
     bool keeps(std::size_t index) const {
-        const std::uint64_t bits = mix64(key + (static_cast<std::uint64_t>(index) + 1) * 0x9E3779B97F4A7C15ull);
-        return static_cast<std::uint32_t>(bits >> 32) >= threshold;
+        return elementwise::dropoutKeeps(key, threshold, static_cast<std::uint64_t>(index));
     }
 
     // out[i] = mask_i · x[i] / (1 − p) for the elements [begin, end) of the input; out may alias x.
     // accumulate: out[i] += instead.
     template <typename T>
     void apply(std::size_t begin, std::size_t end, const T* x, T* out, bool accumulate) const {
-        const T scale = static_cast<T>(1.0 / (1.0 - probability));
+        const T scale = elementwise::dropoutScale<T>(probability);
         for (std::size_t i = begin; i < end; ++i) {
-            const T value = keeps(i) ? x[i] * scale : T(0);
+            const T value = elementwise::dropoutApply(keeps(i), x[i], scale);
             out[i] = accumulate ? out[i] + value : value;
         }
     }
@@ -156,35 +151,8 @@ void freeBuffer(std::vector<T>& buffer) {
     std::vector<T>().swap(buffer);
 }
 
-// e^x. float: a Cephes-style polynomial (relative error about 2e-7 on [-87, 88], inputs clamped
-// there) written without calls or branches so that loops over it vectorize; double: std::exp
-// (the double path is the reference of the finite-difference tests, not a fast path).
-inline float expOf(float x) {
-    x = x < -87.0f ? -87.0f : x; // NaN passes through both and stays NaN
-    x = x > 88.0f ? 88.0f : x;
-    // Round x·log2(e) to the nearest integer n with the 1.5·2²³ trick (exact under the default
-    // rounding mode); its low mantissa bits then hold n.
-    const float shifted = x * 1.44269504088896341f + 12582912.0f;
-    const float n = shifted - 12582912.0f;
-    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
-    std::uint32_t bits;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    const std::uint32_t scaleBits = (bits - 0x4B400000u + 127u) << 23;
-    float scale;
-    std::memcpy(&scale, &scaleBits, sizeof scale);
-    return p * scale;
-}
-
-inline double expOf(double x) {
-    return std::exp(x);
-}
+// e^x: elementwise::expOf (float: a branch-free polynomial that vectorizes; double: std::exp).
+using elementwise::expOf;
 
 template <typename T>
 T sumOfSquares(const T* x, int n) {
@@ -230,7 +198,7 @@ T maxOf(const T* x, int n) {
 // x[i] = e^(x[i] - shift); returns the sum of the results.
 template <typename T>
 T expShiftedInPlace(T* x, int n, T shift) {
-    forLanes(n, [&](int i) { x[i] = expOf(x[i] - shift); });
+    forLanes(n, [&](int i) { x[i] = elementwise::expShifted(x[i], shift); });
     T partial[kLanes] = {};
     int i = 0;
     for (; i + kLanes <= n; i += kLanes) {
@@ -251,8 +219,8 @@ void scaleInPlace(T* x, int n, T factor) {
 // rstd = 1 / sqrt(mean(x²) + eps), y = w · (x · rstd). Returns rstd.
 template <typename T>
 T rmsNormRow(const T* __restrict x, const T* __restrict w, int width, T eps, T* __restrict y) {
-    const T rstd = T(1) / std::sqrt(sumOfSquares(x, width) / T(width) + eps);
-    forLanes(width, [&](int i) { y[i] = w[i] * (x[i] * rstd); });
+    const T rstd = elementwise::rmsInverse(sumOfSquares(x, width), width, eps);
+    forLanes(width, [&](int i) { y[i] = elementwise::rmsNormScale(x[i], w[i], rstd); });
     return rstd;
 }
 
@@ -264,17 +232,19 @@ void rmsNormBackwardRow(const T* __restrict x, const T* __restrict w, T rstd, co
     T partial[kLanes] = {};
     int i = 0;
     for (; i + kLanes <= width; i += kLanes) {
-        for (int j = 0; j < kLanes; ++j) partial[j] += dy[i + j] * w[i + j] * x[i + j];
+        for (int j = 0; j < kLanes; ++j) partial[j] += elementwise::rmsNormBackwardTerm(dy[i + j], w[i + j], x[i + j]);
     }
     T sum = 0;
     for (int j = 0; j < kLanes; ++j) sum += partial[j];
-    for (; i < width; ++i) sum += dy[i] * w[i] * x[i];
+    for (; i < width; ++i) sum += elementwise::rmsNormBackwardTerm(dy[i], w[i], x[i]);
     // x̂ · mean(g ⊙ x̂) = x · rstd² · Σ(g ⊙ x) / width
-    const T coefficient = sum * rstd * rstd / T(width);
+    const T coefficient = elementwise::rmsNormBackwardCoefficient(sum, rstd, width);
     if (residual != nullptr) {
-        forLanes(width, [&](int k) { dx[k] = residual[k] + rstd * (dy[k] * w[k] - x[k] * coefficient); });
+        forLanes(width, [&](int k) {
+            dx[k] = elementwise::rmsNormInputGrad(dy[k], w[k], x[k], rstd, coefficient, residual[k]);
+        });
     } else {
-        forLanes(width, [&](int k) { dx[k] = rstd * (dy[k] * w[k] - x[k] * coefficient); });
+        forLanes(width, [&](int k) { dx[k] = elementwise::rmsNormInputGrad(dy[k], w[k], x[k], rstd, coefficient); });
     }
 }
 
@@ -284,19 +254,19 @@ template <typename T>
 void ropeRow(T* x, const T* __restrict cosines, const T* __restrict sines, int half, bool inverse) {
     T* __restrict lo = x;
     T* __restrict hi = x + half;
+    // Two loops with the direction fixed in each, so the branch in ropeRotate folds away and each
+    // loop vectorizes.
     if (!inverse) {
         forLanes(half, [&](int i) {
-            const T a = lo[i];
-            const T b = hi[i];
-            lo[i] = a * cosines[i] - b * sines[i];
-            hi[i] = b * cosines[i] + a * sines[i];
+            const elementwise::RopePair<T> r = elementwise::ropeRotate(lo[i], hi[i], cosines[i], sines[i], false);
+            lo[i] = r.lo;
+            hi[i] = r.hi;
         });
     } else {
         forLanes(half, [&](int i) {
-            const T a = lo[i];
-            const T b = hi[i];
-            lo[i] = a * cosines[i] + b * sines[i];
-            hi[i] = b * cosines[i] - a * sines[i];
+            const elementwise::RopePair<T> r = elementwise::ropeRotate(lo[i], hi[i], cosines[i], sines[i], true);
+            lo[i] = r.lo;
+            hi[i] = r.hi;
         });
     }
 }
@@ -304,10 +274,7 @@ void ropeRow(T* x, const T* __restrict cosines, const T* __restrict sines, int h
 // SwiGLU of one row: act = silu(gate) ⊙ up, silu(g) = g · σ(g).
 template <typename T>
 void swigluRow(const T* gate, const T* up, int width, T* act) {
-    forLanes(width, [&](int i) {
-        const T sigmoid = T(1) / (T(1) + expOf(-gate[i]));
-        act[i] = gate[i] * sigmoid * up[i];
-    });
+    forLanes(width, [&](int i) { act[i] = elementwise::swiglu(gate[i], up[i]); });
 }
 
 // Its backward: dGate = dAct ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), dUp = dAct ⊙ silu(g).
@@ -315,11 +282,9 @@ void swigluRow(const T* gate, const T* up, int width, T* act) {
 template <typename T>
 void swigluBackwardRow(const T* gate, const T* up, const T* dAct, int width, T* dGate, T* dUp) {
     forLanes(width, [&](int i) {
-        const T g = gate[i];
-        const T sigmoid = T(1) / (T(1) + expOf(-g));
-        const T d = dAct[i];
-        dUp[i] = d * g * sigmoid;
-        dGate[i] = d * up[i] * sigmoid * (T(1) + g * (T(1) - sigmoid));
+        const elementwise::SwigluGrad<T> grad = elementwise::swigluBackward(gate[i], up[i], dAct[i]);
+        dUp[i] = grad.up;
+        dGate[i] = grad.gate;
     });
 }
 

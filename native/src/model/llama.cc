@@ -31,6 +31,7 @@
 #include "kernels.h"
 #include "mixz/common/error.h"
 #include "mixz/common/thread_pool.h"
+#include "mixz/model/elementwise.h"
 
 namespace mixz::model {
 
@@ -309,7 +310,7 @@ void rmsNormBackward(std::size_t rows, int width, const T* x, const T* w, const 
             const T s = rstd[r];
             const T* xr = x + r * width;
             const T* dyr = dy + r * width;
-            for (int i = 0; i < width; ++i) sum[i] += dyr[i] * (xr[i] * s);
+            for (int i = 0; i < width; ++i) sum[i] += elementwise::rmsNormWeightGradTerm(dyr[i], xr[i], s);
         }
     });
     std::copy(partial, partial + width, dw);
@@ -338,9 +339,9 @@ struct RopeTable {
         cosines.assign(static_cast<std::size_t>(positions) * half, T(0));
         sines.assign(cosines.size(), T(0));
         for (int i = 0; i < half; ++i) {
-            const double inverseFrequency = std::pow(theta, -2.0 * i / headDim);
+            const double inverseFrequency = elementwise::ropeInverseFrequency(theta, i, headDim);
             for (int p = 0; p < positions; ++p) {
-                const double angle = p * inverseFrequency;
+                const double angle = elementwise::ropeAngle(p, inverseFrequency);
                 cosines[static_cast<std::size_t>(p) * half + i] = static_cast<T>(std::cos(angle));
                 sines[static_cast<std::size_t>(p) * half + i] = static_cast<T>(std::sin(angle));
             }
@@ -880,9 +881,9 @@ LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadPara
             const T target = row[label];
             const T largest = detail::maxOf(row, vocab);
             const T sum = detail::expShiftedInPlace(row, vocab, largest);
-            rowLoss[r] = static_cast<double>(largest) + std::log(static_cast<double>(sum)) - static_cast<double>(target);
-            detail::scaleInPlace(row, vocab, share / sum);
-            row[label] -= share;
+            rowLoss[r] = elementwise::crossEntropyRowLoss(largest, sum, target);
+            detail::scaleInPlace(row, vocab, elementwise::crossEntropyGradFactor(share, sum));
+            row[label] = elementwise::crossEntropyLabelGrad(row[label], share);
         }
     });
     double total = 0;

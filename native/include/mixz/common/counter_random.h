@@ -6,14 +6,21 @@
 #include <cmath>
 #include <cstdint>
 
+#include "mixz/common/host_device.h"
+
 namespace mixz {
 
-// splitmix64's finalizer.
-inline std::uint64_t mix(std::uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
+// splitmix64's finalizer alone: a bijection of 64-bit words whose outputs look independent.
+// MIXZ_HD (pure integer arithmetic): the LoRA dropout masks are drawn with it on both backends.
+MIXZ_HD std::uint64_t splitmix64Finalize(std::uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// splitmix64's step and finalizer.
+MIXZ_HD std::uint64_t mix(std::uint64_t x) {
+    return splitmix64Finalize(x + 0x9E3779B97F4A7C15ull);
 }
 
 // normal(0, std) for element `index` of parameter `param`.
