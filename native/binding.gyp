@@ -41,7 +41,6 @@
         "src/backend/cpu_backend.cc",
         "src/backend/make_backend.cc",
         "src/backend/ordered_queue.cc",
-        "src/backend/make_backend.cc",
         "src/comm/address.cc",
         "src/comm/collectives.cc",
         "src/comm/communicator.cc",

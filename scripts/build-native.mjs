@@ -9,10 +9,16 @@
 // Never downloads anything: Node's headers come from the installation running this script
 // (<prefix>/include/node, e.g. Debian's /usr/include/node), and node-gyp is told so with --nodedir.
 // A second run with nothing changed skips `configure` and lets make find nothing to do.
-import {spawnSync} from "node:child_process";
-import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from "node:fs";
+//
+// The CUDA backend (native/src/cuda/**/*.cu) is compiled by nvcc when one is found (MIXZ_NVCC,
+// `nvcc` on PATH, $CUDA_HOME/bin/nvcc, /usr/local/cuda/bin/nvcc; MIXZ_NO_CUDA=1 skips the search)
+// into native/build/cuda/<type>/libmixz_cuda.a, which binding.gyp links whole (gyp variable
+// mixz_cuda=1) together with the static CUDA runtime, so the addon loads where there is no
+// libcudart and no driver. Without nvcc the addon is built exactly as before, CPU only.
+import {spawn, spawnSync} from "node:child_process";
+import {existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync} from "node:fs";
 import {availableParallelism} from "node:os";
-import {dirname, join, relative} from "node:path";
+import {delimiter, dirname, join, relative} from "node:path";
 import {fileURLToPath} from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -96,6 +102,215 @@ function runNodeGyp(command, args, gypArgs = []) {
     }
 }
 
+// --- CUDA ---------------------------------------------------------------------------------------
+
+const cudaSourceDir = join(nativeDir, "src", "cuda");
+
+function isFile(path) {
+    try {
+        return statSync(path).isFile();
+    } catch {
+        return false;
+    }
+}
+
+// The nvcc this build uses, in the documented order, or why there is none: {nvcc} | {searched}.
+function findNvcc() {
+    if (process.env.MIXZ_NO_CUDA === "1") return {searched: ["(skipped: MIXZ_NO_CUDA=1)"]};
+    const candidates = [];
+    if (process.env.MIXZ_NVCC) candidates.push(process.env.MIXZ_NVCC);
+    for (const dir of (process.env.PATH ?? "").split(delimiter)) if (dir !== "") candidates.push(join(dir, "nvcc"));
+    if (process.env.CUDA_HOME) candidates.push(join(process.env.CUDA_HOME, "bin", "nvcc"));
+    candidates.push("/usr/local/cuda/bin/nvcc");
+    const nvcc = candidates.find(isFile);
+    if (nvcc !== undefined) return {nvcc};
+    // PATH is summarized: listing every directory would bury the line.
+    const searched = [...(process.env.MIXZ_NVCC ? ["MIXZ_NVCC"] : []), "PATH"];
+    if (process.env.CUDA_HOME) searched.push(join(process.env.CUDA_HOME, "bin", "nvcc"));
+    searched.push("/usr/local/cuda/bin/nvcc");
+    return {searched};
+}
+
+// The toolkit's root as nvcc itself sees it (its TOP), so a wrapper script on PATH (e.g.
+// /usr/local/bin/nvcc → exec /usr/local/cuda-13.0/bin/nvcc) still gives the right lib64.
+function cudaHomeOf(nvcc) {
+    const dryrun = spawnSync(nvcc, ["-v", "--dryrun", "-x", "cu", "-c", "/dev/null", "-o", "/dev/null"], {encoding: "utf8"});
+    if (dryrun.error !== undefined) fail(`cannot run ${nvcc}: ${dryrun.error.message}`);
+    const top = /^#\$ TOP=(.*)$/m.exec(`${dryrun.stdout}${dryrun.stderr}`);
+    if (top !== null && top[1] !== undefined) return realpathSync(top[1].trim());
+    return realpathSync(dirname(dirname(realpathSync(nvcc))));
+}
+
+function nvccVersion(nvcc) {
+    const result = spawnSync(nvcc, ["--version"], {encoding: "utf8"});
+    const release = /release ([0-9.]+), (V[0-9.]+)/.exec(result.stdout ?? "");
+    return release === null ? "unknown" : `${release[1]} (${release[2]})`;
+}
+
+function cudaSources(dir = cudaSourceDir) {
+    if (!existsSync(dir)) return [];
+    const sources = [];
+    for (const entry of readdirSync(dir, {withFileTypes: true})) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) sources.push(...cudaSources(path));
+        else if (entry.isFile() && entry.name.endsWith(".cu")) sources.push(path);
+    }
+    return sources.sort();
+}
+
+// The flags of every CUDA object. sm_80 (A100) and sm_90 (H100/H200) as machine code, plus
+// compute_90 PTX so newer GPUs can JIT it. Host code gets the addon's own conventions: PIC (it
+// goes into a shared object), exceptions and RTTI (the error model). -fmad is left at nvcc's
+// default (contraction on); `fmadFlags` is the one place to change that for every object.
+const fmadFlags = [];
+function nvccFlags(debug) {
+    return [
+        "-std=c++17",
+        ...(debug ? ["-O0", "-g"] : ["-O2", "-DNDEBUG"]),
+        "-Xcompiler", "-fPIC,-fexceptions,-frtti",
+        "-gencode", "arch=compute_80,code=sm_80",
+        "-gencode", "arch=compute_90,code=sm_90",
+        "-gencode", "arch=compute_90,code=compute_90",
+        ...fmadFlags,
+        `-I${join(nativeDir, "include")}`,
+        `-I${join(nativeDir, "src")}`,
+        "-DMIXZ_WITH_CUDA=1"
+    ];
+}
+
+// The files an object was built from, from nvcc's make-style .d file (undefined: rebuild).
+function dependenciesOf(depFile) {
+    let text;
+    try {
+        text = readFileSync(depFile, "utf8");
+    } catch {
+        return undefined;
+    }
+    const body = text.replace(/\\\n/g, " ");
+    const colon = body.indexOf(": ");
+    if (colon < 0) return undefined;
+    return body.slice(colon + 2).split(/\s+/).filter((path) => path !== "" && !path.endsWith(":"));
+}
+
+// Headers under native/src/cuda count as dependencies of every CUDA object, whatever its .d says:
+// a file may include one through __has_include before it exists (cuda_backend.cu and
+// llama/llama_device.h), and its .d cannot name a file that was not there.
+function cudaHeaders(dir = cudaSourceDir) {
+    if (!existsSync(dir)) return [];
+    const headers = [];
+    for (const entry of readdirSync(dir, {withFileTypes: true})) {
+        const path = join(dir, entry.name);
+        if (entry.isDirectory()) headers.push(...cudaHeaders(path));
+        else if (entry.isFile() && /\.(h|cuh)$/.test(entry.name)) headers.push(path);
+    }
+    return headers;
+}
+
+function stale(object, depFile, flagsChanged, newestHeader) {
+    if (flagsChanged) return true;
+    const built = mtimeMs(object);
+    if (built === undefined) return true;
+    if (newestHeader > built) return true;
+    const deps = dependenciesOf(depFile);
+    if (deps === undefined) return true;
+    // A dependency that vanished (a renamed header) also means rebuild: the .cu must have changed.
+    return deps.some((dep) => {
+        const changed = mtimeMs(dep);
+        return changed === undefined || changed > built;
+    });
+}
+
+function runNvcc(nvcc, args) {
+    return new Promise((resolvePromise) => {
+        const child = spawn(nvcc, args, {stdio: ["ignore", "pipe", "pipe"]});
+        let output = "";
+        child.stdout.setEncoding("utf8").on("data", (chunk) => (output += chunk));
+        child.stderr.setEncoding("utf8").on("data", (chunk) => (output += chunk));
+        child.on("error", (error) => resolvePromise({status: -1, output: `${output}${error.message}\n`}));
+        child.on("close", (status, signal) => resolvePromise({status: status ?? signal, output}));
+    });
+}
+
+// Compiles the stale objects (in parallel), archives them, and says whether the archive changed.
+async function buildCuda(nvcc, buildType, debug) {
+    const outDir = join(buildDir, "cuda", buildType);
+    const archive = join(outDir, "libmixz_cuda.a");
+    mkdirSync(outDir, {recursive: true});
+    const flags = nvccFlags(debug);
+    const flagsStamp = join(outDir, "flags.json");
+    const flagsText = JSON.stringify({nvcc, flags});
+    const flagsChanged = (() => {
+        try {
+            return readFileSync(flagsStamp, "utf8") !== flagsText;
+        } catch {
+            return true;
+        }
+    })();
+
+    const units = cudaSources().map((source) => {
+        const object = join(outDir, relative(cudaSourceDir, source).replace(/\.cu$/, ".o"));
+        return {source, object, depFile: `${object}.d`};
+    });
+    const newestHeader = Math.max(0, ...cudaHeaders().map((path) => mtimeMs(path) ?? 0));
+    const todo = units.filter((unit) => stale(unit.object, unit.depFile, flagsChanged, newestHeader));
+    // A stamp is only trusted once every object it describes exists; written before compiling so
+    // an interrupted run does not leave new objects judged against old flags.
+    writeFileSync(flagsStamp, flagsText);
+
+    let next = 0;
+    const failures = [];
+    const worker = async () => {
+        while (next < todo.length && failures.length === 0) {
+            const unit = todo[next++];
+            mkdirSync(dirname(unit.object), {recursive: true});
+            rmSync(unit.object, {force: true});
+            const result = await runNvcc(nvcc, [...flags, "-MD", "-MF", unit.depFile, "-c", unit.source, "-o", unit.object]);
+            if (result.status !== 0) {
+                rmSync(unit.object, {force: true});
+                failures.push({unit, result});
+            } else if (result.output.trim() !== "") {
+                process.stderr.write(result.output); // warnings
+            }
+        }
+    };
+    await Promise.all(Array.from({length: Math.max(1, Math.min(availableParallelism(), todo.length))}, worker));
+    if (failures.length > 0) {
+        for (const {result} of failures) process.stderr.write(result.output);
+        const names = failures.map(({unit}) => relative(root, unit.source)).join(", ");
+        fail(`nvcc failed on ${names} (exit ${failures.map(({result}) => result.status).join(", ")}); see the output above`);
+    }
+
+    // The archive is rebuilt from scratch when any member changed or the list of sources did (a
+    // deleted .cu must not leave its object linked in).
+    const members = units.map((unit) => relative(outDir, unit.object));
+    const membersStamp = join(outDir, "members.json");
+    const membersText = JSON.stringify(members);
+    const archiveTime = mtimeMs(archive);
+    const upToDate =
+        todo.length === 0 &&
+        archiveTime !== undefined &&
+        readStampFile(membersStamp) === membersText &&
+        units.every((unit) => (mtimeMs(unit.object) ?? Infinity) <= archiveTime);
+    if (upToDate) return {archive, changed: false, compiled: 0};
+    rmSync(archive, {force: true});
+    rmSync(membersStamp, {force: true});
+    // An empty archive is still valid input for the linker (no .cu yet: nothing to link).
+    const ar = spawnSync("ar", ["rcs", archive, ...members], {cwd: outDir, encoding: "utf8"});
+    if (ar.error !== undefined || ar.status !== 0) {
+        fail(`ar failed for ${relative(root, archive)}: ${ar.error?.message ?? ar.stderr}`);
+    }
+    writeFileSync(membersStamp, membersText);
+    return {archive, changed: true, compiled: todo.length};
+}
+
+function readStampFile(path) {
+    try {
+        return readFileSync(path, "utf8");
+    } catch {
+        return undefined;
+    }
+}
+
 const options = parseArgs(process.argv.slice(2));
 checkPrerequisites();
 
@@ -105,17 +320,43 @@ const commonArgs = options.debug ? ["--debug"] : [];
 const nodeDir = dirname(dirname(process.execPath));
 if (existsSync(join(nodeDir, "include", "node", "node_api.h"))) commonArgs.push(`--nodedir=${nodeDir}`);
 
-const mode = JSON.stringify({buildType, asan: options.asan, node: process.version, nodeDir});
+const started = process.hrtime.bigint();
+const found = findNvcc();
+let cuda = {enabled: false};
+if (found.nvcc === undefined) {
+    console.log(`build-native: nvcc not found (searched ${found.searched.join(", ")}): building without the CUDA backend`);
+} else {
+    const home = cudaHomeOf(found.nvcc);
+    const cudart = join(home, "lib64", "libcudart_static.a");
+    const cudartAlt = join(home, "targets", "x86_64-linux", "lib", "libcudart_static.a");
+    const cudartStatic = isFile(cudart) ? cudart : cudartAlt;
+    if (!isFile(cudartStatic)) fail(`${found.nvcc} found, but not the static CUDA runtime (${cudart})`);
+    const built = await buildCuda(found.nvcc, buildType, options.debug);
+    cuda = {enabled: true, nvcc: found.nvcc, version: nvccVersion(found.nvcc), home, cudartStatic, ...built};
+    // The link of mixz.node does not depend on the archive in make's eyes (gyp lists it as a
+    // library flag); removing the linked file makes make relink it with the new archive.
+    if (built.changed) rmSync(join(buildDir, buildType, "obj.target", "mixz.node"), {force: true});
+}
+const cudaGypArgs = cuda.enabled
+    ? ["-Dmixz_cuda=1", `-Dmixz_cuda_home=${cuda.home}`, `-Dmixz_cuda_lib=${cuda.archive}`, `-Dmixz_cudart_static=${cuda.cudartStatic}`]
+    : ["-Dmixz_cuda=0"];
+
+const mode = JSON.stringify({
+    buildType,
+    asan: options.asan,
+    node: process.version,
+    nodeDir,
+    cuda: cuda.enabled ? {nvcc: cuda.nvcc, home: cuda.home} : false
+});
 const gypMtime = mtimeMs(bindingGyp);
 const configMtime = mtimeMs(configGypi);
 const configured =
     configMtime !== undefined && gypMtime !== undefined && gypMtime <= configMtime && readStamp() === mode;
 
-const started = process.hrtime.bigint();
 if (!configured) {
     // The stamp goes first and comes back only after success, so a failed configure is redone.
     rmSync(stampPath, {force: true});
-    runNodeGyp("configure", commonArgs, [`-Dmixz_asan=${options.asan ? 1 : 0}`]);
+    runNodeGyp("configure", commonArgs, [`-Dmixz_asan=${options.asan ? 1 : 0}`, ...cudaGypArgs]);
     mkdirSync(buildDir, {recursive: true});
     writeFileSync(stampPath, mode);
 }
@@ -129,4 +370,7 @@ if (after === undefined) fail(`node-gyp succeeded but ${relative(root, output)} 
 const seconds = (Number(process.hrtime.bigint() - started) / 1e9).toFixed(1);
 const what = `${buildType}${options.asan ? " (asan+ubsan)" : ""}`;
 const state = before === after ? "up to date" : "built";
-console.log(`build-native: ${what} ${state}: ${relative(root, output)} (${seconds} s)`);
+const cudaNote = cuda.enabled
+    ? `; CUDA backend: nvcc ${cuda.version}, ${cuda.compiled} CUDA object(s) compiled`
+    : "; no CUDA backend";
+console.log(`build-native: ${what} ${state}: ${relative(root, output)}${cudaNote} (${seconds} s)`);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "AddonCommunicator.h"
+#include "AddonCuda.h"
 #include "AddonEngine.h"
 #include "AddonQuant.h"
 #include "AddonWatchdog.h"
@@ -89,6 +90,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commFaultTest>, "commFaultTest"));
     exports.Set("commBenchmark",
                 Napi::Function::New(env, mixz::addon::guarded<mixz::addon::commBenchmark>, "commBenchmark"));
+    // What this machine has for the CUDA backend (AddonCuda.h).
+    exports.Set("cudaProbe", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::cudaProbe>, "cudaProbe"));
     // ZeRO-3 training (AddonEngine.h).
     exports.Set("createEngine", Napi::Function::New(env, mixz::addon::guarded<mixz::addon::createEngine>, "createEngine"));
     return exports;
