@@ -93,8 +93,10 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
             options.backend.device = backend::Device::kCpu;
         } else if (device == "cuda") {
             options.backend.device = backend::Device::kCuda;
+        } else if (device == "cpu-staged") {
+            options.backend.device = backend::Device::kCpuStaged;
         } else {
-            MIXZ_THROW(InvalidArgument, what, ".device must be cpu or cuda, got \"", device, "\"");
+            MIXZ_THROW(InvalidArgument, what, ".device must be cpu, cuda or cpu-staged, got \"", device, "\"");
         }
         options.backend.deviceOrdinal = static_cast<int>(integerField(descriptor, "deviceOrdinal", what, 0, 1 << 16));
     }

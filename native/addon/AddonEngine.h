@@ -5,7 +5,7 @@
 //     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps},
 //                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
 //                  reduceBucketSize, overlapComm}, optimizer: {beta1, beta2, eps, weightDecay,
-//                  decoupledWeightDecay}, kernelThreads, device ("cpu" | "cuda"), deviceOrdinal, quantBlockSize,
+//                  decoupledWeightDecay}, kernelThreads, device ("cpu" | "cuda" | "cpu-staged"), deviceOrdinal, quantBlockSize,
 //                  quantizeWeights, quantizeGradients, hpzSize, gradientCommDType, timeoutMs}, every field
 //                  required, any other ignored.
 //     groups: hpz non-null exactly when hpzSize > 1; node/cross only with quantizeGradients (cross

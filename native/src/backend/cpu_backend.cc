@@ -1,17 +1,18 @@
 #include "mixz/backend/cpu_backend.h"
 
-#include "mixz/common/error.h"
-
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
-#include <string>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include "mixz/common/error.h"
+#include "mixz/quant/block_quant.h"
 
 namespace mixz::backend {
 namespace {
@@ -146,21 +147,54 @@ Concrete& ours(Base& cache) {
     return *concrete;
 }
 
+// State memory: zero-filled host blocks, counted.
+class StateBlocks {
+public:
+    std::uint8_t* take(std::size_t bytes) {
+        bytes = std::max<std::size_t>(bytes, 1);
+        auto block = std::make_unique<std::uint8_t[]>(bytes); // value-initialized: zeros
+        std::uint8_t* data = block.get();
+        std::lock_guard<std::mutex> lock(mutex_);
+        blocks_.emplace(data, std::make_pair(std::move(block), bytes));
+        held_ += bytes;
+        return data;
+    }
+    void give(std::uint8_t* data) {
+        if (data == nullptr) return;
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto it = blocks_.find(data);
+        MIXZ_ENFORCE(it != blocks_.end(), "a block not taken from this backend was given back");
+        held_ -= it->second.second;
+        blocks_.erase(it);
+    }
+    std::size_t held() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return held_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    std::map<std::uint8_t*, std::pair<std::unique_ptr<std::uint8_t[]>, std::size_t>> blocks_;
+    std::size_t held_ = 0;
+};
+
 class CpuBackend final : public ComputeBackend {
 public:
-    explicit CpuBackend(int kernelThreads) { setKernelThreads(kernelThreads); }
+    // `staged`: claim device memory (hostAddressable() false) while computing on the host, so
+    // mixz::zero takes every path a device backend makes it take (Device::kCpuStaged).
+    CpuBackend(int kernelThreads, bool staged) : staged_(staged) { setKernelThreads(kernelThreads); }
 
-    const char* name() const override { return "cpu"; }
+    const char* name() const override { return staged_ ? "cpu-staged" : "cpu"; }
     std::string describe() const override {
         const int threads = model::kernelThreads();
-        return "cpu (" + std::to_string(threads) + (threads == 1 ? " kernel thread)" : " kernel threads)");
+        return std::string(name()) + " (" + std::to_string(threads) + (threads == 1 ? " kernel thread)" : " kernel threads)");
     }
 
     float* takeBuffer(std::size_t elements) override { return pool_.take(elements); }
     void giveBuffer(float* buffer) override { pool_.give(buffer); }
     std::size_t bufferBytesHeld() const override { return pool_.bytesHeld(); }
     std::size_t bufferBytesPeak() const override { return pool_.peakBytes(); }
-    bool hostAddressable() const override { return true; }
+    bool hostAddressable() const override { return !staged_; }
     void upload(float* buffer, const float* host, std::size_t n) override { copy(buffer, host, n); }
     void download(float* host, const float* buffer, std::size_t n) override { copy(host, buffer, n); }
     void copy(float* to, const float* from, std::size_t n) override {
@@ -168,6 +202,66 @@ public:
     }
     void zero(float* buffer, std::size_t n) override {
         if (n > 0) std::memset(buffer, 0, n * sizeof(float));
+    }
+
+    std::uint8_t* takeBytes(std::size_t bytes) override { return state_.take(bytes); }
+    void giveBytes(std::uint8_t* block) override { state_.give(block); }
+    std::size_t stateBytesHeld() const override { return state_.held(); }
+    void uploadBytes(void* to, const void* host, std::size_t bytes) override {
+        if (bytes > 0 && to != host) std::memmove(to, host, bytes);
+    }
+    void downloadBytes(void* host, const void* from, std::size_t bytes) override { uploadBytes(host, from, bytes); }
+    void zeroBytes(void* to, std::size_t bytes) override {
+        if (bytes > 0) std::memset(to, 0, bytes);
+    }
+
+    void convert(const void* in, tensor::DType inType, void* out, tensor::DType outType, std::size_t n) override {
+        if (n == 0) return;
+        if (inType == outType) {
+            std::memmove(out, in, n * (inType == tensor::DType::kFloat32 ? 4 : 2));
+            return;
+        }
+        tensor::ConvertOptions options;
+        options.input = in;
+        options.inputType = inType;
+        options.output = out;
+        options.outputType = outType;
+        options.elements = n;
+        tensor::convert(options);
+    }
+    void dequantize8(const std::uint8_t* codes, const float* scales, std::size_t n, std::size_t blockSize, float* out) override {
+        if (n == 0) return;
+        quant::DequantizeOptions q;
+        q.input = codes;
+        q.inputBytes = quant::quantizedBytes(n, 8);
+        q.bits = 8;
+        q.scales = scales;
+        q.scaleCount = quant::blockCount(n, blockSize);
+        q.elements = n;
+        q.blockSize = blockSize;
+        q.output = out;
+        q.outputType = tensor::DType::kFloat32;
+        q.outputElements = n;
+        q.threads = 1;
+        quant::dequantize(q);
+    }
+    void accumulate(void* grad, tensor::DType gradType, const float* values, std::size_t n) override {
+        if (gradType == tensor::DType::kFloat32) {
+            float* g = static_cast<float*>(grad);
+            for (std::size_t j = 0; j < n; ++j) g[j] += values[j];
+            return;
+        }
+        // The caller's thread's scratch (the communication queue's, reused: no allocation per chunk).
+        thread_local std::vector<float> sum;
+        sum.resize(n);
+        convert(grad, gradType, sum.data(), tensor::DType::kFloat32, n);
+        for (std::size_t j = 0; j < n; ++j) sum[j] += values[j];
+        convert(sum.data(), tensor::DType::kFloat32, grad, gradType, n);
+    }
+    double sumOfSquares(const float* values, std::size_t n) override { return optim::sumOfSquares(values, n); }
+    void adamUpdate(const optim::AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,
+                    std::size_t n) override {
+        optim::adamUpdate(c, grad, param, expAvg, expAvgSq, n);
     }
 
     std::unique_ptr<ActivationCache> makeLayerCache() override { return std::make_unique<CpuLayerCache>(); }
@@ -215,13 +309,17 @@ public:
     }
 
 private:
+    const bool staged_;
     // Declared before the queue: queued work gives buffers back, so the thread is joined first.
     BufferPool pool_;
+    StateBlocks state_;
     CommThread comm_;
 };
 
 } // namespace
 
-std::unique_ptr<ComputeBackend> makeCpuBackend(int kernelThreads) { return std::make_unique<CpuBackend>(kernelThreads); }
+std::unique_ptr<ComputeBackend> makeCpuBackend(int kernelThreads, bool staged) {
+    return std::make_unique<CpuBackend>(kernelThreads, staged);
+}
 
 } // namespace mixz::backend

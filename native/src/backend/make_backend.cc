@@ -14,6 +14,8 @@ std::unique_ptr<ComputeBackend> makeBackend(const BackendOptions& options) {
     switch (options.device) {
         case Device::kCpu:
             return makeCpuBackend(options.kernelThreads);
+        case Device::kCpuStaged:
+            return makeCpuBackend(options.kernelThreads, /*staged=*/true);
         case Device::kCuda:
 #if defined(MIXZ_WITH_CUDA)
             return makeCudaBackend(CudaBackendOptions{options.deviceOrdinal, options.dtype});

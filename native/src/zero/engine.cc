@@ -218,8 +218,9 @@ void Engine::backward(double lossGrad) {
 }
 
 void Engine::zeroGradients() {
-    for (Unit& unit : state_->store.units) {
-        for (Group& g : unit.groups) std::fill(g.grad.begin(), g.grad.end(), 0);
+    State& s = *state_;
+    for (Unit& unit : s.store.units) {
+        for (Group& g : unit.groups) s.backend->zeroBytes(g.grad.data(), g.grad.size());
     }
 }
 
@@ -231,12 +232,14 @@ StepResult Engine::step(const StepOptions& options) {
         s.haveTrainForward = false;
         const auto start = Clock::now();
         StepResult result;
-        std::vector<float> scratch;
+        // The arithmetic runs where the state lives (the backend's partition arithmetic).
+        backend::ComputeBackend& b = *s.backend;
+        backend::Buffer scratch(b);
         auto gradOfGroup = [&](const Group& g) -> const float* {
-            if (s.options.dtype == DType::kFloat32) return reinterpret_cast<const float*>(g.grad.data());
-            scratch.resize(g.primary.elements);
-            convertInto(g.grad.data(), s.options.dtype, scratch.data(), DType::kFloat32, g.primary.elements);
-            return scratch.data();
+            if (s.options.dtype == DType::kFloat32) return g.grad.floats();
+            float* fp32 = scratch.reserve(g.primary.elements);
+            b.convert(g.grad.data(), s.options.dtype, fp32, DType::kFloat32, g.primary.elements);
+            return fp32;
         };
         auto forTrainable = [&](auto&& fn) {
             for (Unit& unit : s.store.units) {
@@ -249,13 +252,13 @@ StepResult Engine::step(const StepOptions& options) {
         // Squares summed in double per partition, then one all-reduce: also the overflow check
         // (a non-finite gradient makes the sum non-finite on every rank alike).
         double squares = 0;
-        forTrainable([&](Group& g) { squares += optim::sumOfSquares(gradOfGroup(g), g.primary.elements); });
+        forTrainable([&](Group& g) { squares += b.sumOfSquares(gradOfGroup(g), g.primary.elements); });
         const float total = s.runner.allreduce(*s.world, tags::kGradNormAllreduce, static_cast<float>(squares), comm::ReduceOp::kSum);
         const optim::GradientScaling scaling = optim::gradientScaling(total, options.lossScale, options.gradientClipping);
         if (!scaling.finite && options.checkOverflow) {
             result.overflow = true;
             result.gradNorm = -1;
-            forTrainable([&](Group& g) { std::fill(g.grad.begin(), g.grad.end(), 0); });
+            forTrainable([&](Group& g) { b.zeroBytes(g.grad.data(), g.grad.size()); });
             s.metrics.add(&EngineMetrics::optimizerSeconds, secondsSince(start));
             return result;
         }
@@ -264,11 +267,11 @@ StepResult Engine::step(const StepOptions& options) {
         const optim::AdamStepCoefficients c = optim::adamCoefficients(s.options.optimizer, options.lr, s.steps, scaling.combined);
         forTrainable([&](Group& g) {
             const float* grad = gradOfGroup(g);
-            float* p = g.master.empty() ? reinterpret_cast<float*>(g.data.data()) : g.master.data();
+            float* p = g.master.empty() ? g.data.floats() : g.master.floats();
             const std::size_t n = g.primary.elements;
-            optim::adamUpdate(c, grad, p, g.expAvg.data(), g.expAvgSq.data(), n);
-            if (!g.master.empty()) convertInto(g.master.data(), DType::kFloat32, g.data.data(), s.options.dtype, n);
-            std::fill(g.grad.begin(), g.grad.end(), 0);
+            b.adamUpdate(c, grad, p, g.expAvg.floats(), g.expAvgSq.floats(), n);
+            if (!g.master.empty()) b.convert(g.master.data(), DType::kFloat32, g.data.data(), s.options.dtype, n);
+            b.zeroBytes(g.grad.data(), g.grad.size());
             // zeropp.md §2.4 step 5: trainable secondaries hold the old values.
             g.secondaryValid = false;
             g.stale = true;

@@ -66,7 +66,7 @@ struct Engine::State {
           cross(std::move(groups.cross)),
           backend(makeBackendFor(options)),
           runner(backend->communicationQueue(), options.timeout),
-          store(options, world->rank(), world->size(), options.hpzSize),
+          store(options, *backend, world->rank(), world->size(), options.hpzSize),
           secondaries(store, hpz),
           fetcher(options, store, secondaries, *backend, runner, metrics, *world),
           reducer(options, store, *backend, runner, metrics, *world, node.get(), cross.get()),
@@ -88,6 +88,8 @@ struct Engine::State {
         gradB.release();
         persistentGrads.clear();
         fetcher.releasePersistent();
+        reducer.releaseBuffers();
+        store.units.clear(); // state memory
         backend.reset();
     }
 

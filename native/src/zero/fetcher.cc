@@ -27,10 +27,34 @@ void Fetcher::gatherInto(std::size_t u, std::size_t gi, float* buffer) {
         gatherToHost(u, gi, buffer);
         return;
     }
-    const std::size_t full = store_.units[u].groups[gi].full;
-    hostValues_.resize(full);
+    Group& g = store_.units[u].groups[gi];
+    const bool useSecondary = secondaries_.usable(g);
+    const int members = useSecondary ? secondaries_.group().size() : world_.size();
+    if (members == 1) {
+        // Nothing to gather: the partition is the parameter, unpacked where it lives.
+        gatherLocal(g, buffer);
+        return;
+    }
+    hostValues_.resize(g.full);
     gatherToHost(u, gi, hostValues_.data());
-    backend_.upload(buffer, hostValues_.data(), full);
+    backend_.upload(buffer, hostValues_.data(), g.full);
+}
+
+void Fetcher::gatherLocal(Group& g, float* buffer) {
+    const auto start = Clock::now();
+    const std::size_t eb = store_.eb();
+    const Layout& layout = g.primary;
+    for (std::size_t k = 0; k < g.params.size(); ++k) {
+        const std::size_t numel = store_.params[g.params[k]].numel;
+        float* out = buffer + g.foff[k];
+        if (g.quantized) {
+            const float* scales = reinterpret_cast<const float*>(g.data.data() + layout.scaleBase) + layout.soff[k];
+            backend_.dequantize8(g.data.data() + layout.qoff[k], scales, numel, options_.quantBlockSize, out);
+        } else {
+            backend_.convert(g.data.data() + layout.off[k] * eb, options_.dtype, out, DType::kFloat32, numel);
+        }
+    }
+    metrics_.add(&EngineMetrics::gatherSeconds, secondsSince(start));
 }
 
 void Fetcher::gatherToHost(std::size_t u, std::size_t gi, float* values, bool exact) {
@@ -44,22 +68,25 @@ void Fetcher::gatherToHost(std::size_t u, std::size_t gi, float* values, bool ex
     // qwZ on the fly: int8 on the wire for a world gather of 16-bit/fp32 partitions.
     const bool onTheFly = options_.quantizeWeights && !exact && !g.quantized && !useSecondary && members > 1;
     const bool quantized = g.quantized || onTheFly;
+    // This rank's partitions on the host (a copy from a device backend's state memory).
+    const backend::Block& source = useSecondary ? g.secondaryData : g.data;
+    const std::uint8_t* sourceHost = store_.hostRead(source.data(), source.size(), localHost_);
     if (onTheFly) {
         wire_.assign(layout.bytes(true, eb), 0);
         for (std::size_t k = 0; k < g.params.size(); ++k) {
             const std::size_t i = g.params[k];
-            store_.quantizeInto(g.data.data() + layout.off[k] * eb, options_.dtype, store_.sliceLength(i), layout.part[k], wire_.data(),
+            store_.quantizeInto(sourceHost + layout.off[k] * eb, options_.dtype, store_.sliceLength(i), layout.part[k], wire_.data(),
                                 layout, k);
         }
     }
-    const std::vector<std::uint8_t>& local = onTheFly ? wire_ : useSecondary ? g.secondaryData : g.data;
+    const std::uint8_t* local = onTheFly ? wire_.data() : sourceHost;
     const std::size_t bytes = layout.bytes(quantized, eb);
-    const std::uint8_t* gathered = local.data();
+    const std::uint8_t* gathered = local;
     std::size_t stride = 0;
     if (members > 1 && bytes > 0) {
         if (staging_.size() < members * bytes) staging_.resize(members * bytes);
         std::uint8_t* mine = staging_.data() + static_cast<std::size_t>(c.rank()) * bytes;
-        std::memcpy(mine, local.data(), bytes);
+        std::memcpy(mine, local, bytes);
         runner_.allgatherInPlace(c, useSecondary ? tags::kHpzGather : tags::kWorldGather, staging_.data(), bytes);
         gathered = staging_.data();
         stride = bytes;

@@ -20,12 +20,19 @@ QuantizeReport quantizeFrozen(ParameterStore& store, Fetcher& fetcher, Secondari
             if (secondaries.on()) real.resize(g.full);
             float* values = secondaries.on() ? real.data() : nullptr;
             if (values != nullptr) runner.submit([&fetcher, u, gi, values] { fetcher.gatherToHost(u, gi, values, /*exact=*/true); }).get();
-            std::vector<std::uint8_t> blob(g.primary.bytes(true, eb), 0);
+            // Quantized on the host from the partition's values, then stored where the state lives.
+            std::vector<std::uint8_t> partition, hostBlob;
+            const std::uint8_t* values16 = store.hostRead(g.data.data(), g.data.size(), partition);
+            const std::size_t blobBytes = g.primary.bytes(true, eb);
+            backend::Block blob;
+            blob.assign(store.backend(), blobBytes);
+            std::uint8_t* out = store.hostWrite(blob.data(), blobBytes, hostBlob, false);
             for (std::size_t k = 0; k < g.params.size(); ++k) {
                 const std::size_t i = g.params[k];
-                store.quantizeInto(g.data.data() + g.primary.off[k] * eb, store.dtype(), store.sliceLength(i), g.primary.part[k],
-                                   blob.data(), g.primary, k);
+                store.quantizeInto(values16 + g.primary.off[k] * eb, store.dtype(), store.sliceLength(i), g.primary.part[k], out,
+                                   g.primary, k);
             }
+            store.hostCommit(blob.data(), blobBytes, hostBlob);
             g.data.swap(blob);
             g.quantized = true;
             if (values != nullptr) secondaries.build(g, values);

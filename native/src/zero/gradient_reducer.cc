@@ -23,7 +23,8 @@ GradientReducer::GradientReducer(const EngineOptions& options, ParameterStore& s
       world_(world),
       node_(node),
       cross_(cross),
-      worldIntra_(sameHostFlags(world)) {}
+      worldIntra_(sameHostFlags(world)),
+      upload_(backend) {}
 
 // Runs on the communication queue: reduce-scatters (mean) group g's full gradients and adds this
 // rank's slice into its gradient partition, in chunks of at most reduce_bucket_size / N partition
@@ -32,6 +33,15 @@ void GradientReducer::reduceInto(std::size_t u, std::size_t gi, const float* gra
     const auto start = Clock::now();
     Group& g = store_.units[u].groups[gi];
     if (!backend_.hostAddressable()) {
+        if (store_.size() == 1) {
+            // One rank: the mean is the gradient itself, accumulated where the state lives.
+            for (std::size_t k = 0; k < g.params.size(); ++k) {
+                const std::size_t numel = store_.params[g.params[k]].numel;
+                backend_.accumulate(g.grad.data() + g.primary.off[k] * store_.eb(), options_.dtype, grads + g.foff[k], numel);
+            }
+            metrics_.add(&EngineMetrics::reduceSeconds, secondsSince(start));
+            return;
+        }
         // Device gradients: staged through host memory for the host transports.
         hostGrads_.resize(g.full);
         backend_.download(hostGrads_.data(), grads, g.full);
@@ -179,19 +189,14 @@ void GradientReducer::quantizedReduce(std::size_t width) {
 }
 
 void GradientReducer::accumulateGrad(Group& g, std::size_t offset, const float* values, std::size_t count) {
-    if (options_.dtype == DType::kFloat32) {
-        float* grad = reinterpret_cast<float*>(g.grad.data()) + offset;
-        for (std::size_t j = 0; j < count; ++j) grad[j] += values[j];
-        return;
+    // The backend adds in fp32 and rounds once to the model dtype (DeepSpeed's default gradient
+    // accumulation dtype), where the gradient partition lives; host sums go up to it first.
+    if (!backend_.hostAddressable()) {
+        upload_.reserve(count);
+        backend_.upload(upload_.data(), values, count);
+        values = upload_.data();
     }
-    // Accumulate in fp32 and round once to the model dtype (DeepSpeed's default gradient
-    // accumulation dtype).
-    std::vector<float>& sum = gradSum_; // the communication queue's, reused: no allocation per chunk
-    const std::size_t eb = store_.eb();
-    sum.resize(count);
-    convertInto(g.grad.data() + offset * eb, options_.dtype, sum.data(), DType::kFloat32, count);
-    for (std::size_t j = 0; j < count; ++j) sum[j] += values[j];
-    convertInto(sum.data(), DType::kFloat32, g.grad.data() + offset * eb, options_.dtype, count);
+    backend_.accumulate(g.grad.data() + offset * store_.eb(), options_.dtype, values, count);
 }
 
 void GradientReducer::submitReduce(std::size_t u, std::size_t gi, float* grads, bool pooled) {
@@ -251,7 +256,8 @@ void GradientReducer::settle() {
 std::size_t GradientReducer::bufferBytes() const {
     return qgzGathered_.size() + gradWire_.size() + gradWireOut_.size() +
            (packed_.size() + reduced_.size() + reorder_.size() + nodeReduced_.size() + dequantized_.size() + hostGrads_.size()) *
-               sizeof(float);
+               sizeof(float) +
+           upload_.bytes();
 }
 
 } // namespace mixz::zero

@@ -32,10 +32,10 @@ void addLoraAdapters(ParameterStore& s, const model::LlamaDims& d, const LoraOpt
     for (Unit& unit : s.units) {
         for (Group& g : unit.groups) {
             g.frozen = true;
-            std::vector<std::uint8_t>().swap(g.grad);
-            std::vector<float>().swap(g.master);
-            std::vector<float>().swap(g.expAvg);
-            std::vector<float>().swap(g.expAvgSq);
+            g.grad.reset();
+            g.master.reset();
+            g.expAvg.reset();
+            g.expAvgSq.reset();
         }
     }
     // One trainable group per unit for the adapters (group index = the unit's group count now).

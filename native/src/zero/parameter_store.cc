@@ -13,8 +13,26 @@ namespace mixz::zero {
 
 using tensor::DType;
 
-ParameterStore::ParameterStore(const EngineOptions& options, int rank, int size, int hpzMembers)
-    : options_(options), rank_(rank), size_(size), hpzMembers_(hpzMembers) {}
+ParameterStore::ParameterStore(const EngineOptions& options, backend::ComputeBackend& backend, int rank, int size, int hpzMembers)
+    : options_(options), backend_(backend), rank_(rank), size_(size), hpzMembers_(hpzMembers) {}
+
+const std::uint8_t* ParameterStore::hostRead(const std::uint8_t* at, std::size_t bytes, std::vector<std::uint8_t>& scratch) const {
+    if (backend_.hostAddressable()) return at;
+    scratch.resize(std::max<std::size_t>(bytes, 1));
+    backend_.downloadBytes(scratch.data(), at, bytes);
+    return scratch.data();
+}
+
+std::uint8_t* ParameterStore::hostWrite(std::uint8_t* at, std::size_t bytes, std::vector<std::uint8_t>& scratch, bool keep) const {
+    if (backend_.hostAddressable()) return at;
+    scratch.assign(std::max<std::size_t>(bytes, 1), 0);
+    if (keep) backend_.downloadBytes(scratch.data(), at, bytes);
+    return scratch.data();
+}
+
+void ParameterStore::hostCommit(std::uint8_t* at, std::size_t bytes, const std::vector<std::uint8_t>& scratch) const {
+    if (!backend_.hostAddressable()) backend_.uploadBytes(at, scratch.data(), bytes);
+}
 
 std::size_t ParameterStore::eb() const { return elementBytes(options_.dtype); }
 
@@ -55,13 +73,14 @@ std::vector<std::size_t> ParameterStore::numelsOf(const Group& g) const {
 
 void ParameterStore::allocate(Group& g) {
     g.primary = makeLayout(numelsOf(g), size_, options_.quantBlockSize);
-    g.data.assign(g.primary.elements * eb(), 0);
+    g.data.assign(backend_, g.primary.elements * eb());
     if (hpzOn()) g.secondary = makeLayout(numelsOf(g), hpzMembers_, options_.quantBlockSize);
     if (!g.frozen) {
-        g.grad.assign(g.primary.elements * eb(), 0);
-        if (options_.dtype != DType::kFloat32) g.master.assign(g.primary.elements, 0.0f);
-        g.expAvg.assign(g.primary.elements, 0.0f);
-        g.expAvgSq.assign(g.primary.elements, 0.0f);
+        const std::size_t floats = g.primary.elements * sizeof(float);
+        g.grad.assign(backend_, g.primary.elements * eb());
+        if (options_.dtype != DType::kFloat32) g.master.assign(backend_, floats);
+        g.expAvg.assign(backend_, floats);
+        g.expAvgSq.assign(backend_, floats);
     }
 }
 
@@ -112,13 +131,21 @@ void ParameterStore::writePartition(std::size_t i, const float* values, bool set
     Group& g = groupOf(i);
     const std::size_t k = where[i].index;
     const std::size_t n = params[i].partition;
+    std::vector<std::uint8_t> scratch;
     if (g.quantized) {
-        quantizeInto(values, DType::kFloat32, sliceLength(i), n, g.data.data(), g.primary, k);
+        // Codes and scales sit apart in the blob: write it whole (rare: writes after quantization).
+        std::uint8_t* blob = hostWrite(g.data.data(), g.data.size(), scratch, true);
+        quantizeInto(values, DType::kFloat32, sliceLength(i), n, blob, g.primary, k);
+        hostCommit(g.data.data(), g.data.size(), scratch);
     } else {
         const std::size_t off = g.primary.off[k];
-        convertInto(values, DType::kFloat32, g.data.data() + off * eb(), options_.dtype, n);
+        std::uint8_t* at = g.data.data() + off * eb();
+        std::uint8_t* host = hostWrite(at, n * eb(), scratch, false);
+        convertInto(values, DType::kFloat32, host, options_.dtype, n);
+        hostCommit(at, n * eb(), scratch);
         if (setMaster && !g.master.empty()) {
-            convertInto(g.data.data() + off * eb(), options_.dtype, g.master.data() + off, DType::kFloat32, n);
+            // The rounded value, converted where the partition is.
+            backend_.convert(at, options_.dtype, g.master.floats() + off, DType::kFloat32, n);
         }
     }
     // The secondary was cut from the old values (zeropp.md §8: a write into a primary drops it).
@@ -176,11 +203,12 @@ void ParameterStore::readSlice(std::size_t i, const std::string& kind, float* ou
     const std::size_t k = where[i].index;
     const std::size_t off = g.primary.off[k];
     const std::size_t n = sliceLength(i);
+    std::vector<std::uint8_t> scratch;
     if (writesParameter(i, kind)) {
         if (g.quantized) {
-            dequantizeFrom(g.data.data(), g.primary, k, n, out);
+            dequantizeFrom(hostRead(g.data.data(), g.data.size(), scratch), g.primary, k, n, out);
         } else {
-            convertInto(g.data.data() + off * eb(), options_.dtype, out, DType::kFloat32, n);
+            convertInto(hostRead(g.data.data() + off * eb(), n * eb(), scratch), options_.dtype, out, DType::kFloat32, n);
         }
         return;
     }
@@ -189,13 +217,13 @@ void ParameterStore::readSlice(std::size_t i, const std::string& kind, float* ou
     }
     if (!params[i].trainable) MIXZ_THROW(InvalidArgument, params[i].name, " is frozen: it has no ", kind);
     if (kind == "master") {
-        std::memcpy(out, g.master.data() + off, n * sizeof(float));
+        backend_.downloadBytes(out, g.master.floats() + off, n * sizeof(float));
     } else if (kind == "exp_avg") {
-        std::memcpy(out, g.expAvg.data() + off, n * sizeof(float));
+        backend_.downloadBytes(out, g.expAvg.floats() + off, n * sizeof(float));
     } else if (kind == "exp_avg_sq") {
-        std::memcpy(out, g.expAvgSq.data() + off, n * sizeof(float));
+        backend_.downloadBytes(out, g.expAvgSq.floats() + off, n * sizeof(float));
     } else {
-        convertInto(g.grad.data() + off * eb(), options_.dtype, out, DType::kFloat32, n);
+        convertInto(hostRead(g.grad.data() + off * eb(), n * eb(), scratch), options_.dtype, out, DType::kFloat32, n);
     }
 }
 
@@ -207,15 +235,15 @@ void ParameterStore::writeSlice(std::size_t i, const std::string& kind, const fl
         std::vector<float> padded(params[i].partition, 0.0f);
         std::memcpy(padded.data(), data, n * sizeof(float));
         writePartition(i, padded.data(), false);
-        if (!g.master.empty()) std::memcpy(g.master.data() + off, padded.data(), padded.size() * sizeof(float));
+        if (!g.master.empty()) backend_.uploadBytes(g.master.floats() + off, padded.data(), padded.size() * sizeof(float));
         return;
     }
     if (kind != "master" && kind != "exp_avg" && kind != "exp_avg_sq") {
         MIXZ_THROW(InvalidArgument, "cannot write state kind \"", kind, "\" (param, master, exp_avg, exp_avg_sq)");
     }
     if (!params[i].trainable) MIXZ_THROW(InvalidArgument, params[i].name, " is frozen: it has no ", kind);
-    float* target = kind == "master" ? g.master.data() : kind == "exp_avg" ? g.expAvg.data() : g.expAvgSq.data();
-    std::memcpy(target + off, data, n * sizeof(float));
+    float* target = kind == "master" ? g.master.floats() : kind == "exp_avg" ? g.expAvg.floats() : g.expAvgSq.floats();
+    backend_.uploadBytes(target + off, data, n * sizeof(float));
 }
 
 void ParameterStore::addPartitionBytes(MemoryReport& report) const {
@@ -233,8 +261,8 @@ void ParameterStore::addPartitionBytes(MemoryReport& report) const {
                 if (g.secondaryValid) report.secondaryPartitions += g.secondaryData.size();
             }
             report.gradientPartitions += g.grad.size();
-            report.masterWeights += g.master.size() * sizeof(float);
-            report.optimizerStates += (g.expAvg.size() + g.expAvgSq.size()) * sizeof(float);
+            report.masterWeights += g.master.size();
+            report.optimizerStates += g.expAvg.size() + g.expAvgSq.size();
         }
     }
 }

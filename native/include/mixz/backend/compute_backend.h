@@ -22,6 +22,14 @@
 // on the host). mixz::zero never reads or writes a buffer with host code unless
 // hostAddressable(); otherwise it goes through upload/download.
 //
+// The ZeRO state (parameter partitions in the model dtype or int8 blocks, hpZ secondaries,
+// gradient partitions, fp32 masters and Adam moments) is *state memory* from takeBytes: device
+// memory on the CUDA backend, so partitions, gradients and optimizer states live on the GPU and a
+// one-rank step moves no parameter over PCIe. The partition arithmetic (convert, dequantize8,
+// accumulate, sumOfSquares, adamUpdate) runs where that memory is, with exactly the CPU engine's
+// semantics (mixz/tensor, mixz/quant, mixz/optim). What feeds a host collective is downloaded,
+// and what a host collective returns is uploaded (the host transports are staged).
+//
 // Ordering. Every call returns when its results are complete: a kernel's outputs may be read (by
 // download, or by a collective on the communication queue) as soon as it returns. This is the
 // CPU's natural contract; the CUDA backend synchronizes its compute stream at the end of each
@@ -35,8 +43,10 @@
 #include <future>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "mixz/model/llama.h"
+#include "mixz/optim/adamw.h"
 #include "mixz/tensor/dtype.h"
 
 namespace mixz::backend {
@@ -70,7 +80,9 @@ public:
     virtual std::size_t bytes() const = 0;
 };
 
-enum class Device { kCpu, kCuda };
+// kCpuStaged: the CPU backend behind the device contract (hostAddressable() false), so tests on
+// machines without a GPU run every staging path of mixz::zero that the CUDA backend takes.
+enum class Device { kCpu, kCuda, kCpuStaged };
 
 // What a backend is made for; the engine's descriptor carries it (TypeScript resolved "auto").
 struct BackendOptions {
@@ -106,6 +118,32 @@ public:
     virtual void download(float* host, const float* buffer, std::size_t n) = 0;
     virtual void copy(float* to, const float* from, std::size_t n) = 0;
     virtual void zero(float* buffer, std::size_t n) = 0;
+
+    // --- state memory: bytes for the ZeRO state, zero-filled; thread-safe like buffers.
+    // takeBytes never returns null (0 bytes: a block of one).
+    virtual std::uint8_t* takeBytes(std::size_t bytes) = 0;
+    virtual void giveBytes(std::uint8_t* block) = 0;
+    virtual std::size_t stateBytesHeld() const = 0;
+    // Copies between state memory (or buffers) and host memory, and zero-filling; each returns
+    // when complete. Pointers may point inside a block or buffer.
+    virtual void uploadBytes(void* to, const void* host, std::size_t bytes) = 0;
+    virtual void downloadBytes(void* host, const void* from, std::size_t bytes) = 0;
+    virtual void zeroBytes(void* to, std::size_t bytes) = 0;
+
+    // --- partition arithmetic on state memory and buffers (never host memory on a device backend)
+    // `n` values from inType to outType (fp32, fp16, bf16; a copy when equal): tensor::convert.
+    virtual void convert(const void* in, tensor::DType inType, void* out, tensor::DType outType, std::size_t n) = 0;
+    // `n` fp32 values from int8 codes and float32 scales in blocks of `blockSize`:
+    // quant::dequantize (bits 8, fp32 output).
+    virtual void dequantize8(const std::uint8_t* codes, const float* scales, std::size_t n, std::size_t blockSize, float* out) = 0;
+    // grad[j] += values[j] for n elements of gradType: fp32 added in place; fp16/bf16 converted
+    // to fp32, added, and rounded once (DeepSpeed's fp32 gradient accumulation).
+    virtual void accumulate(void* grad, tensor::DType gradType, const float* values, std::size_t n) = 0;
+    // optim::sumOfSquares: squares summed in double, non-finite when any value is.
+    virtual double sumOfSquares(const float* values, std::size_t n) = 0;
+    // optim::adamUpdate: param, expAvg and expAvgSq updated in place from grad.
+    virtual void adamUpdate(const optim::AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,
+                            std::size_t n) = 0;
 
     // --- caches
     virtual std::unique_ptr<ActivationCache> makeLayerCache() = 0;
@@ -184,6 +222,55 @@ private:
     ComputeBackend* backend_ = nullptr;
     float* data_ = nullptr;
     std::size_t capacity_ = 0;
+};
+
+// A block of state memory owned by one object (zero-filled when assigned; the contents go with
+// a move; given back when destroyed or reassigned). Default-constructed: empty, no backend.
+class Block {
+public:
+    Block() = default;
+    Block(const Block&) = delete;
+    Block& operator=(const Block&) = delete;
+    Block(Block&& other) noexcept { *this = std::move(other); }
+    Block& operator=(Block&& other) noexcept {
+        if (this != &other) {
+            reset();
+            backend_ = other.backend_;
+            data_ = other.data_;
+            size_ = other.size_;
+            other.data_ = nullptr;
+            other.size_ = 0;
+        }
+        return *this;
+    }
+    ~Block() { reset(); }
+
+    // `bytes` zero bytes from `backend` (replacing what was held).
+    void assign(ComputeBackend& backend, std::size_t bytes) {
+        reset();
+        backend_ = &backend;
+        data_ = backend.takeBytes(bytes);
+        size_ = bytes;
+    }
+    void reset() {
+        if (data_ != nullptr) backend_->giveBytes(data_);
+        data_ = nullptr;
+        size_ = 0;
+    }
+    void swap(Block& other) noexcept {
+        std::swap(backend_, other.backend_);
+        std::swap(data_, other.data_);
+        std::swap(size_, other.size_);
+    }
+    std::uint8_t* data() const { return data_; }
+    float* floats() const { return reinterpret_cast<float*>(data_); }
+    std::size_t size() const { return size_; } // bytes
+    bool empty() const { return size_ == 0; }
+
+private:
+    ComputeBackend* backend_ = nullptr;
+    std::uint8_t* data_ = nullptr;
+    std::size_t size_ = 0;
 };
 
 // The backend `options` ask for: the CPU backend, or the CUDA backend when this build has one

@@ -10,7 +10,8 @@
 namespace mixz::backend {
 
 // `kernelThreads` < 1 counts as 1. The communication thread starts now and is joined (after
-// running everything queued) when the backend is destroyed.
-std::unique_ptr<ComputeBackend> makeCpuBackend(int kernelThreads);
+// running everything queued) when the backend is destroyed. `staged`: Device::kCpuStaged (the
+// same arithmetic, behind the device contract: hostAddressable() is false), for tests.
+std::unique_ptr<ComputeBackend> makeCpuBackend(int kernelThreads, bool staged = false);
 
 } // namespace mixz::backend

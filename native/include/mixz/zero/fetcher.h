@@ -53,13 +53,15 @@ public:
     const float* valueOf(const std::string& name) const { return valueOf(store_.indexOf(name)); }
 
     // Bytes of the gather buffers (staging, qwZ wire, host staging of a device backend).
-    std::size_t bufferBytes() const { return staging_.size() + wire_.size() + hostValues_.size() * sizeof(float); }
+    std::size_t bufferBytes() const { return staging_.size() + wire_.size() + localHost_.size() + hostValues_.size() * sizeof(float); }
     // Bytes of the persistent unit's gathered values (backend buffers kept for the engine's life).
     std::size_t persistentBytes() const;
     // Gives the persistent unit's buffers back (before the backend goes).
     void releasePersistent();
 
 private:
+    // A device backend with one member: the partitions unpacked into `buffer` where they live.
+    void gatherLocal(Group& g, float* buffer);
     std::shared_future<void> submitGather(std::size_t u, std::size_t gi, float* values);
     std::size_t fullOf(std::size_t u) const;
     bool anyFetched(std::size_t u) const;
@@ -76,6 +78,7 @@ private:
     std::vector<std::uint8_t> staging_; // gathers, grown to the largest
     std::vector<std::uint8_t> wire_;    // zero_quantized_weights: this rank's int8 partitions
     std::vector<float> hostValues_;     // a device backend's gathers, before the upload
+    std::vector<std::uint8_t> localHost_; // a device backend's partitions, downloaded for a host gather
     std::vector<backend::Buffer> persistent_; // unit 0's gathered values, per group
 };
 

@@ -45,6 +45,8 @@ public:
 
     // Bytes of the reduction buffers.
     std::size_t bufferBytes() const;
+    // Gives the backend buffers back (before the backend goes; no reduction may be pending).
+    void releaseBuffers() { upload_.release(); }
 
 private:
     void reduceInto(std::size_t u, std::size_t gi, const float* grads);
@@ -67,9 +69,9 @@ private:
     std::vector<float> nodeReduced_; // qgZ: the node's partial sums for this local rank
     std::vector<std::uint8_t> qgzGathered_;
     std::vector<float> reorder_, dequantized_;
-    std::vector<float> gradSum_; // accumulateGrad's fp32 sums (16-bit models)
     std::vector<std::uint8_t> gradWire_, gradWireOut_; // 16-bit gradient reduce-scatter
     std::vector<float> hostGrads_; // a device backend's gradients, downloaded for the host transports
+    backend::Buffer upload_;       // a device backend: the reduced chunk, uploaded for accumulate
 };
 
 } // namespace mixz::zero

@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "mixz/backend/compute_backend.h"
 #include "mixz/tensor/dtype.h"
 #include "mixz/zero/engine.h"
 #include "mixz/zero/partition_layout.h"
@@ -35,14 +36,17 @@ struct Group {
     std::size_t full = 0;          // F: elements of the full (unpadded) parameters
     bool frozen = false;           // no gradient, no optimizer state
     bool quantized = false;        // partitions are int8 blocks (frozen only)
+    // The partitions and their state are backend state memory (device memory on a device
+    // backend: mixz/backend/compute_backend.h); host code touches them only through the store's
+    // host views or the backend's arithmetic.
     Layout primary;                // over the world
-    std::vector<std::uint8_t> data;
-    std::vector<std::uint8_t> grad; // primary.elements, model dtype (trainable)
-    std::vector<float> master;      // primary.elements, when the model dtype is not fp32 (trainable)
-    std::vector<float> expAvg;
-    std::vector<float> expAvgSq;
-    Layout secondary;               // over the hpZ group
-    std::vector<std::uint8_t> secondaryData;
+    backend::Block data;
+    backend::Block grad;           // primary.elements, model dtype (trainable)
+    backend::Block master;         // primary.elements fp32, when the model dtype is not fp32 (trainable)
+    backend::Block expAvg;         // fp32
+    backend::Block expAvgSq;       // fp32
+    Layout secondary;              // over the hpZ group
+    backend::Block secondaryData;
     bool secondaryValid = false;
     Availability status = Availability::kNotAvailable;
     std::shared_future<void> fetched;
@@ -62,8 +66,17 @@ struct ParamLocation {
 
 class ParameterStore {
 public:
-    // `options` must outlive the store. `hpzMembers`: the hpZ group's size (1: no hpZ).
-    ParameterStore(const EngineOptions& options, int rank, int size, int hpzMembers);
+    // `options` and `backend` must outlive the store. `hpzMembers`: the hpZ group's size (1: no hpZ).
+    ParameterStore(const EngineOptions& options, backend::ComputeBackend& backend, int rank, int size, int hpzMembers);
+
+    backend::ComputeBackend& backend() const { return backend_; }
+    // Host access to state memory. hostRead: `bytes` at `at` readable on the host (the memory
+    // itself on a host-addressable backend, else a copy in `scratch`). hostWrite: a host range to
+    // fill (the memory itself, or `scratch` holding a copy of the current contents), and
+    // hostCommit puts what was written back (nothing to do on a host-addressable backend).
+    const std::uint8_t* hostRead(const std::uint8_t* at, std::size_t bytes, std::vector<std::uint8_t>& scratch) const;
+    std::uint8_t* hostWrite(std::uint8_t* at, std::size_t bytes, std::vector<std::uint8_t>& scratch, bool keep) const;
+    void hostCommit(std::uint8_t* at, std::size_t bytes, const std::vector<std::uint8_t>& scratch) const;
 
     int rank() const { return rank_; }
     int size() const { return size_; }
@@ -121,6 +134,7 @@ private:
     std::vector<std::size_t> numelsOf(const Group& g) const;
 
     const EngineOptions& options_;
+    backend::ComputeBackend& backend_;
     int rank_ = 0;
     int size_ = 1;
     int hpzMembers_ = 1;

@@ -40,7 +40,7 @@ export interface NativeEngineDescriptor {
     };
     readonly kernelThreads: number;
     /** Resolved by train/computeDevice.ts ("auto" never reaches the native side). */
-    readonly device: "cpu" | "cuda";
+    readonly device: "cpu" | "cuda" | "cpu-staged";
     /** The CUDA device among the visible ones (0 on the CPU). */
     readonly deviceOrdinal: number;
     /** Elements per qwZ block (mixz.quant_block_size). */

@@ -12,7 +12,7 @@ import {exportPretrained, loadPretrainedWeights} from "../formats/pretrained.js"
 import {engineDefaults} from "../engineDefaults.js";
 import {buildZeroGroups, disposeGroups, planZeroPlusPlus, type ZeroGroups, type ZeroPlusPlusPlan} from "./zeroGroups.js";
 import {createLrSchedule, type LrSchedule} from "./lrSchedule.js";
-import {chooseDevice, type DeviceChoice} from "./computeDevice.js";
+import {chooseDevice, type ComputeDevice, type DeviceChoice} from "./computeDevice.js";
 
 /** One micro-batch: token ids and Hugging Face causal-LM labels (shifted inside, −100 ignored). */
 export interface Batch {
@@ -115,6 +115,11 @@ export interface ZeroEngineOptions {
     readonly kernelThreads?: number;
     /** This rank's index on its host: the CUDA device it uses (train/computeDevice.ts); default $LOCAL_RANK, else 0. */
     readonly localRank?: number;
+    /**
+     * The device, decided by the caller instead of mixz.device / MIXZ_DEVICE (tests compare
+     * "cpu-staged" with "cpu" this way). Default: train/computeDevice.ts decides.
+     */
+    readonly device?: ComputeDevice;
     /** Bounds every collective of the engine; default engineDefaults.timeoutMs. */
     readonly timeoutMs?: number;
     /** Called after every optimizer step. */
@@ -187,7 +192,9 @@ export class ZeroEngine {
         const accumulation = config.gradient_accumulation_steps ?? 1;
         const micro = config.train_micro_batch_size_per_gpu ?? 1;
         const timeoutMs = options.timeoutMs ?? engineDefaults.timeoutMs;
-        const device = chooseDevice(config.mixz.device, options.localRank);
+        const device: DeviceChoice = options.device === undefined
+            ? chooseDevice(config.mixz.device, options.localRank)
+            : {device: options.device, ordinal: options.device === "cuda" ? (options.localRank ?? 0) : 0, source: "ZeroEngineOptions.device", requested: options.device};
         const plan = planZeroPlusPlus(config, communicator.members, communicator.rank);
         if (plan.quantizedGradientsFallback !== null && communicator.rank === 0) process.emitWarning(plan.quantizedGradientsFallback, {code: "MIXZ_WARN_QGZ_FALLBACK"});
         const site = callSite();

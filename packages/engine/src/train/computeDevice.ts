@@ -12,7 +12,12 @@
  */
 import {ErrorCodes, InputError} from "@mixz/protocol";
 
-export type ComputeDevice = "cpu" | "cuda";
+/**
+ * "cpu-staged" is for mixz's own tests, through MIXZ_DEVICE only: the CPU backend behind the
+ * device contract (its memory claims to be device memory), so a machine without a GPU runs every
+ * staging path the CUDA backend takes — `MIXZ_DEVICE=cpu-staged node scripts/run-tests.mjs`.
+ */
+export type ComputeDevice = "cpu" | "cuda" | "cpu-staged";
 export type RequestedDevice = ComputeDevice | "auto";
 
 export const deviceEnvVar = "MIXZ_DEVICE";
@@ -27,12 +32,12 @@ export interface DeviceChoice {
     readonly device: ComputeDevice;
     /** The CUDA device among the visible ones (the rank's local rank); 0 on the CPU. */
     readonly ordinal: number;
-    /** What decided: the config key or the environment variable. */
-    readonly source: "mixz.device" | typeof deviceEnvVar;
-    readonly requested: RequestedDevice;
+    /** What decided: the config key, the environment variable, or the caller (ZeroEngineOptions.device). */
+    readonly source: "mixz.device" | typeof deviceEnvVar | "ZeroEngineOptions.device";
+    readonly requested: RequestedDevice | "cpu-staged";
 }
 
-const requestable: readonly RequestedDevice[] = ["cpu", "cuda", "auto"];
+const requestable: readonly (RequestedDevice | "cpu-staged")[] = ["cpu", "cuda", "auto", "cpu-staged"];
 
 /**
  * The device for a rank. `configured` is the resolved config's mixz.device; `localRank` the rank's
@@ -41,8 +46,8 @@ const requestable: readonly RequestedDevice[] = ["cpu", "cuda", "auto"];
  */
 export function chooseDevice(configured: RequestedDevice, localRank?: number, env: NodeJS.ProcessEnv = process.env): DeviceChoice {
     const fromEnv = env[deviceEnvVar];
-    let requested = configured;
-    let source: DeviceChoice["source"] = "mixz.device";
+    let requested: DeviceChoice["requested"] = configured;
+    let source: "mixz.device" | typeof deviceEnvVar = "mixz.device";
     if (fromEnv !== undefined && fromEnv !== "") {
         const value = fromEnv.trim().toLowerCase();
         if (!(requestable as readonly string[]).includes(value)) {
@@ -50,10 +55,11 @@ export function chooseDevice(configured: RequestedDevice, localRank?: number, en
                 {code: ErrorCodes.configInvalidValue, path: deviceEnvVar, message: `expected cpu, cuda or auto, got ${JSON.stringify(fromEnv)}; unset it or set one of those`}
             ]);
         }
-        requested = value as RequestedDevice;
+        requested = value as DeviceChoice["requested"];
         source = deviceEnvVar;
     }
-    const device: ComputeDevice = requested === "cuda" || (requested === "auto" && cudaVerifiedOnHardware) ? "cuda" : "cpu";
+    const device: ComputeDevice =
+        requested === "cpu-staged" ? "cpu-staged" : requested === "cuda" || (requested === "auto" && cudaVerifiedOnHardware) ? "cuda" : "cpu";
     return {device, ordinal: device === "cuda" ? rankOrdinal(localRank, env) : 0, source, requested};
 }
 
