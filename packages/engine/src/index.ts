@@ -27,8 +27,10 @@ export type {
 export {loadBinding} from "./binding/loadBinding.js";
 export type {LoadBindingOptions} from "./binding/loadBinding.js";
 export {nativeInfo} from "./binding/nativeInfo.js";
-export {probeBinding} from "./binding/probeBinding.js";
-export type {ProbeBindingOptions} from "./binding/probeBinding.js";
+export {probeBinding, probeNative} from "./binding/probeBinding.js";
+export type {NativeProbe, ProbeBindingOptions} from "./binding/probeBinding.js";
+export type {NativeCudaDevice, NativeCudaLibrary, NativeCudaProbe} from "./binding/AddonCudaTypes.js";
+export {cudaInfo} from "./binding/nativeInfo.js";
 export {defaultBindingPaths, nativeBinaryEnvVar, resolveBindingPath} from "./binding/resolveBindingPath.js";
 export type {BindingLocation} from "./binding/resolveBindingPath.js";
 export {maxWatchdogLabelBytes, maxWatchdogLeaseMs, processGroup, startWatchdog} from "./runtime/startWatchdog.js";

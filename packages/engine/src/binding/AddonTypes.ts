@@ -16,6 +16,7 @@ import type {
     NativeCommSelfTestReport,
     NativeCommunicatorConstructor
 } from "./AddonCommunicatorTypes.js";
+import type {NativeCudaProbe} from "./AddonCudaTypes.js";
 import type {NativeCreateEngine} from "./AddonEngineTypes.js";
 
 /** What `version()` reports about Gloo, the transport between hosts. */
@@ -281,6 +282,8 @@ export interface BindingModule {
     commBenchmark(descriptor: NativeCommBenchmarkDescriptor): Promise<number>;
     /** The ZeRO-3 engine on a connected world communicator (gathers the persistent parameters). */
     readonly createEngine: NativeCreateEngine;
+    /** What this machine has for the CUDA backend and whether this build has it; never throws for what is missing. */
+    cudaProbe(): NativeCudaProbe;
 }
 
 /**
@@ -301,7 +304,8 @@ export const bindingExportTypes: Readonly<Record<keyof BindingModule, "function"
     commSelfTest: "function",
     commFaultTest: "function",
     commBenchmark: "function",
-    createEngine: "function"
+    createEngine: "function",
+    cudaProbe: "function"
 };
 
 /**

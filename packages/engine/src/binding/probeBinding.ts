@@ -6,6 +6,7 @@ import {ErrorCodes, MixzError} from "@mixz/protocol";
 
 import {bindingExportTypes} from "./AddonTypes.js";
 import type {NativeBuildInfo} from "./AddonTypes.js";
+import type {NativeCudaProbe} from "./AddonCudaTypes.js";
 import {firstLine, nativeLoadError, nativeMissingError} from "./bindingErrors.js";
 import {resolveBindingPath} from "./resolveBindingPath.js";
 import type {BindingLocation} from "./resolveBindingPath.js";
@@ -28,7 +29,7 @@ const asanHint =
 
 /**
  * The probe process's program (CommonJS, run with `node -e`). It loads the addon, checks its
- * exports, calls version() and writes one JSON message to fd 3, a pipe of its own, so that
+ * exports, calls version() and cudaProbe() and writes one JSON message to fd 3, a pipe of its own, so that
  * whatever the native code prints on stdout cannot be mistaken for the answer.
  */
 const probeScript = `
@@ -59,21 +60,35 @@ if (missing.length > 0) {
     reply({kind: "missingExports", missing});
     process.exit(0);
 }
+let info;
 try {
-    reply({kind: "ok", info: binding.version()});
+    info = binding.version();
 } catch (error) {
     reply({kind: "versionFailed", message: describe(error), code: error && error.code});
+    process.exit(0);
+}
+try {
+    reply({kind: "ok", info, cuda: binding.cudaProbe()});
+} catch (error) {
+    reply({kind: "versionFailed", message: "cudaProbe(): " + describe(error), code: error && error.code});
 }
 `;
 
 type ProbeReply =
-    | {readonly kind: "ok"; readonly info: NativeBuildInfo}
+    | {readonly kind: "ok"; readonly info: NativeBuildInfo; readonly cuda: NativeCudaProbe}
     | {readonly kind: "loadFailed"; readonly message: string}
     | {readonly kind: "missingExports"; readonly missing: readonly string[]}
     | {readonly kind: "versionFailed"; readonly message: string; readonly code?: unknown};
 
+/** What the probe process reports: the build (version()) and the CUDA side (cudaProbe()). */
+export interface NativeProbe {
+    readonly build: NativeBuildInfo;
+    readonly cuda: NativeCudaProbe;
+}
+
 /**
  * Loads the native addon in a short-lived child process and returns what its version() reports.
+ * probeNative below is the same probe with cudaProbe()'s answer too.
  *
  * A broken binary can crash the process that dlopens it (a bad static constructor, an ABI
  * mismatch that corrupts memory, a missing CPU instruction). Probing in a child first, as
@@ -86,6 +101,14 @@ type ProbeReply =
  * message names the signal), exits abnormally, or does not answer within `timeoutMs`.
  */
 export async function probeBinding(options: ProbeBindingOptions = {}): Promise<NativeBuildInfo> {
+    return (await probeNative(options)).build;
+}
+
+/**
+ * probeBinding's child-process probe, returning cudaProbe()'s answer with version()'s (one child
+ * for both: `mixz doctor`). Rejects as probeBinding does.
+ */
+export async function probeNative(options: ProbeBindingOptions = {}): Promise<NativeProbe> {
     const timeoutMs = options.timeoutMs ?? defaultTimeoutMs;
     if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
         throw new RangeError(`probeBinding: timeoutMs must be a positive number of milliseconds, got ${timeoutMs}`);
@@ -117,7 +140,7 @@ export async function probeBinding(options: ProbeBindingOptions = {}): Promise<N
     }
     switch (reply.kind) {
         case "ok":
-            return reply.info;
+            return {build: reply.info, cuda: reply.cuda};
         case "loadFailed":
             throw nativeLoadError(path, firstLine(reply.message), {context});
         case "missingExports":
