@@ -114,9 +114,10 @@ function isFile(path) {
     }
 }
 
-// The nvcc this build uses, in the documented order, or why there is none: {nvcc} | {searched}.
+// The nvcc this build uses, in the documented order, or why there is none:
+// {nvcc} | {searched} | {skipped} (MIXZ_NO_CUDA=1).
 function findNvcc() {
-    if (process.env.MIXZ_NO_CUDA === "1") return {searched: ["(skipped: MIXZ_NO_CUDA=1)"]};
+    if (process.env.MIXZ_NO_CUDA === "1") return {skipped: true};
     const candidates = [];
     if (process.env.MIXZ_NVCC) candidates.push(process.env.MIXZ_NVCC);
     for (const dir of (process.env.PATH ?? "").split(delimiter)) if (dir !== "") candidates.push(join(dir, "nvcc"));
@@ -323,7 +324,9 @@ if (existsSync(join(nodeDir, "include", "node", "node_api.h"))) commonArgs.push(
 const started = process.hrtime.bigint();
 const found = findNvcc();
 let cuda = {enabled: false};
-if (found.nvcc === undefined) {
+if (found.skipped === true) {
+    console.log("build-native: MIXZ_NO_CUDA=1: building without the CUDA backend");
+} else if (found.nvcc === undefined) {
     console.log(`build-native: nvcc not found (searched ${found.searched.join(", ")}): building without the CUDA backend`);
 } else {
     const home = cudaHomeOf(found.nvcc);

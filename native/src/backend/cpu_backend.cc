@@ -1,13 +1,11 @@
 #include "mixz/backend/cpu_backend.h"
+#include "mixz/backend/ordered_queue.h"
 
 #include <algorithm>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
 #include <map>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -16,54 +14,6 @@
 
 namespace mixz::backend {
 namespace {
-
-// One thread that runs the engine's collectives in submission order (DeepSpeed's all-gather and
-// reduce streams collapsed into one ordered queue: every rank must issue collectives in the same
-// order, and one queue makes that order the program order).
-class CommThread final : public Queue {
-public:
-    CommThread() : thread_([this] { loop(); }) {}
-    ~CommThread() override {
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            stopping_ = true;
-        }
-        wake_.notify_all();
-        thread_.join();
-    }
-
-    std::shared_future<void> submit(std::function<void()> work) override {
-        auto task = std::make_shared<std::packaged_task<void()>>(std::move(work));
-        std::shared_future<void> future = task->get_future().share();
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            queue_.push_back([task] { (*task)(); });
-        }
-        wake_.notify_one();
-        return future;
-    }
-
-private:
-    void loop() {
-        for (;;) {
-            std::function<void()> job;
-            {
-                std::unique_lock<std::mutex> lock(mutex_);
-                wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-                if (queue_.empty()) return; // stopping and drained
-                job = std::move(queue_.front());
-                queue_.pop_front();
-            }
-            job();
-        }
-    }
-
-    std::mutex mutex_;
-    std::condition_variable wake_;
-    std::deque<std::function<void()>> queue_;
-    bool stopping_ = false;
-    std::thread thread_;
-};
 
 // Full fp32 buffers for gathered parameters and their gradients, kept for reuse by size: freeing
 // and re-faulting tens of megabytes per layer per step costs more than the copies (measured in
@@ -313,7 +263,7 @@ private:
     // Declared before the queue: queued work gives buffers back, so the thread is joined first.
     BufferPool pool_;
     StateBlocks state_;
-    CommThread comm_;
+    OrderedQueue comm_; // the communication thread (ordered_queue.h)
 };
 
 } // namespace
