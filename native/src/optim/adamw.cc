@@ -6,7 +6,7 @@ namespace mixz::optim {
 
 double sumOfSquares(const float* values, std::size_t n) {
     double local = 0;
-    for (std::size_t j = 0; j < n; ++j) local += static_cast<double>(values[j]) * values[j];
+    for (std::size_t j = 0; j < n; ++j) local += squareOf(values[j]);
     return local;
 }
 
@@ -38,6 +38,7 @@ AdamStepCoefficients adamCoefficients(const AdamOptions& o, double lr, std::uint
     return c;
 }
 
+// Every element through the shared MIXZ_HD function (mixz/optim/adam_element.h).
 void adamUpdate(const AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,
                 std::size_t n) {
     for (std::size_t j = 0; j < n; ++j) adamUpdateElement(c, grad[j], param[j], expAvg[j], expAvgSq[j]);

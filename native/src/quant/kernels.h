@@ -2,20 +2,17 @@
 // AVX2 set (kernels_avx2.cc) with identical results. Validation, threading and dispatch live in
 // block_quant.cc; the kernels trust their arguments.
 //
-// The per-block arithmetic that both sets share is defined once, here, so the two cannot drift:
-// the scale from the absmax, s = 1 / scale, and the rounding of one value.
+// The per-block arithmetic that both sets share is defined once, in mixz/quant/block_codes.h (as
+// MIXZ_HD functions, so the CUDA kernels share it too), so the sets cannot drift: the scale from
+// the absmax, s = 1 / scale, the rounding of one value, the int4 nibbles.
 #pragma once
 
-#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 
+#include "mixz/quant/block_codes.h"
 #include "mixz/tensor/dtype.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-#endif
 
 namespace mixz::quant::detail {
 
@@ -47,59 +44,18 @@ struct DequantizeRun {
     bool streaming;
 };
 
-// The magnitude bit pattern of the largest |x| (sign cleared) as a float32 value. Integer order of
-// magnitude patterns is the order of the values, so the kernels take integer maxima.
-inline float magnitudeToFloat(std::uint32_t magnitude, tensor::DType type) {
-    switch (type) {
-        case tensor::DType::kFloat16:
-            return tensor::fp16ToFloat(static_cast<std::uint16_t>(magnitude));
-        case tensor::DType::kBFloat16:
-            return tensor::bf16ToFloat(static_cast<std::uint16_t>(magnitude));
-        default:
-            return tensor::bitsToFloat(magnitude);
-    }
-}
-
-// The magnitude pattern of +infinity; patterns at or above it are ±inf or NaN.
-inline std::uint32_t infinityMagnitude(tensor::DType type) {
-    return type == tensor::DType::kFloat32 ? 0x7F800000u : type == tensor::DType::kFloat16 ? 0x7C00u : 0x7F80u;
-}
-
-// Q / absmax with Q = 2^bits / 2 (128 for int8, 8 for int4); 1 for an all-zero block and for a
-// block so small that Q / absmax overflows float32 (it then quantizes to zeros).
-inline float blockScale(float absmax, int bits) {
-    if (absmax == 0.0f) return 1.0f;
-    const float scale = (bits == 8 ? 128.0f : 8.0f) / absmax;
-    return std::isfinite(scale) ? scale : 1.0f;
-}
-
-// round_half_even(v) for |v| < 2^31 under the default rounding mode. On x86 this is CVTSS2SI, the
-// scalar form of the VCVTPS2DQ the AVX2 kernels use (SSE, so part of baseline x86-64): the same
-// instruction semantics, and much faster than a call to nearbyintf. Elsewhere std::nearbyint.
-inline int roundToInt(float v) {
-#if defined(__x86_64__) || defined(__i386__)
-    return _mm_cvtss_si32(_mm_set_ss(v));
-#else
-    return static_cast<int>(std::nearbyint(v));
-#endif
-}
-
-// clamp(round_half_even(x * scale), -Q, Q - 1). |x * scale| ≤ Q (1 + 2^-23) for x in the block,
-// so the rounded value fits an int.
-inline int quantizeValue(float x, float scale, int bits) {
-    const int q = roundToInt(x * scale);
-    const int low = bits == 8 ? -128 : -8;
-    const int high = bits == 8 ? 127 : 7;
-    return q < low ? low : (q > high ? high : q);
-}
-
-// High nibble for element 2i, low nibble for element 2i+1.
-inline std::uint8_t packInt4(int even, int odd) {
-    return static_cast<std::uint8_t>(((static_cast<unsigned>(even) & 0xFu) << 4) | (static_cast<unsigned>(odd) & 0xFu));
-}
-
-inline int int4High(std::uint8_t byte) { return static_cast<std::int8_t>(byte) >> 4; }
-inline int int4Low(std::uint8_t byte) { return static_cast<std::int8_t>(static_cast<std::uint8_t>(byte << 4)) >> 4; }
+// The per-block and per-element arithmetic (scale, multiplier, rounding, clamp, int4 nibbles) is
+// mixz/quant/block_codes.h's, shared with the CUDA kernels; both kernel sets use it through these
+// names.
+using codes::blockScale;
+using codes::dequantMultiplier;
+using codes::infinityMagnitude;
+using codes::int4High;
+using codes::int4Low;
+using codes::magnitudeToFloat;
+using codes::packInt4;
+using codes::quantizeValue;
+using codes::roundToInt;
 
 // Where block `block` of a job starts and how many of its elements are input (the rest, up to
 // `length`, is zero padding).

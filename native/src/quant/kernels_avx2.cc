@@ -125,7 +125,7 @@ MIXZ_AVX2 std::size_t quantizeBlocks(const QuantizeJob& job, std::size_t first, 
         const std::uint32_t magnitude = magnitudeAvx2(in, Type, extent.real);
         if (magnitude >= infinity) return block;
         const float scale = blockScale(magnitudeToFloat(magnitude, Type), job.bits);
-        job.scales[block] = 1.0f / scale;
+        job.scales[block] = dequantMultiplier(scale);
         if (job.bits == 8) {
             quantizeInt8<Type>(in, extent.real, scale, job.output + extent.start);
         } else {

@@ -1,4 +1,6 @@
-// Portable block kernels: the reference the AVX2 kernels must match bit for bit.
+// Portable block kernels: the reference the AVX2 kernels must match bit for bit. Their element
+// arithmetic, loads and stores are mixz/quant/block_codes.h's MIXZ_HD functions, the same code the
+// CUDA kernels run.
 #include <algorithm>
 
 #include "kernels.h"
@@ -13,65 +15,43 @@ std::uint32_t magnitudeScalar(const void* input, DType type, std::size_t n) {
     std::uint32_t largest = 0;
     if (type == DType::kFloat32) {
         const auto* in = static_cast<const float*>(input);
-        for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, tensor::floatBits(in[i]) & 0x7FFFFFFFu);
+        for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, codes::magnitudeBits(in[i]));
     } else {
         const auto* in = static_cast<const std::uint16_t*>(input);
-        for (std::size_t i = 0; i < n; ++i) largest = std::max<std::uint32_t>(largest, in[i] & 0x7FFFu);
+        for (std::size_t i = 0; i < n; ++i) largest = std::max(largest, codes::magnitudeBits(in[i]));
     }
     return largest;
-}
-
-template <DType Type>
-float valueOf(const void* input, std::size_t i) {
-    if constexpr (Type == DType::kFloat16) {
-        return tensor::fp16ToFloat(static_cast<const std::uint16_t*>(input)[i]);
-    } else if constexpr (Type == DType::kBFloat16) {
-        return tensor::bf16ToFloat(static_cast<const std::uint16_t*>(input)[i]);
-    } else {
-        return static_cast<const float*>(input)[i];
-    }
 }
 
 template <DType Type>
 void quantizeValues(const void* input, std::size_t n, float scale, int bits, std::uint8_t* out) {
     if (bits == 8) {
         for (std::size_t i = 0; i < n; ++i) {
-            const int q = quantizeValue(valueOf<Type>(input, i), scale, 8);
-            out[i] = static_cast<std::uint8_t>(static_cast<std::int8_t>(q));
+            const int q = quantizeValue(codes::loadAsFloat<Type>(input, i), scale, 8);
+            out[i] = codes::int8Byte(q);
         }
         return;
     }
     std::size_t i = 0;
     for (; i + 2 <= n; i += 2) {
-        const int even = quantizeValue(valueOf<Type>(input, i), scale, 4);
-        const int odd = quantizeValue(valueOf<Type>(input, i + 1), scale, 4);
+        const int even = quantizeValue(codes::loadAsFloat<Type>(input, i), scale, 4);
+        const int odd = quantizeValue(codes::loadAsFloat<Type>(input, i + 1), scale, 4);
         out[i / 2] = packInt4(even, odd);
     }
-    if (i < n) out[i / 2] = packInt4(quantizeValue(valueOf<Type>(input, i), scale, 4), 0);
-}
-
-template <DType Type>
-void storeValue(void* output, std::size_t i, float value) {
-    if constexpr (Type == DType::kFloat16) {
-        static_cast<std::uint16_t*>(output)[i] = tensor::floatToFp16(value);
-    } else if constexpr (Type == DType::kBFloat16) {
-        static_cast<std::uint16_t*>(output)[i] = tensor::floatToBf16(value);
-    } else {
-        static_cast<float*>(output)[i] = value;
-    }
+    if (i < n) out[i / 2] = packInt4(quantizeValue(codes::loadAsFloat<Type>(input, i), scale, 4), 0);
 }
 
 template <DType Type>
 void dequantizeValues(const std::uint8_t* input, int bits, std::size_t first, std::size_t n, float s, void* output) {
     if (bits == 8) {
         for (std::size_t i = first; i < first + n; ++i) {
-            storeValue<Type>(output, i, static_cast<float>(static_cast<std::int8_t>(input[i])) * s);
+            codes::storeFromFloat<Type>(output, i, codes::dequantizeValue(codes::int8Code(input[i]), s));
         }
         return;
     }
     for (std::size_t i = first; i < first + n; ++i) {
         const int q = (i % 2 == 0) ? int4High(input[i / 2]) : int4Low(input[i / 2]);
-        storeValue<Type>(output, i, static_cast<float>(q) * s);
+        codes::storeFromFloat<Type>(output, i, codes::dequantizeValue(q, s));
     }
 }
 
@@ -109,7 +89,7 @@ std::size_t quantizeBlocksScalar(const QuantizeJob& job, std::size_t first, std:
         const std::uint32_t magnitude = magnitudeScalar(in, job.inputType, extent.real);
         if (magnitude >= infinity) return block;
         const float scale = blockScale(magnitudeToFloat(magnitude, job.inputType), job.bits);
-        job.scales[block] = 1.0f / scale;
+        job.scales[block] = dequantMultiplier(scale);
         std::uint8_t* out = job.output + (job.bits == 8 ? extent.start : extent.start / 2);
         quantizeValuesScalar(in, job.inputType, extent.real, scale, job.bits, out);
         zeroPadding(job, extent);

@@ -1,6 +1,7 @@
 // mixz::optim: the optimizer arithmetic of a step, on plain arrays: no engine, partition or
-// communicator types, so the same functions can run over any partition layout and, marked
-// __host__ __device__ later, inside a CUDA kernel (no CUDA here yet).
+// communicator types, so the same functions can run over any partition layout. The per-element
+// update is a MIXZ_HD function (mixz/optim/adam_element.h) that the CUDA kernel
+// (src/cuda/optim/optim_kernels.h) runs too.
 //
 //   gradientScaling   the loss-scaler arithmetic: the overflow check (a non-finite global norm)
 //                     and the one factor that unscales and clips the gradients. The loss-scale
@@ -13,6 +14,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+
+#include "mixz/optim/adam_element.h"
 
 namespace mixz::optim {
 
@@ -40,33 +43,12 @@ struct GradientScaling {
 // clips them to that norm as DeepSpeed does ((norm + 1e-6) / clipping when above 1).
 GradientScaling gradientScaling(float totalSquares, double lossScale, double clipping);
 
-// One step's constants, rounded to float once.
-struct AdamStepCoefficients {
-    float stepSize = 0;          // lr / (1 − β1^t)
-    float invSqrtBias2 = 0;      // 1 / sqrt(1 − β2^t)
-    float beta1 = 0;
-    float beta2 = 0;
-    float eps = 0;
-    float decay = 1;             // 1 − lr·weightDecay (AdamW)
-    float l2 = 0;                // weightDecay (Adam's L2)
-    float gradScale = 1;         // 1 / GradientScaling::combined
-    bool decoupled = true;
-};
+// AdamStepCoefficients (one step's constants, rounded to float once) and adamUpdateElement (the
+// per-element update, MIXZ_HD so the CUDA kernel runs the same code) are in
+// mixz/optim/adam_element.h, included above.
 
 // `step` counts from 1 (the step being applied).
 AdamStepCoefficients adamCoefficients(const AdamOptions& options, double lr, std::uint64_t step, double combined);
-
-// One element: g is the raw (scaled) gradient; p, m, v are updated in place.
-inline void adamUpdateElement(const AdamStepCoefficients& c, float g, float& p, float& m, float& v) {
-    float gj = g * c.gradScale;
-    if (!c.decoupled) gj += c.l2 * p;
-    m = c.beta1 * m + (1.0f - c.beta1) * gj;
-    v = c.beta2 * v + (1.0f - c.beta2) * gj * gj;
-    const float denom = std::sqrt(v) * c.invSqrtBias2 + c.eps;
-    float pj = p;
-    if (c.decoupled) pj *= c.decay;
-    p = pj - c.stepSize * m / denom;
-}
 
 // n elements (vectorizable): param, expAvg and expAvgSq updated in place from grad.
 void adamUpdate(const AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,
