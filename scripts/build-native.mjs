@@ -18,7 +18,7 @@
 import {spawn, spawnSync} from "node:child_process";
 import {existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync} from "node:fs";
 import {availableParallelism} from "node:os";
-import {delimiter, dirname, join, relative} from "node:path";
+import {delimiter, dirname, join, relative, resolve} from "node:path";
 import {fileURLToPath} from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -190,7 +190,12 @@ function dependenciesOf(depFile) {
     const body = text.replace(/\\\n/g, " ");
     const colon = body.indexOf(": ");
     if (colon < 0) return undefined;
-    return body.slice(colon + 2).split(/\s+/).filter((path) => path !== "" && !path.endsWith(":"));
+    // Relative entries are relative to native/, where nvcc ran.
+    return body
+        .slice(colon + 2)
+        .split(/\s+/)
+        .filter((path) => path !== "" && !path.endsWith(":"))
+        .map((path) => resolve(nativeDir, path));
 }
 
 // Headers under native/src/cuda count as dependencies of every CUDA object, whatever its .d says:
@@ -221,9 +226,11 @@ function stale(object, depFile, flagsChanged, newestHeader) {
     });
 }
 
+// nvcc runs in native/ with the source as src/cuda/…, so __FILE__ (in error messages) reads
+// "src/cuda/x.cu" as the g++ objects' "src/…" do, whatever the checkout's path.
 function runNvcc(nvcc, args) {
     return new Promise((resolvePromise) => {
-        const child = spawn(nvcc, args, {stdio: ["ignore", "pipe", "pipe"]});
+        const child = spawn(nvcc, args, {cwd: nativeDir, stdio: ["ignore", "pipe", "pipe"]});
         let output = "";
         child.stdout.setEncoding("utf8").on("data", (chunk) => (output += chunk));
         child.stderr.setEncoding("utf8").on("data", (chunk) => (output += chunk));
@@ -239,7 +246,8 @@ async function buildCuda(nvcc, buildType, debug) {
     mkdirSync(outDir, {recursive: true});
     const flags = nvccFlags(debug);
     const flagsStamp = join(outDir, "flags.json");
-    const flagsText = JSON.stringify({nvcc, flags});
+    // `cwd` is part of what an object is built from (__FILE__, the .d paths).
+    const flagsText = JSON.stringify({nvcc, flags, cwd: nativeDir, sources: "relative"});
     const flagsChanged = (() => {
         try {
             return readFileSync(flagsStamp, "utf8") !== flagsText;
@@ -265,7 +273,8 @@ async function buildCuda(nvcc, buildType, debug) {
             const unit = todo[next++];
             mkdirSync(dirname(unit.object), {recursive: true});
             rmSync(unit.object, {force: true});
-            const result = await runNvcc(nvcc, [...flags, "-MD", "-MF", unit.depFile, "-c", unit.source, "-o", unit.object]);
+            const source = relative(nativeDir, unit.source);
+            const result = await runNvcc(nvcc, [...flags, "-MD", "-MF", unit.depFile, "-c", source, "-o", unit.object]);
             if (result.status !== 0) {
                 rmSync(unit.object, {force: true});
                 failures.push({unit, result});

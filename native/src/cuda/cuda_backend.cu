@@ -21,6 +21,7 @@
 #include "mixz/backend/ordered_queue.h"
 #include "mixz/common/error.h"
 #include "mixz/cudalib/cublas_api.h"
+#include "mixz/cudalib/driver_api.h"
 
 // The kernels of the other half of the backend. Until that header is in the tree the methods
 // throw (the build stays green while it is being written; build-native.mjs treats every header
@@ -439,8 +440,16 @@ std::unique_ptr<ComputeBackend> makeCudaBackend(const CudaBackendOptions& option
     const cudaError_t status = cudaGetDeviceCount(&count);
     if (status != cudaSuccess) {
         (void)cudaGetLastError();
+        // Without a driver the runtime only says "driver version is insufficient"; the driver's own
+        // search says what is missing and where it looked.
+        std::string driver;
+        try {
+            (void)cudalib::driverApi();
+        } catch (const Exception& missing) {
+            driver = std::string("; ") + missing.what();
+        }
         MIXZ_THROW(IoError, "cuda:", options.deviceOrdinal, ": no usable CUDA device: ", cudaGetErrorString(status),
-                   " (CUDA_VISIBLE_DEVICES=", visibleDevices(), ")");
+                   " (CUDA_VISIBLE_DEVICES=", visibleDevices(), ")", driver);
     }
     if (options.deviceOrdinal < 0 || options.deviceOrdinal >= count) {
         MIXZ_THROW(IoError, "cuda:", options.deviceOrdinal, ": only ", count, count == 1 ? " device" : " devices",
