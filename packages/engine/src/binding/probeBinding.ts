@@ -64,13 +64,13 @@ let info;
 try {
     info = binding.version();
 } catch (error) {
-    reply({kind: "versionFailed", message: describe(error), code: error && error.code});
+    reply({kind: "versionFailed", call: "version", message: describe(error), code: error && error.code});
     process.exit(0);
 }
 try {
     reply({kind: "ok", info, cuda: binding.cudaProbe()});
 } catch (error) {
-    reply({kind: "versionFailed", message: "cudaProbe(): " + describe(error), code: error && error.code});
+    reply({kind: "versionFailed", call: "cudaProbe", message: describe(error), code: error && error.code});
 }
 `;
 
@@ -78,7 +78,7 @@ type ProbeReply =
     | {readonly kind: "ok"; readonly info: NativeBuildInfo; readonly cuda: NativeCudaProbe}
     | {readonly kind: "loadFailed"; readonly message: string}
     | {readonly kind: "missingExports"; readonly missing: readonly string[]}
-    | {readonly kind: "versionFailed"; readonly message: string; readonly code?: unknown};
+    | {readonly kind: "versionFailed"; readonly call: "version" | "cudaProbe"; readonly message: string; readonly code?: unknown};
 
 /** What the probe process reports: the build (version()) and the CUDA side (cudaProbe()). */
 export interface NativeProbe {
@@ -148,7 +148,7 @@ export async function probeNative(options: ProbeBindingOptions = {}): Promise<Na
                 context: {...context, missing: reply.missing}
             });
         case "versionFailed":
-            throw nativeLoadError(path, `version() failed in the probe process: ${reply.message}`, {
+            throw nativeLoadError(path, `${reply.call}() failed in the probe process: ${reply.message}`, {
                 context: {...context, nativeCode: reply.code}
             });
     }
