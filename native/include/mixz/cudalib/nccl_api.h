@@ -62,6 +62,11 @@ struct NcclConfig {
     int splitShare = nccl::kConfigUndefInt;
 };
 
+// NCCL reads these fields at these offsets (LP64: size_t and pointers of 8 bytes).
+static_assert(offsetof(NcclConfig, magic) == 8 && offsetof(NcclConfig, version) == 12 && offsetof(NcclConfig, blocking) == 16 &&
+                  offsetof(NcclConfig, maxCTAs) == 28 && offsetof(NcclConfig, netName) == 32 && offsetof(NcclConfig, splitShare) == 40,
+              "NcclConfig must lay out as ncclConfig_t's leading fields");
+
 struct NcclApi {
     std::string path;    // the library loaded
     int versionCode = 0; // ncclGetVersion's answer
