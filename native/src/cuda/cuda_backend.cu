@@ -1,11 +1,11 @@
 // The CUDA backend (mixz/backend/cuda_backend.h): the device, its streams, the allocator, cuBLAS
-// and the copies between host and device memory. The layer kernels themselves live in
-// cuda/llama/ (llama_device.h); each method here only makes the device current and forwards with
-// the backend's DeviceContext.
+// and the copies between host and device memory. The kernels live beside it: the layers in
+// cuda/llama/ (llama_device.h, given the backend's DeviceContext), the partition arithmetic in
+// cuda/quant, cuda/optim and cuda/state; each method here makes the device current and forwards.
 //
-// Streams. One compute stream (kernels and GEMMs of the caller's thread) and one transfer stream
-// (upload/download/copy/zero from any thread, serialized by a mutex around the pinned staging
-// buffers), both non-blocking so that neither waits for the legacy default stream. Every call
+// Streams. One compute stream (layer kernels and GEMMs of the caller's thread) and one transfer
+// stream (upload/download/copy/zero and the partition arithmetic, from any thread, serialized by a
+// mutex around it and the pinned staging buffers), both non-blocking so that neither waits for the legacy default stream. Every call
 // synchronizes the stream it used before returning (compute_backend.h, "Ordering").
 #include <cuda_runtime.h>
 
@@ -23,14 +23,17 @@
 #include "mixz/cudalib/cublas_api.h"
 #include "mixz/cudalib/driver_api.h"
 
-// The kernels of the other half of the backend. Until that header is in the tree the methods
-// throw (the build stays green while it is being written; build-native.mjs treats every header
-// under native/src/cuda as a dependency, so this file is recompiled when it appears).
-#if __has_include("cuda/llama/llama_device.h")
 #include "cuda/llama/llama_device.h"
-#define MIXZ_CUDA_HAVE_KERNELS 1
+#include "cuda/optim/optim_kernels.h"
+#include "cuda/quant/quant_kernels.h"
+// The gradient accumulation kernel, being written beside this file. Until its header is in the
+// tree accumulate() throws (the build stays green meanwhile; build-native.mjs treats every header
+// under native/src/cuda as a dependency, so this file is recompiled when it appears).
+#if __has_include("cuda/state/state_kernels.h")
+#include "cuda/state/state_kernels.h"
+#define MIXZ_CUDA_HAVE_STATE_KERNELS 1
 #else
-#define MIXZ_CUDA_HAVE_KERNELS 0
+#define MIXZ_CUDA_HAVE_STATE_KERNELS 0
 #endif
 
 namespace mixz::backend {
@@ -111,6 +114,8 @@ public:
         MIXZ_CUBLAS_CHECK(ctx_, ctx_.api->create(&ctx_.blas));
         MIXZ_CUBLAS_CHECK(ctx_, ctx_.api->setStream(ctx_.blas, compute_));
         workspace_ = allocator_.allocate(kCublasWorkspaceBytes);
+        sumScratch_ = static_cast<double*>(allocator_.allocate((cuda::kSumOfSquaresPartials + 1) * sizeof(double)));
+        MIXZ_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&sumHost_), sizeof(double), cudaHostAllocPortable));
         MIXZ_CUBLAS_CHECK(ctx_, ctx_.api->setWorkspace(ctx_.blas, workspace_, kCublasWorkspaceBytes));
         MIXZ_CUBLAS_CHECK(ctx_, ctx_.api->setMathMode(ctx_.blas, cudalib::cublas::kDefaultMath));
     }
@@ -121,15 +126,15 @@ public:
         (void)cudaSetDevice(device_);
         (void)cudaStreamSynchronize(compute_);
         (void)cudaStreamSynchronize(transfer_);
-#if MIXZ_CUDA_HAVE_KERNELS
         // The kernels' per-context scratch goes back to the allocator before it is destroyed.
         try {
             cuda::releaseWorkspace(ctx_);
         } catch (...) {
         }
-#endif
         if (ctx_.blas != nullptr) (void)ctx_.api->destroy(ctx_.blas);
         allocator_.free(workspace_);
+        allocator_.free(sumScratch_);
+        if (sumHost_ != nullptr) (void)cudaFreeHost(sumHost_);
         for (int slot = 0; slot < 2; ++slot) {
             if (staged_[slot] != nullptr) (void)cudaEventDestroy(staged_[slot]);
             if (staging_[slot] != nullptr) (void)cudaFreeHost(staging_[slot]);
@@ -285,21 +290,61 @@ public:
         MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
     }
 
-    // --- partition arithmetic: its kernels are not written yet (they must match tensor::convert,
-    // quant::dequantize, the CPU's accumulate and optim's functions exactly); until they are, a
-    // call is a bug of this build, said plainly rather than computed on the host behind the
-    // contract's back.
-    void convert(const void*, tensor::DType, void*, tensor::DType, std::size_t) override { missingPartitionOps("convert"); }
-    void dequantize8(const std::uint8_t*, const float*, std::size_t, std::size_t, float*) override { missingPartitionOps("dequantize8"); }
-    void accumulate(void*, tensor::DType, const float*, std::size_t) override { missingPartitionOps("accumulate"); }
-    double sumOfSquares(const float*, std::size_t) override { missingPartitionOps("sumOfSquares"); }
-    void adamUpdate(const optim::AdamStepCoefficients&, const float*, float*, float*, float*, std::size_t) override {
-        missingPartitionOps("adamUpdate");
+    // --- partition arithmetic (cuda/quant, cuda/optim, cuda/state: the CPU's element functions,
+    // so results are the CPU's bits). It runs on the transfer stream under its mutex: the
+    // communication thread calls it between downloads and uploads of the same reduction, and it
+    // must neither wait behind nor hold up the layer kernels on the compute stream.
+    void convert(const void* in, tensor::DType inType, void* out, tensor::DType outType, std::size_t n) override {
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(transferMutex_);
+        CurrentDevice current(device_);
+        cuda::launchConvert(in, inType, out, outType, n, transfer_);
+        MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
+    }
+    void dequantize8(const std::uint8_t* codes, const float* scales, std::size_t n, std::size_t blockSize, float* out) override {
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(transferMutex_);
+        CurrentDevice current(device_);
+        cuda::launchBlockDequantize(codes, 8, scales, n, blockSize, out, tensor::DType::kFloat32, transfer_);
+        MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
+    }
+#if MIXZ_CUDA_HAVE_STATE_KERNELS
+    void accumulate(void* grad, tensor::DType gradType, const float* values, std::size_t n) override {
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(transferMutex_);
+        CurrentDevice current(device_);
+        cuda::launchAccumulate(grad, gradType, values, n, transfer_);
+        MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
+    }
+#else
+    void accumulate(void*, tensor::DType, const float*, std::size_t) override {
+        MIXZ_THROW(InvariantError, "the CUDA backend's accumulate kernel is not in this build "
+                                   "(native/src/cuda/state/state_kernels.h was missing when it was compiled)");
+    }
+#endif
+    double sumOfSquares(const float* values, std::size_t n) override {
+        if (n == 0) return 0.0;
+        std::lock_guard<std::mutex> lock(transferMutex_);
+        CurrentDevice current(device_);
+        // sumScratch_: kSumOfSquaresPartials partial sums, then the result; sumHost_ is pinned so
+        // the one double comes back with a plain async copy.
+        double* result = sumScratch_ + cuda::kSumOfSquaresPartials;
+        cuda::launchSumOfSquares(values, n, sumScratch_, result, transfer_);
+        MIXZ_CUDA_CHECK(cudaMemcpyAsync(sumHost_, result, sizeof(double), cudaMemcpyDeviceToHost, transfer_));
+        MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
+        return *sumHost_;
+    }
+    void adamUpdate(const optim::AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,
+                    std::size_t n) override {
+        if (n == 0) return;
+        std::lock_guard<std::mutex> lock(transferMutex_);
+        CurrentDevice current(device_);
+        cuda::launchAdamUpdate(c, grad, param, expAvg, expAvgSq, n, transfer_);
+        MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
     }
 
     // --- caches and kernels: cuda/llama (llama_device.h), with the device made current for
     // callers whose thread has another one.
-#if MIXZ_CUDA_HAVE_KERNELS
     std::unique_ptr<ActivationCache> makeLayerCache() override {
         CurrentDevice current(device_);
         return cuda::makeLayerCache(ctx_);
@@ -312,11 +357,6 @@ public:
         CurrentDevice current(device_);
         return cuda::makeKvCache(ctx_, dims, batch);
     }
-#else
-    std::unique_ptr<ActivationCache> makeLayerCache() override { missingKernels(); }
-    std::unique_ptr<ActivationCache> makeHeadCache() override { missingKernels(); }
-    std::unique_ptr<KvCache> makeKvCache(const model::LlamaDims&, int) override { missingKernels(); }
-#endif
 
     Queue& communicationQueue() override { return comm_; }
 
@@ -324,7 +364,6 @@ public:
     // describe-like reports only.
     void setKernelThreads(int threads) override { kernelThreads_ = std::max(1, threads); }
 
-#if MIXZ_CUDA_HAVE_KERNELS
     void embeddingForward(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const float* table,
                           float* out) override {
         CurrentDevice current(device_);
@@ -367,43 +406,8 @@ public:
         CurrentDevice current(device_);
         cuda::headLogits(ctx_, dims, rows, params, x, logits);
     }
-#else
-    void embeddingForward(const model::LlamaDims&, const std::int32_t*, std::size_t, const float*, float*) override { missingKernels(); }
-    void embeddingBackward(const model::LlamaDims&, const std::int32_t*, std::size_t, const float*, float*) override { missingKernels(); }
-    void decoderLayerForward(const model::LlamaDims&, int, int, const model::DecoderLayerParams<float>&, const float*, float*,
-                             ActivationCache*) override {
-        missingKernels();
-    }
-    void decoderLayerForwardCached(const model::LlamaDims&, int, const model::DecoderLayerParams<float>&, const float*, float*,
-                                   KvCache&) override {
-        missingKernels();
-    }
-    void decoderLayerBackward(const model::LlamaDims&, int, int, const model::DecoderLayerParams<float>&, const ActivationCache&,
-                              const float*, float*, const model::DecoderLayerGrads<float>&) override {
-        missingKernels();
-    }
-    model::LossResult headForward(const model::LlamaDims&, int, int, const model::HeadParams<float>&, const float*, const std::int32_t*,
-                                  std::int32_t, ActivationCache*) override {
-        missingKernels();
-    }
-    void headBackward(const model::LlamaDims&, int, int, const model::HeadParams<float>&, const ActivationCache&, float, float*,
-                      const model::HeadGrads<float>&) override {
-        missingKernels();
-    }
-    void headLogits(const model::LlamaDims&, std::size_t, const model::HeadParams<float>&, const float*, float*) override {
-        missingKernels();
-    }
-#endif
 
 private:
-    [[noreturn]] static void missingPartitionOps(const char* what) {
-        MIXZ_THROW(InvariantError, "the CUDA backend's ", what, " kernel is not implemented in this build");
-    }
-#if !MIXZ_CUDA_HAVE_KERNELS
-    [[noreturn]] static void missingKernels() {
-        MIXZ_THROW(InvariantError, "this build's CUDA backend has no kernels (native/src/cuda/llama/llama_device.h was missing when it was compiled)");
-    }
-#endif
 
     int device_ = 0;
     std::string name_;
@@ -417,7 +421,9 @@ private:
     void* workspace_ = nullptr;
     DeviceContext ctx_;
 
-    std::mutex transferMutex_; // the transfer stream and the staging buffers
+    std::mutex transferMutex_; // the transfer stream, the staging buffers, the sum scratch
+    double* sumScratch_ = nullptr; // device: kSumOfSquaresPartials + 1 doubles
+    double* sumHost_ = nullptr;    // pinned: one double
     void* staging_[2] = {nullptr, nullptr};
     cudaEvent_t staged_[2] = {nullptr, nullptr};
 
