@@ -6,11 +6,13 @@
 //
 // Exactness on the device: each operation is an explicit round-to-nearest intrinsic under
 // __CUDA_ARCH__ (__fmul_rn, __fadd_rn, __fsub_rn, __fdiv_rn, __fsqrt_rn). nvcc never contracts
-// those into FMAs nor flushes subnormals, whatever -fmad / -ftz / -prec-div / -prec-sqrt the build
-// uses (the build script leaves -fmad at its default, contraction on, so plain `a * b + c` could
-// become one FMA and differ from the CPU in the last bit). The host keeps plain C++ operators:
-// g++ in ISO mode (-std=c++17) does not contract, and the expressions are exactly those of the
-// loop this replaced (optim_test.cc's reference), so the CPU's code and results are unchanged.
+// those into FMAs, and they stay correctly rounded whatever -fmad / -prec-div / -prec-sqrt the
+// build uses (the build script leaves -fmad at its default, contraction on, so plain `a * b + c`
+// could become one FMA and differ from the CPU in the last bit). This is chosen over -fmad=false
+// for the file because it holds in any translation unit that includes the header, whatever its
+// flags. Subnormals must not be flushed: no -ftz=true / --use_fast_math (nvcc's default is off).
+// The host keeps plain C++ operators: g++ in ISO mode (-std=c++17) does not contract, and the
+// expressions are exactly those of the loop this replaced (optim_test.cc's reference), so the CPU's code and results are unchanged.
 #pragma once
 
 #include "mixz/common/host_device.h"

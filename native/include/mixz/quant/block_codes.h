@@ -8,9 +8,11 @@
 //
 // Exactness on the device: every float operation that must round exactly as on the CPU is written
 // with an explicit round-to-nearest intrinsic under __CUDA_ARCH__ (__fmul_rn, __fdiv_rn), which
-// nvcc never contracts into an FMA nor flushes, whatever -fmad / -ftz / -prec-div say. (A product
-// followed by a conversion could not be contracted anyway; the intrinsics make the guarantee
-// independent of the build flags, which the build script does not set to -fmad=false.)
+// nvcc never contracts into an FMA and which stay correctly rounded whatever -fmad / -prec-div
+// say. (A product followed by a conversion could not be contracted anyway; the intrinsics make the
+// guarantee independent of the build flags, which the build script does not set to -fmad=false.)
+// Subnormals must not be flushed: never build these with -ftz=true or --use_fast_math (nvcc's
+// default is -ftz=false).
 #pragma once
 
 #include <cstddef>
