@@ -26,15 +26,7 @@
 #include "cuda/llama/llama_device.h"
 #include "cuda/optim/optim_kernels.h"
 #include "cuda/quant/quant_kernels.h"
-// The gradient accumulation kernel, being written beside this file. Until its header is in the
-// tree accumulate() throws (the build stays green meanwhile; build-native.mjs treats every header
-// under native/src/cuda as a dependency, so this file is recompiled when it appears).
-#if __has_include("cuda/state/state_kernels.h")
 #include "cuda/state/state_kernels.h"
-#define MIXZ_CUDA_HAVE_STATE_KERNELS 1
-#else
-#define MIXZ_CUDA_HAVE_STATE_KERNELS 0
-#endif
 
 namespace mixz::backend {
 namespace {
@@ -308,7 +300,6 @@ public:
         cuda::launchBlockDequantize(codes, 8, scales, n, blockSize, out, tensor::DType::kFloat32, transfer_);
         MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
     }
-#if MIXZ_CUDA_HAVE_STATE_KERNELS
     void accumulate(void* grad, tensor::DType gradType, const float* values, std::size_t n) override {
         if (n == 0) return;
         std::lock_guard<std::mutex> lock(transferMutex_);
@@ -316,12 +307,6 @@ public:
         cuda::launchAccumulate(grad, gradType, values, n, transfer_);
         MIXZ_CUDA_CHECK(cudaStreamSynchronize(transfer_));
     }
-#else
-    void accumulate(void*, tensor::DType, const float*, std::size_t) override {
-        MIXZ_THROW(InvariantError, "the CUDA backend's accumulate kernel is not in this build "
-                                   "(native/src/cuda/state/state_kernels.h was missing when it was compiled)");
-    }
-#endif
     double sumOfSquares(const float* values, std::size_t n) override {
         if (n == 0) return 0.0;
         std::lock_guard<std::mutex> lock(transferMutex_);
