@@ -11,7 +11,8 @@
 // calls times the step. `--warmup` untimed steps, then `--steps` timed ones; the median is reported.
 // Then `--memory-steps` more steps with a thread sampling cudaMemGetInfo every millisecond: the peak
 // of (device memory in use − in use before the engine existed) is what this process's mixz held on
-// the device at most, weights, caches and the caching allocator's reserve included (comparable to
+// the device at most (device-check runs nothing else on the GPU while the baseline is read, at the
+// start, and while the peak is sampled, at the end), weights, caches and the caching allocator's reserve included (comparable to
 // torch's max_memory_reserved; the CUDA context and cuBLAS's library memory before the engine are
 // excluded, cuBLAS's workspace made by the backend is included). The engine's own accounting
 // (Engine::memory()) is printed beside it.
@@ -174,6 +175,9 @@ int main(int argc, char** argv) {
         cudaFree(nullptr); // the context exists before the baseline is read
         baseline = deviceUsed();
     }
+    // device-check starts nothing else on the GPU before this line: the baseline is this process's
+    // CUDA context (and whatever the card held before), not another program's memory.
+    std::fprintf(stderr, "mixz-lora-step: device baseline %zu bytes in use\n", baseline);
 
     mixz::zero::EngineOptions o;
     o.dims.vocab = a.vocab;
