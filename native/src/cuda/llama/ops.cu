@@ -175,11 +175,13 @@ __global__ void addKernel(std::size_t n, float* __restrict__ a, const float* __r
     }
 }
 
-// One block per row; grid (queries, batch).
+// One block per row; grid batch · queries (1-D: grid.y is limited to 65535, and batch alone may
+// pass that while batch · seq ≤ INT_MAX, what checkShape allows, fits grid.x).
 __global__ void causalSoftmaxKernel(int queries, int keys, int past, float* scores, long long batchStride) {
     __shared__ float shared[kWarps];
-    const int t = blockIdx.x;
-    float* row = scores + blockIdx.y * batchStride + static_cast<long long>(t) * keys;
+    const int t = static_cast<int>(blockIdx.x % static_cast<unsigned>(queries));
+    const long long b = blockIdx.x / static_cast<unsigned>(queries);
+    float* row = scores + b * batchStride + static_cast<long long>(t) * keys;
     const int visible = past + t + 1;
     float largest = -INFINITY;
     for (int j = threadIdx.x; j < visible; j += kThreads) largest = fmaxf(largest, row[j]);
@@ -194,12 +196,13 @@ __global__ void causalSoftmaxKernel(int queries, int keys, int past, float* scor
     for (int j = threadIdx.x; j < keys; j += kThreads) row[j] = j < visible ? ew::softmaxNormalize(row[j], inverse) : 0.0f;
 }
 
-// One block per row; grid (seq, batch).
+// One block per row; grid batch · seq (1-D, as causalSoftmaxKernel).
 __global__ void softmaxBackwardKernel(int seq, const float* probs, long long probsStride, float* dS, float scale) {
     __shared__ float shared[kWarps];
-    const int t = blockIdx.x;
-    const float* p = probs + blockIdx.y * probsStride + static_cast<long long>(t) * seq;
-    float* d = dS + blockIdx.y * static_cast<long long>(seq) * seq + static_cast<long long>(t) * seq;
+    const int t = static_cast<int>(blockIdx.x % static_cast<unsigned>(seq));
+    const long long b = blockIdx.x / static_cast<unsigned>(seq);
+    const float* p = probs + b * probsStride + static_cast<long long>(t) * seq;
+    float* d = dS + b * static_cast<long long>(seq) * seq + static_cast<long long>(t) * seq;
     const int visible = t + 1;
     float weighted = 0;
     for (int j = threadIdx.x; j < visible; j += kThreads) weighted += p[j] * d[j];
@@ -484,16 +487,17 @@ void addInPlace(DeviceContext& ctx, std::size_t n, float* a, const float* b) {
 void causalSoftmax(DeviceContext& ctx, int batch, int queries, int keys, int past, float* scores,
                    long long batchStride) {
     if (batch == 0 || queries == 0) return;
-    causalSoftmaxKernel<<<dim3(static_cast<unsigned>(queries), static_cast<unsigned>(batch)), kThreads, 0,
-                          ctx.stream>>>(queries, keys, past, scores, batchStride);
+    // batch · queries ≤ INT_MAX (checkShape), within grid.x's 2³¹ − 1.
+    causalSoftmaxKernel<<<static_cast<unsigned>(static_cast<long long>(batch) * queries), kThreads, 0, ctx.stream>>>(
+        queries, keys, past, scores, batchStride);
     MIXZ_CUDA_LAUNCH_CHECK("causalSoftmax");
 }
 
 void softmaxBackward(DeviceContext& ctx, int batch, int seq, const float* probs, long long probsStride, float* dS,
                      float scale) {
     if (batch == 0 || seq == 0) return;
-    softmaxBackwardKernel<<<dim3(static_cast<unsigned>(seq), static_cast<unsigned>(batch)), kThreads, 0,
-                            ctx.stream>>>(seq, probs, probsStride, dS, scale);
+    softmaxBackwardKernel<<<static_cast<unsigned>(static_cast<long long>(batch) * seq), kThreads, 0, ctx.stream>>>(
+        seq, probs, probsStride, dS, scale);
     MIXZ_CUDA_LAUNCH_CHECK("softmaxBackward");
 }
 
