@@ -78,6 +78,7 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.zero.persistenceThreshold = sizeField(zero, "persistenceThreshold", z);
     options.zero.reduceBucketSize = sizeField(zero, "reduceBucketSize", z);
     options.zero.overlapComm = booleanField(zero, "overlapComm", z);
+    options.hasOptimizer = booleanField(descriptor, "hasOptimizer", what);
     const Napi::Object optimizer = objectField(descriptor, "optimizer", what);
     const std::string o = what + ".optimizer";
     options.optimizer.beta1 = numberField(optimizer, "beta1", o);

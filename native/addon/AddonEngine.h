@@ -4,7 +4,8 @@
 //                                                  unit: a collective; each group a Communicator or null)
 //     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps},
 //                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
-//                  reduceBucketSize, overlapComm}, optimizer: {beta1, beta2, eps, weightDecay,
+//                  reduceBucketSize, overlapComm}, hasOptimizer (false: inference, every parameter frozen),
+//                  optimizer: {beta1, beta2, eps, weightDecay,
 //                  decoupledWeightDecay}, kernelThreads, device ("cpu" | "cuda" | "cpu-staged"), deviceOrdinal, quantBlockSize,
 //                  quantizeWeights, quantizeGradients, hpzSize, gradientCommDType, timeoutMs}, every field
 //                  required, any other ignored.

@@ -149,6 +149,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
 
 void Engine::backward(double lossGrad) {
     State& s = *state_;
+    if (!s.options.hasOptimizer) MIXZ_THROW(InvalidArgument, "backward() on an engine without an optimizer: every parameter is frozen");
     if (!s.haveTrainForward) MIXZ_THROW(InvalidArgument, "backward() needs a training forward() first (each forward is used by one backward)");
     s.guarded([&] {
         const model::LlamaDims& d = s.options.dims;
@@ -226,6 +227,7 @@ void Engine::zeroGradients() {
 
 StepResult Engine::step(const StepOptions& options) {
     State& s = *state_;
+    if (!s.options.hasOptimizer) MIXZ_THROW(InvalidArgument, "step() on an engine without an optimizer");
     return s.guarded([&]() -> StepResult {
         if (s.reducer.pending()) s.reducer.waitReduces();
         s.fetcher.releaseAll();

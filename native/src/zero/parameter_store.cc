@@ -51,12 +51,14 @@ void ParameterStore::addParam(const std::string& name, std::vector<std::int64_t>
     info.shape = std::move(shape);
     info.partition = partitionSize(info.numel, static_cast<std::size_t>(size_));
     info.persistent = info.numel <= options_.zero.persistenceThreshold;
-    info.trainable = trainable;
+    // An engine without an optimizer trains nothing: every parameter is frozen, and so is its group.
+    info.trainable = trainable && options_.hasOptimizer;
     const std::size_t u = info.persistent ? 0 : unit;
     info.unit = static_cast<int>(u);
     Unit& target = units[u];
     if (target.groups.size() <= group) target.groups.resize(group + 1);
     Group& g = target.groups[group];
+    if (!options_.hasOptimizer) g.frozen = true;
     where.push_back({u, group, g.params.size()});
     byName[name] = params.size();
     g.params.push_back(params.size());

@@ -1,6 +1,6 @@
 /**
- * What mixz's ZeRO-3 engine can run, as config rules: stage 3, no offload device, an optimizer
- * section. A DeepSpeed config may say otherwise and still be valid DeepSpeed, so these rules run
+ * What mixz's ZeRO-3 engine can run, as config rules: stage 3, no offload device. (A config
+ * without an optimizer section is an inference engine, as in DeepSpeed: ZeroEngine.hasOptimizer.) A DeepSpeed config may say otherwise and still be valid DeepSpeed, so these rules run
  * where the config is for the engine: `mixz config check` and `mixz launch` (context.engine), and
  * ZeroEngine.create (engineSupportProblems), with the same messages, so a launch is refused before
  * any rank starts instead of on every rank inside initialize().
@@ -24,7 +24,6 @@ export function engineSupportViolations(config: ResolvedConfig): EngineSupportVi
         out.push({code: ErrorCodes.configInvalidValue, path, message});
     };
     if (zero.stage !== 3) invalid(["zero_optimization", "stage"], `mixz's engine trains with ZeRO stage 3; got stage ${zero.stage} (set it to 3)`);
-    if (config.optimizer === null) invalid(["optimizer"], "training needs an optimizer section (type Adam or AdamW with params.lr)");
     for (const [section, what] of [
         ["offload_param", "parameters"],
         ["offload_optimizer", "optimizer states"]

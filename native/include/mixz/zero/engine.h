@@ -100,6 +100,10 @@ struct EngineOptions {
     double initStd = 0;
     ZeroOptions zero;
     OptimizerOptions optimizer;
+    // false: an inference engine (DeepSpeed's optimizer-less engine: reference and reward models).
+    // Every parameter is frozen — no gradient, master or moment is allocated — and backward() and
+    // step() are refused; `optimizer` is not read.
+    bool hasOptimizer = true;
     // The compute backend: device (cpu, or cuda with the rank's device ordinal) and CPU kernel
     // threads. Its dtype is not read: the engine passes `dtype` on (one owner).
     backend::BackendOptions backend;

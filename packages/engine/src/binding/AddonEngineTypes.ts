@@ -31,6 +31,9 @@ export interface NativeEngineDescriptor {
         readonly reduceBucketSize: number;
         readonly overlapComm: boolean;
     };
+    /** false: an inference engine (no optimizer section): every parameter frozen, backward/step refused. */
+    readonly hasOptimizer: boolean;
+    /** Not read without an optimizer. */
     readonly optimizer: {
         readonly beta1: number;
         readonly beta2: number;

@@ -141,7 +141,6 @@ export class ZeroEngine {
     readonly #schedule: LrSchedule;
     #scaler: LossScaler;
     readonly #accumulation: number;
-    readonly #micro: number;
     readonly #onStep: ((metrics: StepMetrics) => void) | undefined;
     #params: readonly NativeParamInfo[];
     /** An engine call ran since #params was taken (hasSecondary may have changed). */
@@ -162,13 +161,12 @@ export class ZeroEngine {
     #disposed = false;
     #lastMetrics: StepMetrics | null = null;
 
-    private constructor(native: NativeEngine, options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, device: DeviceChoice, groups: ZeroGroups, accumulation: number, micro: number, schedule: LrSchedule, scaler: LossScaler) {
+    private constructor(native: NativeEngine, options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, device: DeviceChoice, groups: ZeroGroups, accumulation: number, schedule: LrSchedule, scaler: LossScaler) {
         this.#native = native;
         this.#config = options.config;
         this.#model = options.model;
         this.#communicator = options.communicator;
         this.#accumulation = accumulation;
-        this.#micro = micro;
         this.#schedule = schedule;
         this.#scaler = scaler;
         this.#onStep = options.onStep;
@@ -187,10 +185,11 @@ export class ZeroEngine {
         const {config, model, communicator} = options;
         const problems = engineSupportProblems(config);
         if (problems.length > 0) throw new InputError(problems);
-        const schedule = createLrSchedule(config.optimizer, config.scheduler);
+        // Without an optimizer (an inference engine) nothing steps: a constant lr of 0 stands in
+        // when no scheduler names one.
+        const schedule = createLrSchedule(config.optimizer ?? (config.scheduler === null ? {type: "none", params: {lr: 0}} : null), config.scheduler);
         const scaler = createLossScaler(config);
         const accumulation = config.gradient_accumulation_steps ?? 1;
-        const micro = config.train_micro_batch_size_per_gpu ?? 1;
         const timeoutMs = options.timeoutMs ?? engineDefaults.timeoutMs;
         const device: DeviceChoice = options.device === undefined
             ? chooseDevice(config.mixz.device, options.localRank)
@@ -211,7 +210,7 @@ export class ZeroEngine {
             await disposeGroups(groups).catch(() => undefined);
             throw error;
         }
-        const engine = new ZeroEngine(native, options, plan, device, groups, accumulation, micro, schedule, scaler);
+        const engine = new ZeroEngine(native, options, plan, device, groups, accumulation, schedule, scaler);
         if (model.pretrained !== undefined) {
             await callNative(site, () => loadPretrainedWeights(engine.#checkpointAccess(), model.pretrained!)).catch(async (error: unknown) => {
                 native.dispose();
@@ -300,9 +299,14 @@ export class ZeroEngine {
     async forward(batch: Batch): Promise<Loss> {
         return this.#run("forward", async () => {
             const checked = checkBatch(batch, this.#model.config.vocabSize, this.#model.config.maxSeqLen, true);
-            if (checked.micro !== this.#micro) {
-                throw batchError(`shape[0] = ${checked.micro} but train_micro_batch_size_per_gpu is ${this.#micro}; ` +
-                    "the batch arithmetic (train = micro × accumulation × world) needs every training micro-batch to have that size");
+            // Any [rows, seq] is a batch, as DeepSpeed's forward takes any: the loss is the mean
+            // over the batch's counted positions whatever its rows, and backward divides it by
+            // gradient_accumulation_steps. train_micro_batch_size_per_gpu is the config's batch
+            // arithmetic and the data loaders' default, not a rule of the engine.
+            if (!this.hasOptimizer) {
+                // An inference engine keeps nothing for a backward (there is none).
+                const result = await this.#native.forward({...checked, train: false});
+                return {value: result.loss, tokens: result.counted, forwardId: 0};
             }
             const result = await this.#native.forward({...checked, train: true});
             this.#pendingBackward = ++this.#forwardId;
@@ -331,6 +335,7 @@ export class ZeroEngine {
      */
     async backward(loss: Loss): Promise<void> {
         return this.#run("backward", async () => {
+            this.#requireOptimizer("backward");
             if (loss === null || typeof loss !== "object" || this.#pendingBackward === null || loss.forwardId !== this.#pendingBackward) {
                 throw new MixzError(ErrorCodes.engineState, "backward(loss) needs the loss of the latest forward(), once; call forward() first", {category: "user"});
             }
@@ -345,6 +350,7 @@ export class ZeroEngine {
      */
     async step(): Promise<StepOutcome | null> {
         return this.#run("step", async () => {
+            this.#requireOptimizer("step");
             this.#microSteps += 1;
             if (this.#microSteps % this.#accumulation !== 0) return null;
             const lr = this.#schedule.lrAt(this.#globalSteps);
@@ -360,6 +366,22 @@ export class ZeroEngine {
             this.#reportStep(result.overflow);
             return {globalSteps: this.#globalSteps, skipped: result.overflow, lr, gradNorm: result.gradNorm, lossScale: this.#scaler.scale};
         });
+    }
+
+    /**
+     * Whether the config has an optimizer section. Without one the engine is for inference, as
+     * DeepSpeed's optimizer-less engines (DeepSpeed-Chat's reference and reward models): every
+     * parameter is frozen, no gradient or optimizer state is allocated, forward() computes the loss
+     * without keeping activations, and backward()/step() are refused.
+     */
+    get hasOptimizer(): boolean {
+        return this.#config.optimizer !== null;
+    }
+
+    #requireOptimizer(call: string): void {
+        if (!this.hasOptimizer) {
+            throw new MixzError(ErrorCodes.engineState, `${call}(): the config has no optimizer section, so this engine is for inference (forward, evaluate, generate); add an optimizer section to train`, {category: "user"});
+        }
     }
 
     /** LoRA settings once lora.apply() ran, else null. */
@@ -694,7 +716,8 @@ function clampSize(value: number): number {
 function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, device: DeviceChoice, timeoutMs: number): NativeEngineDescriptor {
     const {config, model} = options;
     const zero = config.zero_optimization;
-    const adam = config.optimizer!.params;
+    // Without an optimizer the native side reads no optimizer field (hasOptimizer false).
+    const adam = config.optimizer?.params ?? {betas: [0, 0] as const, eps: 0, weight_decay: 0, adam_w_mode: false};
     return {
         dims: model.dims,
         dtype: modelDType(config),
@@ -707,12 +730,13 @@ function engineDescriptor(options: ZeroEngineOptions, plan: ZeroPlusPlusPlan, de
             reduceBucketSize: Math.max(1, clampSize(zero.reduce_bucket_size)),
             overlapComm: zero.overlap_comm
         },
+        hasOptimizer: config.optimizer !== null,
         optimizer: {
             beta1: adam.betas[0],
             beta2: adam.betas[1],
             eps: adam.eps,
             weightDecay: adam.weight_decay,
-            decoupledWeightDecay: config.optimizer!.type === "adamw" || adam.adam_w_mode
+            decoupledWeightDecay: config.optimizer?.type === "adamw" || adam.adam_w_mode
         },
         kernelThreads: options.kernelThreads ?? engineDefaults.kernelThreads,
         device: device.device,

@@ -60,7 +60,6 @@ describe("ZeroEngine: bad batches are refused and change nothing", () => {
             [{...good, shape: [2, 4]}, /inputIds has 10 ids, shape \[2, 4\] needs 8/],
             [{...good, shape: [2, 5.5] as unknown as [number, number]}, /shape must be \[micro-batch, sequence length\] of positive integers, got \[2,5\.5\]/],
             [{...good, shape: [1, 10]}, /sequence length 10 exceeds the model's maxSeqLen 8/],
-            [batch(1, 1, 5), /shape\[0\] = 1 but train_micro_batch_size_per_gpu is 2/],
             [{...good, inputIds: Int32Array.from(good.inputIds, (v, i) => (i === 3 ? 17 : v))}, /inputIds\[3\] = 17 is outside the vocabulary \[0, 17\)/],
             [{...good, inputIds: Int32Array.from(good.inputIds, (v, i) => (i === 0 ? -1 : v))}, /inputIds\[0\] = -1 is outside the vocabulary/],
             [{...good, labels: Int32Array.from(good.labels!, (v, i) => (i === 9 ? 99 : v))}, /labels\[9\] = 99 is outside the vocabulary \[0, 17\) and is not the ignore index -100/],
@@ -94,7 +93,7 @@ describe("ZeroEngine: bad batches are refused and change nothing", () => {
 });
 
 describe("ZeroEngine: configurations it cannot train", () => {
-    it("stage 2, no optimizer, offloading: one problem per key", async () => {
+    it("stage 2 and offloading: one problem per key", async () => {
         const [comm] = await inProcessWorld(1, {jobId: `zero-unit-${process.pid}-${jobs++}`});
         const bad = resolveConfigObject({
             train_micro_batch_size_per_gpu: 1,
@@ -103,7 +102,7 @@ describe("ZeroEngine: configurations it cannot train", () => {
         await assert.rejects(ZeroEngine.create({model: llama(tiny), config: bad, communicator: comm!}), (error: unknown) => {
             assert.ok(error instanceof MixzError);
             assert.match(error.message, /zero_optimization\.stage: mixz's engine trains with ZeRO stage 3; got stage 2/);
-            assert.match(error.message, /optimizer: training needs an optimizer section/);
+            assert.doesNotMatch(error.message, /an optimizer section/, "an optimizer-less config is an inference engine, not a problem");
             assert.match(error.message, /zero_optimization\.offload_optimizer\.device: offloading is not supported/);
             return true;
         });
