@@ -483,7 +483,13 @@ Napi::Value AddonEngine::generate(const Napi::CallbackInfo& info) {
         options.maxNewTokens = static_cast<int>(integerField(object, "maxNewTokens", what, 1, 1 << 24));
         options.temperature = numberField(object, "temperature", what);
         options.topK = static_cast<int>(integerField(object, "topK", what, 0, 1 << 30));
+        options.topP = numberField(object, "topP", what);
         options.seed = static_cast<std::uint64_t>(integerField(object, "seed", what, 0, kMaxSafeInteger));
+        {
+            const Napi::Int32Array stops = int32Field(object, "stopIds", what);
+            options.stopIds.assign(stops.Data(), stops.Data() + stops.ElementLength());
+            options.padId = static_cast<std::int32_t>(integerField(object, "padId", what, 0, 1 << 30));
+        }
         if (prompt.ElementLength() != static_cast<std::size_t>(options.batch) * static_cast<std::size_t>(options.promptLength)) {
             MIXZ_THROW(InvalidArgument, what, ".promptIds has ", prompt.ElementLength(), " ids, [", options.batch, ", ", options.promptLength, "] needs ",
                        static_cast<std::size_t>(options.batch) * static_cast<std::size_t>(options.promptLength));

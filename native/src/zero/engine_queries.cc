@@ -20,8 +20,11 @@ std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const Gen
     if (options.promptLength + options.maxNewTokens > d.maxSeq) {
         MIXZ_THROW(InvalidArgument, "prompt length ", options.promptLength, " + maxNewTokens ", options.maxNewTokens, " exceeds the model's maxSeqLen ", d.maxSeq);
     }
+    if (!(options.topP > 0 && options.topP <= 1)) MIXZ_THROW(InvalidArgument, "topP must be in (0, 1], got ", options.topP);
     const std::size_t batch = static_cast<std::size_t>(options.batch);
     s.validateIds(prompt, batch * static_cast<std::size_t>(options.promptLength));
+    s.validateIds(&options.padId, 1);
+    if (!options.stopIds.empty()) s.validateIds(options.stopIds.data(), options.stopIds.size());
     if (s.haveTrainForward) MIXZ_THROW(InvalidArgument, "generate() between forward() and backward() would discard the activations backward needs");
     return s.guarded([&]() -> std::vector<std::int32_t> {
         s.prepareCompute();
@@ -36,7 +39,11 @@ std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const Gen
         last.reserve(batch * H);
         std::vector<float> logits(batch * V);
         std::vector<std::pair<float, int>> ranked(V);
-        const model::SamplingOptions sampling{options.temperature, options.topK, options.seed};
+        const model::SamplingOptions sampling{options.temperature, options.topK, options.topP, options.seed};
+        // Finished sequences (a stop id produced): their remaining positions are padding.
+        std::vector<char> done(batch, 0);
+        std::size_t finished = 0;
+        for (std::int32_t& id : out) id = options.padId;
         int seq = options.promptLength;
         for (int step = 0; step < options.maxNewTokens; ++step) {
             const std::size_t rows = batch * static_cast<std::size_t>(seq);
@@ -61,10 +68,18 @@ std::vector<std::int32_t> Engine::generate(const std::int32_t* prompt, const Gen
             s.fetcher.release(s.store.headUnit());
             tokens.assign(batch, 0);
             for (std::size_t b = 0; b < batch; ++b) {
-                const int chosen = model::sampleToken(logits.data() + b * V, V, sampling, b, step, ranked);
-                out[b * newTokens + static_cast<std::size_t>(step)] = chosen;
+                // A finished sequence still feeds a token (the batch moves together); it is never shown.
+                const int chosen = done[b] ? options.padId : model::sampleToken(logits.data() + b * V, V, sampling, b, step, ranked);
                 tokens[b] = chosen;
+                if (done[b]) continue;
+                out[b * newTokens + static_cast<std::size_t>(step)] = chosen;
+                if (std::find(options.stopIds.begin(), options.stopIds.end(), chosen) != options.stopIds.end()) {
+                    done[b] = 1;
+                    ++finished;
+                }
             }
+            // Every rank samples alike, so every rank stops at the same step.
+            if (finished == batch) break;
             seq = 1;
         }
         return out;

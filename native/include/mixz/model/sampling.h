@@ -1,6 +1,7 @@
 // Choosing the next token from a row of logits (generation): greedy, or sampled with a
-// temperature and an optional top-k, from a counter-based draw so that every rank picks the same
-// token without communicating.
+// temperature, an optional top-k and an optional top-p (nucleus: the most likely tokens whose
+// probabilities first reach p, as Hugging Face's TopPLogitsWarper keeps them, after top-k), from a
+// counter-based draw so that every rank picks the same token without communicating.
 #pragma once
 
 #include <cstddef>
@@ -13,6 +14,7 @@ namespace mixz::model {
 struct SamplingOptions {
     double temperature = 1.0; // ≤ 0: greedy (the first largest logit)
     int topK = 0;             // 0: no limit
+    double topP = 1.0;        // in (0, 1]; 1: no limit
     std::uint64_t seed = 0;
 };
 

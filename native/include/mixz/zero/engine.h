@@ -164,7 +164,12 @@ struct GenerateOptions {
     int maxNewTokens = 1;
     double temperature = 1.0; // ≤ 0: greedy
     int topK = 0;             // 0: no limit
+    double topP = 1.0;        // nucleus sampling, in (0, 1]; 1: no limit
     std::uint64_t seed = 0;
+    // A sequence that produced one of these (EOS and the generation config's stop ids) is done:
+    // its later positions hold padId. Generation ends early when every sequence is done.
+    std::vector<std::int32_t> stopIds;
+    std::int32_t padId = 0;
 };
 
 struct QuantizeReport {

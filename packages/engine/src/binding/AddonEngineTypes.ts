@@ -144,7 +144,12 @@ export interface NativeGenerateOptions {
     readonly maxNewTokens: number;
     readonly temperature: number;
     readonly topK: number;
+    /** In (0, 1]; 1: no nucleus cut. */
+    readonly topP: number;
     readonly seed: number;
+    /** A sequence is done after producing one of these; its later positions hold padId. */
+    readonly stopIds: Int32Array;
+    readonly padId: number;
 }
 
 export interface NativeEngine {

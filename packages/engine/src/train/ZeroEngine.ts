@@ -91,6 +91,19 @@ export interface GenerateOptions {
     readonly temperature?: number;
     /** Sample among the k most likely tokens; 0: all. Default 0. */
     readonly topK?: number;
+    /**
+     * Nucleus sampling: among the most likely tokens whose probabilities first reach p (after
+     * topK, as Hugging Face applies them). In (0, 1]; default 1 (no cut).
+     */
+    readonly topP?: number;
+    /**
+     * Token ids that end a sequence (a tokenizer's eosTokenIds, generation_config.json's
+     * eos_token_id). A sequence that produced one is done: its later positions hold padTokenId,
+     * and generation stops early once every sequence is done. Default: none.
+     */
+    readonly stopTokenIds?: readonly number[];
+    /** What fills a finished sequence's later positions; default the first stop id, else 0. */
+    readonly padTokenId?: number;
     /** The same seed gives the same tokens. Default 0. */
     readonly seed?: number;
 }
@@ -476,7 +489,19 @@ export class ZeroEngine {
             if (!Number.isFinite(temperature)) throw batchError(`generate(): temperature must be a finite number, got ${temperature}`);
             if (!Number.isInteger(topK) || topK < 0) throw batchError(`generate(): topK must be an integer ≥ 0, got ${topK}`);
             if (!Number.isSafeInteger(seed) || seed < 0) throw batchError(`generate(): seed must be a non-negative integer, got ${seed}`);
-            return this.#native.generate({promptIds, batch, promptLength, maxNewTokens, temperature, topK, seed});
+            const topP = options.topP ?? 1;
+            if (!(typeof topP === "number" && topP > 0 && topP <= 1)) throw batchError(`generate(): topP must be in (0, 1], got ${topP}`);
+            const stops = options.stopTokenIds ?? [];
+            const tokenId = (value: unknown, what: string): number => {
+                if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value >= vocabSize) {
+                    throw batchError(`generate(): ${what} = ${String(value)} is not a token id of the vocabulary [0, ${vocabSize})`);
+                }
+                return value;
+            };
+            if (!Array.isArray(stops)) throw batchError("generate(): stopTokenIds must be an array of token ids");
+            const stopIds = Int32Array.from(stops, (id, i) => tokenId(id, `stopTokenIds[${i}]`));
+            const padId = tokenId(options.padTokenId ?? stopIds[0] ?? 0, "padTokenId");
+            return this.#native.generate({promptIds, batch, promptLength, maxNewTokens, temperature, topK, topP, seed, stopIds, padId});
         });
     }
 
