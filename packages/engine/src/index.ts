@@ -171,6 +171,8 @@ export {checkPeftAdapterConfig, foldLora, loadPeftAdapter, loraModuleBlocks, mer
 export type {LoraSettings} from "./formats/peftAdapter.js";
 export {permutation as tokenDataPermutation, textData, tokenData} from "./data/data.js";
 export type {TextDataOptions, TokenBatches, TokenDataOptions, TokenDType} from "./data/data.js";
+export {jsonlData} from "./data/jsonl.js";
+export type {ChatMessage, JsonlBatches, JsonlDataOptions, JsonlDataPosition, JsonlFormat, TextTokenizer} from "./data/jsonl.js";
 export {everyRankTries, peerFailure, rootTries} from "./comm/ranksAgree.js";
 export type {AgreementChannel, AgreementFailure} from "./comm/ranksAgree.js";
 export {callNative, callNativeSync, callSite, fromNative, nativeErrorCategory} from "./binding/callNative.js";

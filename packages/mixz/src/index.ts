@@ -9,6 +9,7 @@ export type {LoraOptions} from "./lora.js";
 export type {Batch, GenerateOptions, LlamaConfig, LlamaModel, Loss, MemoryReport, StepMetrics, StepOutcome, ZeroEngine} from "@mixz/engine";
 // pretrained + peft + data
 export {data} from "./data.js";
-export type {TextOptions, TokensOptions} from "./data.js";
+export type {JsonlOptions, TextOptions, TokensOptions} from "./data.js";
+export type {JsonlBatches, JsonlDataPosition, JsonlFormat, TextTokenizer} from "@mixz/engine";
 export type {LlamaBuilder} from "./models.js";
 export type {FromPretrainedOptions, TokenBatches} from "@mixz/engine";

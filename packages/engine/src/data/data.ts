@@ -237,7 +237,8 @@ function withFile<T>(path: string, body: (fd: number) => T): T {
     }
 }
 
-function optionError(fn: string, key: string, message: string): InputError {
+/** @internal An option of a data loader is wrong (shared by jsonl.ts). */
+export function optionError(fn: string, key: string, message: string): InputError {
     return new InputError([{code: ErrorCodes.data, path: `${fn}: ${key}`, message}]);
 }
 
@@ -245,7 +246,8 @@ function dataError(path: string, message: string): InputError {
     return new InputError([{code: ErrorCodes.data, file: path, message}]);
 }
 
-function readError(path: string, error: unknown): InputError {
+/** @internal A data file cannot be read (shared by jsonl.ts). */
+export function readError(path: string, error: unknown, what = "token file"): InputError {
     const reason = (error as NodeJS.ErrnoException).code ?? (error as Error).message;
-    return new InputError([{code: ErrorCodes.fileRead, file: path, message: `cannot read the token file (${reason})`}]);
+    return new InputError([{code: ErrorCodes.fileRead, file: path, message: `cannot read the ${what} (${reason})`}]);
 }

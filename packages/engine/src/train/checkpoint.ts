@@ -5,7 +5,8 @@
  *     latest                      the tag of the newest complete checkpoint (no newline)
  *     <tag>/                      one complete checkpoint (tag default: global_step<N>)
  *       mixz_checkpoint.json      the manifest: format, world size, dtype, model, parameters,
- *                                 counters, loss scaler, lr schedule, the rank files and sizes
+ *                                 counters, loss scaler, lr schedule, the rank files and sizes,
+ *                                 the data position a script passed (dataPosition)
  *       rank_<r>.safetensors      the slices rank r owned
  *
  * Vocabulary:
@@ -80,6 +81,12 @@ export interface SaveCheckpointOptions {
      * own file is durable, before the ranks meet), "manifest-written" and "renamed" on rank 0.
      */
     readonly onStage?: (stage: CheckpointStage) => void | Promise<void>;
+    /**
+     * Where the training data stands (e.g. data.jsonl's batches.position()): any JSON value, stored
+     * in the manifest as rank 0 passes it (a data position is global: the same on every rank) and
+     * returned by loadCheckpoint as `dataPosition`.
+     */
+    readonly dataPosition?: unknown;
 }
 
 export interface LoadCheckpointOptions {
@@ -96,6 +103,8 @@ export interface CheckpointInfo {
     readonly worldSize: number;
     readonly dtype: NativeModelDType;
     readonly globalSteps: number;
+    /** The dataPosition the save was given; absent when it was given none. */
+    readonly dataPosition?: unknown;
 }
 
 /** The engine's counters and policy state (ZeroEngine.trainingState()). */
@@ -157,6 +166,8 @@ interface CheckpointManifest extends TrainingState {
     readonly tensors: {readonly paramDType: ParamDType; readonly hasMaster: boolean};
     readonly parameters: readonly {readonly name: string; readonly shape: readonly number[]; readonly numel: number}[];
     readonly files: readonly {readonly rank: number; readonly name: string; readonly bytes: number}[];
+    /** SaveCheckpointOptions.dataPosition, when given. */
+    readonly dataPosition?: unknown;
 }
 
 /** The tensor name of a parameter's state in a rank file. */
@@ -212,6 +223,7 @@ export async function saveCheckpoint(engine: CheckpointAccess, dir: string, opti
     }
     const saveLatest = options.saveLatest ?? true;
     if (typeof saveLatest !== "boolean") throw invalidOption(fn, `options.saveLatest must be a boolean, got ${typeof saveLatest}`);
+    const dataPosition = jsonCopy(fn, options.dataPosition);
     const {rank, worldSize} = engine;
 
     // 1. Rank 0 prepares the staging directory and tells everyone its nonce.
@@ -250,7 +262,7 @@ export async function saveCheckpoint(engine: CheckpointAccess, dir: string, opti
     // 3. Rank 0 publishes.
     await rootTries(engine, kTags.published, saving, async () => {
         const files = await rankFileSizes(staging, worldSize);
-        const manifest = makeManifest(engine, state, tag, files);
+        const manifest = {...makeManifest(engine, state, tag, files), ...(dataPosition === undefined ? {} : {dataPosition})};
         await writeDurably(join(staging, checkpointManifestName), `${JSON.stringify(manifest, null, 2)}\n`);
         await syncDirectory(staging);
         await options.onStage?.("manifest-written");
@@ -268,7 +280,20 @@ export async function saveCheckpoint(engine: CheckpointAccess, dir: string, opti
             await syncDirectory(dir);
         }
     });
-    return {tag, path: target, worldSize, dtype: engine.dtype, globalSteps: state.globalSteps};
+    return {tag, path: target, worldSize, dtype: engine.dtype, globalSteps: state.globalSteps, ...(dataPosition === undefined ? {} : {dataPosition})};
+}
+
+/** A JSON copy of a dataPosition (undefined stays undefined); refuses what JSON cannot hold. */
+function jsonCopy(fn: string, value: unknown): unknown {
+    if (value === undefined) return undefined;
+    let text: string | undefined;
+    try {
+        text = JSON.stringify(value);
+    } catch (error) {
+        throw invalidOption(fn, `options.dataPosition must be a JSON value (${(error as Error).message})`);
+    }
+    if (text === undefined) throw invalidOption(fn, `options.dataPosition must be a JSON value, got ${typeof value}`);
+    return JSON.parse(text) as unknown;
 }
 
 /** This rank's slices as rank-file tensors (1-D, unpadded). */
@@ -470,7 +495,10 @@ async function prepareLoad(
         lossScaler: sameDType ? manifest.lossScaler : current.lossScaler,
         lrScheduler: manifest.lrScheduler
     });
-    const info: CheckpointInfo = {tag, path, worldSize: manifest.worldSize, dtype: manifest.dtype, globalSteps: manifest.globalSteps};
+    const info: CheckpointInfo = {
+        tag, path, worldSize: manifest.worldSize, dtype: manifest.dtype, globalSteps: manifest.globalSteps,
+        ...(manifest.dataPosition === undefined ? {} : {dataPosition: manifest.dataPosition})
+    };
     return {info, writes, commit};
 }
 
