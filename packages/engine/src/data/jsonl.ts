@@ -201,7 +201,8 @@ export function jsonlData(file: string, options: JsonlDataOptions): JsonlBatches
     const problems: Problem[] = [];
     let bad = 0;
     let truncated = 0;
-    const lines = raw.toString("utf8").split("\n");
+    // A UTF-8 byte-order mark (Windows editors write one) is not part of the first line; CRLF ends are JSON whitespace.
+    const lines = raw.toString("utf8").replace(/^\uFEFF/, "").split("\n");
     for (const [index, text] of lines.entries()) {
         if (text.trim() === "") continue;
         const line = index + 1;

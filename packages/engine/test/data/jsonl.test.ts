@@ -94,6 +94,10 @@ describe("data.jsonl: masking per format", () => {
         const [row] = rows(batch!);
         assert.deepEqual(row!.ids, [BOS, ...b("hi"), EOS, EOS, EOS, EOS, EOS]);
         assert.deepEqual(row!.labels, [BOS, ...b("hi"), EOS, I, I, I, I]);
+        // A byte-order mark and CRLF line ends change nothing.
+        const crlf = join(scratch, "crlf.jsonl");
+        writeFileSync(crlf, '\uFEFF{"text": "hi"}\r\n\r\n');
+        assert.deepEqual([...jsonlData(crlf, base({seqLen: 8}))], [batch]);
     });
 
     it('"prompt_completion": the loss on the completion and its EOS only; padTokenId pads', () => {
