@@ -13,3 +13,6 @@ export type {JsonlOptions, TextOptions, TokensOptions} from "./data.js";
 export type {JsonlBatches, JsonlDataPosition, JsonlFormat, TextTokenizer} from "@mixz/engine";
 export type {LlamaBuilder} from "./models.js";
 export type {FromPretrainedOptions, TokenBatches} from "@mixz/engine";
+// tokenizers
+export {tokenizers} from "./tokenizers.js";
+export type {ChatMessage, ChatTemplateOptions, DecodeOptions, EncodeOptions, Tokenizer} from "@mixz/tokenizers";

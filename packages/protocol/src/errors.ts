@@ -157,7 +157,9 @@ export const ErrorCodes = {
     /** A token data file cannot be used: too short, size not a multiple of the token dtype, an id out of range. */
     data: "MIXZ_ERR_DATA",
     /** A PEFT adapter that does not fit the engine's LoRA settings or model, or is malformed. */
-    peftAdapter: "MIXZ_ERR_PEFT_ADAPTER"
+    peftAdapter: "MIXZ_ERR_PEFT_ADAPTER",
+    /** A model directory's tokenizer files are missing, unreadable or malformed, or it has no chat template. */
+    tokenizer: "MIXZ_ERR_TOKENIZER"
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
