@@ -19,7 +19,9 @@ const benchmarks = [
     // LoRA on 2 plan nodes × 2 ranks: ZeRO-3 (frozen 16-bit) next to MixZ++ (frozen int8 + hpZ):
     // memory by category, step time (also over a tc-shaped cross-node link), intra/cross-node bytes
     // per step next to zeropp.md §4.1/§4.2.
-    ["mixzpp-peers", "scripts/bench/mixzpp-peers", []]
+    ["mixzpp-peers", "scripts/bench/mixzpp-peers", []],
+    // Tokenizer encode tokens/s on one core: the Rust binding mixz uses next to the pure-JS port.
+    ["tokenizer-throughput", "scripts/bench/tokenizer-throughput", []]
 ];
 
 const root = fileURLToPath(new URL("../..", import.meta.url));

@@ -10,7 +10,8 @@
  *   on by construction; the JS port is a reimplementation whose README lists regex gaps (`\G`,
  *   Unicode case folding, some split behaviours). The tests cross-check the two on thousands of
  *   strings, so a divergence shows up as a failing test, not as silently different training data;
- * - speed: 2–10× the JS port's tokens/s on one core (docs/BENCHMARKS.md, "Tokenizers");
+ * - speed: about 2× the JS port's tokens/s on one core for LLaMA-3's byte-level BPE and 7× for a
+ *   SentencePiece-style BPE (docs/BENCHMARKS.md, "Tokenizers", scripts/bench/tokenizer-throughput);
  * - installation: npm ships the prebuilt binary (`@anush008/tokenizers-linux-x64-gnu`, needs only
  *   glibc ≥ 2.14; darwin, windows, musl and arm64 builds too) as an optional dependency, so `npm ci`
  *   needs no Rust toolchain and downloads nothing else. The price is an asynchronous encode/decode
