@@ -17,7 +17,7 @@ export type JsonlOptions = Omit<JsonlDataOptions, "rank" | "worldSize"> & {reado
 export const data: {
     readonly tokens: (file: string, options: TokensOptions) => TokenBatches;
     readonly text: (file: string, options: TextOptions) => TokenBatches;
-    readonly jsonl: (file: string, options: JsonlOptions) => JsonlBatches;
+    readonly jsonl: (file: string, options: JsonlOptions) => Promise<JsonlBatches>;
 } = {
     tokens: (file, options) => tokenData(file, {...options, rank: options.rank ?? runtime.rank, worldSize: options.worldSize ?? runtime.worldSize}),
     text: (file, options) => textData(file, {...options, rank: options.rank ?? runtime.rank, worldSize: options.worldSize ?? runtime.worldSize}),

@@ -64,7 +64,7 @@ export interface ChatMessage {
  * is only called for format "messages"; tokenize is never true here).
  */
 export interface TextTokenizer {
-    encode(text: string, options?: {readonly addSpecialTokens?: boolean}): ArrayLike<number>;
+    encode(text: string, options?: {readonly addSpecialTokens?: boolean}): ArrayLike<number> | Promise<ArrayLike<number>>;
     applyChatTemplate(messages: readonly ChatMessage[], options?: {readonly addGenerationPrompt?: boolean; readonly tokenize?: false}): string;
     readonly bosTokenId: number | null;
     readonly eosTokenIds: readonly number[];
@@ -149,7 +149,7 @@ interface Example {
  * `file:line: …`, or for a bad option; MIXZ_ERR_FILE_READ; MixzError MIXZ_ERR_NOT_YET_AVAILABLE for
  * packing: true.
  */
-export function jsonlData(file: string, options: JsonlDataOptions): JsonlBatches {
+export async function jsonlData(file: string, options: JsonlDataOptions): Promise<JsonlBatches> {
     if (typeof file !== "string" || file === "") throw optionError(kFn, "file", `must be a non-empty path string, got ${JSON.stringify(file) ?? typeof file}`);
     if (typeof options !== "object" || options === null) throw optionError(kFn, "options", "must be an object {tokenizer, format, seqLen, microBatch, ...}");
     const integer = (key: string, value: unknown, min: number, max = 2 ** 31 - 1): number => {
@@ -207,7 +207,7 @@ export function jsonlData(file: string, options: JsonlDataOptions): JsonlBatches
         if (text.trim() === "") continue;
         const line = index + 1;
         try {
-            const example = tokenizeLine(tokenizer, format, text);
+            const example = await tokenizeLine(tokenizer, format, text);
             if (example.ids.length > seqLen) {
                 if (!truncation) throw new LineError(`example has ${example.ids.length} tokens, seqLen is ${seqLen}; shorten it or pass truncation: true`);
                 truncated++;
@@ -321,7 +321,7 @@ function checkTokenizer(tokenizer: unknown, format: JsonlFormat): TextTokenizer 
 }
 
 /** Parses, checks and tokenizes one non-blank line (throws LineError). */
-function tokenizeLine(tokenizer: TextTokenizer, format: JsonlFormat, text: string): Example {
+async function tokenizeLine(tokenizer: TextTokenizer, format: JsonlFormat, text: string): Promise<Example> {
     let json: unknown;
     try {
         json = JSON.parse(text);
@@ -338,16 +338,16 @@ function tokenizeLine(tokenizer: TextTokenizer, format: JsonlFormat, text: strin
         if (typeof value !== "string") throw new LineError(`"${key}" must be a string, got ${typeOf(value)}`);
         return value;
     };
-    const encode = (s: string): number[] => checkIds(tokenizer.encode(s, {addSpecialTokens: false}));
+    const encode = async (s: string): Promise<number[]> => checkIds(await tokenizer.encode(s, {addSpecialTokens: false}));
     const bos = tokenizer.bosTokenId === null ? [] : [tokenizer.bosTokenId];
     const eos = tokenizer.eosTokenIds[0]!;
     if (format === "text") {
-        const ids = [...bos, ...encode(string("text")), eos];
+        const ids = [...bos, ...(await encode(string("text"))), eos];
         return {ids: Int32Array.from(ids), labels: Int32Array.from(ids)};
     }
     if (format === "prompt_completion") {
-        const prompt = [...bos, ...encode(string("prompt"))];
-        const completion = [...encode(string("completion")), eos];
+        const prompt = [...bos, ...(await encode(string("prompt")))];
+        const completion = [...(await encode(string("completion"))), eos];
         return {
             ids: Int32Array.from([...prompt, ...completion]),
             labels: Int32Array.from([...prompt.map(() => kIgnore), ...completion])
@@ -365,17 +365,22 @@ function tokenizeLine(tokenizer: TextTokenizer, format: JsonlFormat, text: strin
     }
     const chat = (messages as Record<string, string>[]).map(({role, content}) => ({role: role!, content: content!}));
     if (!chat.some((m) => m.role === "assistant")) throw new LineError('no "assistant" message: nothing to train on');
-    const render = (upTo: number, addGenerationPrompt: boolean): number[] => {
+    const render = async (upTo: number, addGenerationPrompt: boolean): Promise<number[]> => {
         const rendered = tokenizer.applyChatTemplate(chat.slice(0, upTo), {addGenerationPrompt, tokenize: false});
         if (typeof rendered !== "string") throw new MixzError(ErrorCodes.data, `${kFn}: tokenizer.applyChatTemplate returned ${typeOf(rendered)}, not a string`, {category: "user"});
         return encode(rendered);
     };
-    const ids = render(chat.length, false);
+    const ids = await render(chat.length, false);
     const labels = ids.map(() => kIgnore);
+    // Some templates append the generation prompt whatever addGenerationPrompt says (Meta's first
+    // LLaMA-3 Instruct template does): rendering no message then gives exactly that prompt, and it
+    // is not part of the assistant turn it follows.
+    const trailer = await alwaysAppended(tokenizer, chat, render);
     for (const [i, m] of chat.entries()) {
         if (m.role !== "assistant") continue;
-        const before = render(i, true);
-        const after = i + 1 === chat.length ? ids : render(i + 1, false);
+        const before = await render(i, true);
+        let after = i + 1 === chat.length ? ids : await render(i + 1, false);
+        if (trailer.length > 0 && after.length - trailer.length >= before.length && isSuffix(trailer, after)) after = after.slice(0, after.length - trailer.length);
         if (!isPrefix(before, after) || !isPrefix(after, ids)) {
             throw new LineError(
                 `the chat template is not prefix-stable at messages[${i}] (rendering the first messages is not a prefix of rendering more of them), ` +
@@ -395,6 +400,34 @@ function checkIds(ids: ArrayLike<number>): number[] {
         }
     }
     return out;
+}
+
+/**
+ * The tokens a template appends after every rendering even without addGenerationPrompt (empty
+ * when it honours the flag): rendering the first user turn with and without the flag gives the
+ * same text exactly for such templates, and rendering no message at all gives the appended part.
+ */
+async function alwaysAppended(tokenizer: TextTokenizer, chat: readonly ChatMessage[], render: (upTo: number, addGenerationPrompt: boolean) => Promise<number[]>): Promise<number[]> {
+    const firstAssistant = chat.findIndex((m) => m.role === "assistant");
+    if (firstAssistant < 1) return [];
+    const [plain, prompted] = await Promise.all([render(firstAssistant, false), render(firstAssistant, true)]);
+    if (plain.length !== prompted.length || !isPrefix(plain, prompted)) return [];
+    let empty: string;
+    try {
+        empty = tokenizer.applyChatTemplate([], {addGenerationPrompt: false, tokenize: false});
+    } catch {
+        return [];
+    }
+    if (typeof empty !== "string" || empty === "") return [];
+    const tokens = checkIds(await tokenizer.encode(empty, {addSpecialTokens: false}));
+    return isSuffix(tokens, plain) ? tokens : [];
+}
+
+function isSuffix(a: readonly number[], b: readonly number[]): boolean {
+    if (a.length > b.length) return false;
+    const offset = b.length - a.length;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[offset + i]) return false;
+    return true;
 }
 
 function isPrefix(a: readonly number[], b: readonly number[]): boolean {

@@ -75,8 +75,10 @@ function textOf(ids: number[]): string {
     return Buffer.from(ids.slice(1, end).map((id) => id - 3)).toString("utf8");
 }
 
-function throwsExactly(fn: () => unknown, code: string, message: string): void {
-    assert.throws(fn, (error: unknown) => {
+async function throwsExactly(fn: () => unknown, code: string, message: string): Promise<void> {
+    await assert.rejects(async () => {
+        await fn();
+    }, (error: unknown) => {
         assert.ok(error instanceof MixzError, String(error));
         assert.equal(error.code, code);
         assert.equal(error.category, "user");
@@ -86,8 +88,8 @@ function throwsExactly(fn: () => unknown, code: string, message: string): void {
 }
 
 describe("data.jsonl: masking per format", () => {
-    it('"text": BOS + tokens + EOS, the loss on every token, padding with EOS (no pad id) and labels −100 there', () => {
-        const batches = jsonlData(file("text.jsonl", [{text: "hi"}]), base({seqLen: 8}));
+    it('"text": BOS + tokens + EOS, the loss on every token, padding with EOS (no pad id) and labels −100 there', async () => {
+        const batches = (await jsonlData(file("text.jsonl", [{text: "hi"}]), base({seqLen: 8})));
         assert.equal(batches.examples, 1);
         const [batch] = [...batches];
         assert.deepEqual(batch!.shape, [1, 8]);
@@ -97,17 +99,17 @@ describe("data.jsonl: masking per format", () => {
         // A byte-order mark and CRLF line ends change nothing.
         const crlf = join(scratch, "crlf.jsonl");
         writeFileSync(crlf, '\uFEFF{"text": "hi"}\r\n\r\n');
-        assert.deepEqual([...jsonlData(crlf, base({seqLen: 8}))], [batch]);
+        assert.deepEqual([...(await jsonlData(crlf, base({seqLen: 8})))], [batch]);
     });
 
-    it('"prompt_completion": the loss on the completion and its EOS only; padTokenId pads', () => {
-        const batches = jsonlData(file("pc.jsonl", [{prompt: "Q?", completion: "A"}]), base({format: "prompt_completion", seqLen: 8, tokenizer: fakeTokenizer({padTokenId: 0})}));
+    it('"prompt_completion": the loss on the completion and its EOS only; padTokenId pads', async () => {
+        const batches = (await jsonlData(file("pc.jsonl", [{prompt: "Q?", completion: "A"}]), base({format: "prompt_completion", seqLen: 8, tokenizer: fakeTokenizer({padTokenId: 0})})));
         const [row] = rows([...batches][0]!);
         assert.deepEqual(row!.ids, [BOS, ...b("Q?"), ...b("A"), EOS, 0, 0, 0]);
         assert.deepEqual(row!.labels, [I, I, I, ...b("A"), EOS, I, I, I]);
     });
 
-    it('"messages": the chat template renders the conversation, the loss on assistant turns (with their closing EOS) only', () => {
+    it('"messages": the chat template renders the conversation, the loss on assistant turns (with their closing EOS) only', async () => {
         const messages = [
             {role: "system", content: "S"},
             {role: "user", content: "hi"},
@@ -115,7 +117,7 @@ describe("data.jsonl: masking per format", () => {
             {role: "user", content: "ok"},
             {role: "assistant", content: "k"}
         ];
-        const batches = jsonlData(file("chat.jsonl", [{messages}]), base({format: "messages", seqLen: 24}));
+        const batches = (await jsonlData(file("chat.jsonl", [{messages}]), base({format: "messages", seqLen: 24})));
         const [row] = rows([...batches][0]!);
         // "<s>s:S</s>u:hi</s>a:yo</s>u:ok</s>a:k</s>"
         const ids = [BOS, ...b("s:S"), EOS, ...b("u:hi"), EOS, ...b("a:yo"), EOS, ...b("u:ok"), EOS, ...b("a:k"), EOS];
@@ -124,19 +126,19 @@ describe("data.jsonl: masking per format", () => {
         assert.deepEqual(row!.labels, pad(labels, 24, I));
     });
 
-    it('"messages" refuses a template that is not prefix-stable, naming the line and message', () => {
+    it('"messages" refuses a template that is not prefix-stable, naming the line and message', async () => {
         const counting = fakeTokenizer({
             applyChatTemplate: (messages: readonly ChatMessage[], options?: {addGenerationPrompt?: boolean}) =>
                 `<s>${messages.length}${messages.map((m) => `${m.role[0]}:${m.content}</s>`).join("")}${options?.addGenerationPrompt === true ? "a:" : ""}`
         });
         const path = file("unstable.jsonl", [{messages: [{role: "user", content: "hi"}, {role: "assistant", content: "yo"}]}]);
-        throwsExactly(() => jsonlData(path, base({format: "messages", tokenizer: counting})), ErrorCodes.data,
+        await throwsExactly(() => jsonlData(path, base({format: "messages", tokenizer: counting})), ErrorCodes.data,
             `${path}:1: the chat template is not prefix-stable at messages[1] (rendering the first messages is not a prefix of rendering more of them), ` +
                 'so the assistant turn cannot be located; use format "prompt_completion" with the prompt rendered by the template');
     });
 
-    it("truncation: true keeps the first seqLen tokens and counts the examples it cut", () => {
-        const batches = jsonlData(file("long.jsonl", [{prompt: "ab", completion: "cdefgh"}]), base({format: "prompt_completion", seqLen: 5, truncation: true}));
+    it("truncation: true keeps the first seqLen tokens and counts the examples it cut", async () => {
+        const batches = (await jsonlData(file("long.jsonl", [{prompt: "ab", completion: "cdefgh"}]), base({format: "prompt_completion", seqLen: 5, truncation: true})));
         assert.equal(batches.truncated, 1);
         const [row] = rows([...batches][0]!);
         assert.deepEqual(row!.ids, [BOS, ...b("abcd")]);
@@ -148,13 +150,13 @@ describe("data.jsonl: order and shards", () => {
     const names = Array.from({length: 9}, (_, i) => `e${i}`);
     const nine = file("nine.jsonl", names.map((text) => ({text})));
 
-    function seen(options: Partial<JsonlDataOptions>): string[][] {
-        return [...jsonlData(nine, base({seqLen: 8, shuffle: true, ...options}))].map((batch) => rows(batch).map((row) => textOf(row.ids)));
+    async function seen(options: Partial<JsonlDataOptions>): Promise<string[][]> {
+        return [...(await jsonlData(nine, base({seqLen: 8, shuffle: true, ...options})))].map((batch) => rows(batch).map((row) => textOf(row.ids)));
     }
 
-    it("each rank its own shard: disjoint, together each global batch, the epoch's order by position", () => {
-        const r0 = seen({rank: 0, worldSize: 2, microBatch: 2, seed: 4});
-        const r1 = seen({rank: 1, worldSize: 2, microBatch: 2, seed: 4});
+    it("each rank its own shard: disjoint, together each global batch, the epoch's order by position", async () => {
+        const r0 = await seen({rank: 0, worldSize: 2, microBatch: 2, seed: 4});
+        const r1 = await seen({rank: 1, worldSize: 2, microBatch: 2, seed: 4});
         assert.equal(r0.length, 2); // floor(9 / (2 × 2)) batches per epoch, the same on each rank
         assert.equal(r1.length, 2);
         const order = Array.from(tokenDataPermutation(9, 4, 0), (i) => `e${i}`);
@@ -163,17 +165,17 @@ describe("data.jsonl: order and shards", () => {
         const all = [...r0.flat(), ...r1.flat()];
         assert.equal(new Set(all).size, 8, "disjoint");
         // The global batch does not depend on the split of W·m.
-        const single = seen({rank: 0, worldSize: 1, microBatch: 4, seed: 4});
+        const single = await seen({rank: 0, worldSize: 1, microBatch: 4, seed: 4});
         assert.deepEqual(single.map((batch) => [...batch].sort()), [0, 1].map((t) => [...r0[t]!, ...r1[t]!].sort()));
     });
 
-    it("covers every example once per epoch when W·m divides them; deterministic per seed, reshuffled per epoch", () => {
+    it("covers every example once per epoch when W·m divides them; deterministic per seed, reshuffled per epoch", async () => {
         const eight = file("eight.jsonl", names.slice(0, 8).map((text) => ({text})));
-        const shards = (seed: number, epochs: number): string[][][] =>
-            [0, 1, 2, 3].map((rank) => [...jsonlData(eight, base({seqLen: 8, shuffle: true, rank, worldSize: 4, microBatch: 1, seed, epochs}))].map((batch) => rows(batch).map((row) => textOf(row.ids))));
-        const a = shards(7, 3);
-        assert.deepEqual(shards(7, 3), a);
-        assert.notDeepEqual(shards(8, 3), a);
+        const shards = (seed: number, epochs: number): Promise<string[][][]> =>
+            Promise.all([0, 1, 2, 3].map(async (rank) => [...(await jsonlData(eight, base({seqLen: 8, shuffle: true, rank, worldSize: 4, microBatch: 1, seed, epochs})))].map((batch) => rows(batch).map((row) => textOf(row.ids)))));
+        const a = await shards(7, 3);
+        assert.deepEqual(await shards(7, 3), a);
+        assert.notDeepEqual(await shards(8, 3), a);
         for (let epoch = 0; epoch < 3; epoch++) {
             const visited = a.flatMap((rank) => rank.slice(epoch * 2, epoch * 2 + 2).flat()).sort();
             assert.deepEqual(visited, names.slice(0, 8), `epoch ${epoch}`);
@@ -181,13 +183,13 @@ describe("data.jsonl: order and shards", () => {
         const epoch0 = a.map((rank) => rank.slice(0, 2));
         const epoch1 = a.map((rank) => rank.slice(2, 4));
         assert.notDeepEqual(epoch0, epoch1);
-        assert.deepEqual(seen({shuffle: false, epochs: 1}).flat(), names);
+        assert.deepEqual((await seen({shuffle: false, epochs: 1})).flat(), names);
     });
 
-    it("iteration continues from the position; startBatch, length, and endless epochs", () => {
-        const batches = jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2}));
+    it("iteration continues from the position; startBatch, length, and endless epochs", async () => {
+        const batches = (await jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2})));
         assert.equal(batches.length, 18);
-        const all = [...jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2}))].map((batch) => textOf(rows(batch)[0]!.ids));
+        const all = [...(await jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2})))].map((batch) => textOf(rows(batch)[0]!.ids));
         const first: string[] = [];
         for (const batch of batches) {
             first.push(textOf(rows(batch)[0]!.ids));
@@ -198,8 +200,8 @@ describe("data.jsonl: order and shards", () => {
         const rest = [...batches].map((batch) => textOf(rows(batch)[0]!.ids));
         assert.deepEqual([...first, ...rest], all);
         assert.equal(batches.length, 0);
-        assert.deepEqual([...jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2, startBatch: 11}))].map((batch) => textOf(rows(batch)[0]!.ids)), all.slice(11));
-        const endless = jsonlData(nine, base({seqLen: 8, epochs: Infinity}));
+        assert.deepEqual([...(await jsonlData(nine, base({seqLen: 8, shuffle: true, seed: 2, epochs: 2, startBatch: 11})))].map((batch) => textOf(rows(batch)[0]!.ids)), all.slice(11));
+        const endless = (await jsonlData(nine, base({seqLen: 8, epochs: Infinity})));
         assert.equal(endless.length, Infinity);
         let n = 0;
         for (const _ of endless) if (++n === 20) break;
@@ -208,7 +210,7 @@ describe("data.jsonl: order and shards", () => {
 });
 
 describe("data.jsonl: errors", () => {
-    it("every bad line, `file:line: …` one a line, before anything is yielded", () => {
+    it("every bad line, `file:line: …` one a line, before anything is yielded", async () => {
         const lines = [
             {prompt: "a", completion: "b"},
             "not json",
@@ -225,7 +227,7 @@ describe("data.jsonl: errors", () => {
         } catch (error) {
             parseMessage = (error as Error).message;
         }
-        throwsExactly(() => jsonlData(path, base({format: "prompt_completion", seqLen: 8})), ErrorCodes.data, [
+        await throwsExactly(() => jsonlData(path, base({format: "prompt_completion", seqLen: 8})), ErrorCodes.data, [
             `${path}:2: not JSON (${parseMessage})`,
             `${path}:3: not a JSON object (got an array); each line is one example object`,
             `${path}:4: format "prompt_completion" needs a "completion" field (the line has "prompt")`,
@@ -234,7 +236,7 @@ describe("data.jsonl: errors", () => {
         ].join("\n"));
     });
 
-    it("bad messages lines and a file with no examples", () => {
+    it("bad messages lines and a file with no examples", async () => {
         const path = file("badchat.jsonl", [
             {text: "x"},
             {messages: []},
@@ -242,7 +244,7 @@ describe("data.jsonl: errors", () => {
             {messages: [{role: "user", content: "hi"}]},
             {messages: ["hi"]}
         ]);
-        throwsExactly(() => jsonlData(path, base({format: "messages"})), ErrorCodes.data, [
+        await throwsExactly(() => jsonlData(path, base({format: "messages"})), ErrorCodes.data, [
             `${path}:1: format "messages" needs a "messages" field (the line has "text")`,
             `${path}:2: "messages" must be a non-empty array of {"role", "content"} objects, got an array`,
             `${path}:3: messages[0].content must be a string, got nothing`,
@@ -251,19 +253,19 @@ describe("data.jsonl: errors", () => {
         ].join("\n"));
         const empty = join(scratch, "empty.jsonl");
         writeFileSync(empty, "\n  \n");
-        throwsExactly(() => jsonlData(empty, base()), ErrorCodes.data, `${empty}:1: no examples: the file is empty (a JSONL file holds one JSON object per line)`);
+        await throwsExactly(() => jsonlData(empty, base()), ErrorCodes.data, `${empty}:1: no examples: the file is empty (a JSONL file holds one JSON object per line)`);
         const short = file("short.jsonl", [{text: "a"}, {text: "b"}, {text: "c"}]);
-        throwsExactly(() => jsonlData(short, base({worldSize: 2, microBatch: 2})), ErrorCodes.data, `${short}: too short: 3 example(s), one batch of 2 rank(s) × microBatch 2 needs 4`);
+        await throwsExactly(() => jsonlData(short, base({worldSize: 2, microBatch: 2})), ErrorCodes.data, `${short}: too short: 3 example(s), one batch of 2 rank(s) × microBatch 2 needs 4`);
     });
 
-    it("options: an unknown format, packing: true (not available yet), a tokenizer without EOS, a missing file", () => {
+    it("options: an unknown format, packing: true (not available yet), a tokenizer without EOS, a missing file", async () => {
         const path = file("one.jsonl", [{text: "a"}]);
-        throwsExactly(() => jsonlData(path, base({format: "chat" as "text"})), ErrorCodes.data, 'data.jsonl: format: must be "text", "prompt_completion" or "messages", got "chat"');
-        throwsExactly(() => jsonlData(path, base({packing: true})), ErrorCodes.notYetAvailable,
+        await throwsExactly(() => jsonlData(path, base({format: "chat" as "text"})), ErrorCodes.data, 'data.jsonl: format: must be "text", "prompt_completion" or "messages", got "chat"');
+        await throwsExactly(() => jsonlData(path, base({packing: true})), ErrorCodes.notYetAvailable,
             "data.jsonl: packing needs per-example attention in the engine (position ids restarting per example, attention kept inside each example), which it does not have yet; use packing: false");
-        throwsExactly(() => jsonlData(path, base({tokenizer: fakeTokenizer({eosTokenIds: []})})), ErrorCodes.data,
+        await throwsExactly(() => jsonlData(path, base({tokenizer: fakeTokenizer({eosTokenIds: []})})), ErrorCodes.data,
             'data.jsonl: tokenizer: has no EOS token (eosTokenIds is empty): format "text" appends one after each example');
-        assert.throws(() => jsonlData(join(scratch, "missing.jsonl"), base()), (error: unknown) => error instanceof MixzError && error.code === ErrorCodes.fileRead);
+        await assert.rejects(jsonlData(join(scratch, "missing.jsonl"), base()), (error: unknown) => error instanceof MixzError && error.code === ErrorCodes.fileRead);
     });
 });
 
@@ -284,10 +286,10 @@ describe("data.jsonl: the data position in checkpoints", () => {
     it("saveCheckpoint stores position(), loadCheckpoint returns it, restore() continues the same batches", async () => {
         const path = file("resume.jsonl", Array.from({length: 6}, (_, i) => ({prompt: `q${i}`, completion: `answer ${i}`})));
         const options = base({format: "prompt_completion", seqLen: 16, microBatch: 2, shuffle: true, seed: 3, epochs: 2});
-        const expected = [...jsonlData(path, options)];
+        const expected = [...(await jsonlData(path, options))];
         const dir = mkdtempSync(join(scratch, "ckpt-"));
         const first = await engine();
-        const batches = jsonlData(path, options);
+        const batches = (await jsonlData(path, options));
         let steps = 0;
         for (const batch of batches) {
             const loss = await first.forward(batch);
@@ -304,16 +306,17 @@ describe("data.jsonl: the data position in checkpoints", () => {
 
         const second = await engine();
         const info = await second.loadCheckpoint(dir);
-        const resumed = jsonlData(path, options);
+        const resumed = (await jsonlData(path, options));
         resumed.restore(info.dataPosition);
         assert.equal(resumed.position().batch, 4);
         assert.equal(resumed.position().epoch, 1);
         assert.deepEqual([...resumed], expected.slice(4));
 
         // Other data, order or global batch are refused; a save without a position loads without one.
-        const other = jsonlData(path, {...options, seed: 4});
+        const other = (await jsonlData(path, {...options, seed: 4}));
         assert.throws(() => other.restore(info.dataPosition), /data\.jsonl: restore: the position was saved with seed 3, shuffle true; this loader has seed 4/);
-        assert.throws(() => jsonlData(path, {...options, microBatch: 1}).restore(info.dataPosition), /global batch of 2 examples .* this loader's is 1/);
+        const smaller = await jsonlData(path, {...options, microBatch: 1});
+        assert.throws(() => smaller.restore(info.dataPosition), /global batch of 2 examples .* this loader's is 1/);
         assert.throws(() => resumed.restore({batch: 1}), /not a position of data\.jsonl/);
         await assert.rejects(second.saveCheckpoint(dir, {tag: "bad", dataPosition: 10n}), /dataPosition must be a JSON value/);
         await second.saveCheckpoint(dir, {tag: "plain"});
