@@ -59,6 +59,21 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.dims.maxSeq = static_cast<int>(integerField(dims, "maxSeq", d, 1, 1 << 24));
     options.dims.ropeTheta = numberField(dims, "ropeTheta", d);
     options.dims.rmsEps = numberField(dims, "rmsEps", d);
+    const std::string scaling = stringField(dims, "ropeScaling", d);
+    if (scaling == "none") {
+        options.dims.ropeScaling = model::RopeScaling::none;
+    } else if (scaling == "linear") {
+        options.dims.ropeScaling = model::RopeScaling::linear;
+    } else if (scaling == "llama3") {
+        options.dims.ropeScaling = model::RopeScaling::llama3;
+    } else {
+        MIXZ_THROW(InvalidArgument, d, ".ropeScaling must be none, linear or llama3, got \"", scaling, "\"");
+    }
+    // Every field is sent (descriptors are complete); validate(dims) checks them for the scaling.
+    options.dims.ropeFactor = numberField(dims, "ropeFactor", d);
+    options.dims.ropeLowFreqFactor = numberField(dims, "ropeLowFreqFactor", d);
+    options.dims.ropeHighFreqFactor = numberField(dims, "ropeHighFreqFactor", d);
+    options.dims.ropeOriginalMaxSeq = numberField(dims, "ropeOriginalMaxSeq", d);
     const std::string dtype = stringField(descriptor, "dtype", what);
     if (dtype == "fp32") {
         options.dtype = tensor::DType::kFloat32;

@@ -2,7 +2,9 @@
 //
 //   createEngine(descriptor, communicator, {hpz, node, cross}) → Promise<Engine>  (gathers the persistent
 //                                                  unit: a collective; each group a Communicator or null)
-//     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps},
+//     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps,
+//                  ropeScaling ("none" | "linear" | "llama3"), ropeFactor, ropeLowFreqFactor,
+//                  ropeHighFreqFactor, ropeOriginalMaxSeq},
 //                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
 //                  reduceBucketSize, overlapComm}, hasOptimizer (false: inference, every parameter frozen),
 //                  optimizer: {beta1, beta2, eps, weightDecay,

@@ -127,6 +127,62 @@ void validate(const LlamaDims& dims) {
     if (!(std::isfinite(dims.rmsEps) && dims.rmsEps >= 0)) {
         MIXZ_THROW(InvalidArgument, "LlamaDims.rmsEps must be non-negative and finite, got ", dims.rmsEps);
     }
+    switch (dims.ropeScaling) {
+    case RopeScaling::none:
+        break;
+    case RopeScaling::llama3:
+        if (!(std::isfinite(dims.ropeLowFreqFactor) && dims.ropeLowFreqFactor > 0)) {
+            MIXZ_THROW(InvalidArgument, "LlamaDims.ropeLowFreqFactor must be positive and finite, got ", dims.ropeLowFreqFactor);
+        }
+        // The blend divides by their difference.
+        if (!(std::isfinite(dims.ropeHighFreqFactor) && dims.ropeHighFreqFactor > dims.ropeLowFreqFactor)) {
+            MIXZ_THROW(InvalidArgument, "LlamaDims.ropeHighFreqFactor must be finite and above ropeLowFreqFactor (",
+                       dims.ropeLowFreqFactor, "), got ", dims.ropeHighFreqFactor);
+        }
+        if (!(std::isfinite(dims.ropeOriginalMaxSeq) && dims.ropeOriginalMaxSeq > 0)) {
+            MIXZ_THROW(InvalidArgument, "LlamaDims.ropeOriginalMaxSeq must be positive and finite, got ", dims.ropeOriginalMaxSeq);
+        }
+        [[fallthrough]];
+    case RopeScaling::linear:
+        if (!(std::isfinite(dims.ropeFactor) && dims.ropeFactor > 0)) {
+            MIXZ_THROW(InvalidArgument, "LlamaDims.ropeFactor must be positive and finite, got ", dims.ropeFactor);
+        }
+        break;
+    default:
+        MIXZ_THROW(InvalidArgument, "LlamaDims.ropeScaling must be none (0), linear (1) or llama3 (2), got ",
+                   static_cast<int>(dims.ropeScaling));
+    }
+}
+
+double ropeInverseFrequency(const LlamaDims& dims, int i) {
+    const double base = elementwise::ropeInverseFrequency(dims.ropeTheta, i, dims.headDim());
+    switch (dims.ropeScaling) {
+    case RopeScaling::linear:
+        return elementwise::ropeLinearFrequency(base, dims.ropeFactor);
+    case RopeScaling::llama3:
+        return elementwise::ropeLlama3Frequency(base, dims.ropeFactor, dims.ropeLowFreqFactor, dims.ropeHighFreqFactor,
+                                                dims.ropeOriginalMaxSeq);
+    case RopeScaling::none:
+    default:
+        return base;
+    }
+}
+
+bool sameRotary(const LlamaDims& a, const LlamaDims& b) {
+    if (a.ropeTheta != b.ropeTheta || a.headDim() != b.headDim() || a.ropeScaling != b.ropeScaling) return false;
+    switch (a.ropeScaling) {
+    case RopeScaling::llama3:
+        if (a.ropeLowFreqFactor != b.ropeLowFreqFactor || a.ropeHighFreqFactor != b.ropeHighFreqFactor ||
+            a.ropeOriginalMaxSeq != b.ropeOriginalMaxSeq) {
+            return false;
+        }
+        [[fallthrough]];
+    case RopeScaling::linear:
+        return a.ropeFactor == b.ropeFactor;
+    case RopeScaling::none:
+    default:
+        return true;
+    }
 }
 
 namespace {
@@ -320,32 +376,32 @@ void rmsNormBackward(std::size_t rows, int width, const T* x, const T* w, const 
     }
 }
 
-// cos and sin of position · θ^(−2i/headDim) for i < headDim/2, positions [0, maxSeq), computed in
-// double. One table per thread, rebuilt when the dimensions change.
+// cos and sin of position · ropeInverseFrequency(dims, i) for i < headDim/2, positions [0, maxSeq),
+// computed in double. One table per thread, rebuilt when the rotary dimensions change.
 template <typename T>
 struct RopeTable {
-    double theta = 0;
-    int headDim = 0;
+    bool built = false;
+    LlamaDims rotary; // what the table was built for (sameRotary)
     int positions = 0;
     std::vector<T> cosines;
     std::vector<T> sines;
 
     const RopeTable& ensure(const LlamaDims& dims) {
-        if (theta == dims.ropeTheta && headDim == dims.headDim() && positions >= dims.maxSeq) return *this;
-        theta = dims.ropeTheta;
-        headDim = dims.headDim();
+        if (built && sameRotary(rotary, dims) && positions >= dims.maxSeq) return *this;
+        rotary = dims;
         positions = dims.maxSeq;
-        const int half = headDim / 2;
+        const int half = dims.headDim() / 2;
         cosines.assign(static_cast<std::size_t>(positions) * half, T(0));
         sines.assign(cosines.size(), T(0));
         for (int i = 0; i < half; ++i) {
-            const double inverseFrequency = elementwise::ropeInverseFrequency(theta, i, headDim);
+            const double inverseFrequency = ropeInverseFrequency(dims, i);
             for (int p = 0; p < positions; ++p) {
                 const double angle = elementwise::ropeAngle(p, inverseFrequency);
                 cosines[static_cast<std::size_t>(p) * half + i] = static_cast<T>(std::cos(angle));
                 sines[static_cast<std::size_t>(p) * half + i] = static_cast<T>(std::sin(angle));
             }
         }
+        built = true;
         return *this;
     }
 };

@@ -129,6 +129,28 @@ MIXZ_HD double ropeInverseFrequency(double theta, int i, int headDim) {
     return std::pow(theta, -2.0 * i / headDim);
 }
 
+// rope_scaling "linear": positions interpolated by `factor`, i.e. every frequency divided by it.
+MIXZ_HD double ropeLinearFrequency(double inverseFrequency, double factor) {
+    return inverseFrequency / factor;
+}
+
+// rope_scaling "llama3" applied to one unscaled inverse frequency, in double. With wavelength
+// 2π / f and L = originalMaxPositions: wavelengths longer than L / lowFreqFactor (the frequencies
+// the original context never saw a full turn of) are divided by `factor`; those shorter than
+// L / highFreqFactor are kept; in between, s = (L / wavelength − lowFreqFactor) / (highFreqFactor −
+// lowFreqFactor) blends the two, (1 − s) · f / factor + s · f, which is continuous at both ends.
+MIXZ_HD double ropeLlama3Frequency(double inverseFrequency, double factor, double lowFreqFactor, double highFreqFactor,
+                                   double originalMaxPositions) {
+    const double kTwoPi = 6.283185307179586476925286766559;
+    const double wavelength = kTwoPi / inverseFrequency;
+    const double longest = originalMaxPositions / lowFreqFactor;
+    const double shortest = originalMaxPositions / highFreqFactor;
+    if (wavelength > longest) return inverseFrequency / factor;
+    if (wavelength < shortest) return inverseFrequency;
+    const double s = (originalMaxPositions / wavelength - lowFreqFactor) / (highFreqFactor - lowFreqFactor);
+    return (1.0 - s) * inverseFrequency / factor + s * inverseFrequency;
+}
+
 // The angle of pair i at `position`: position · θ^(−2i/headDim), in double.
 MIXZ_HD double ropeAngle(int position, double inverseFrequency) {
     return position * inverseFrequency;

@@ -32,6 +32,12 @@
 
 namespace mixz::model {
 
+// How the rotary inverse frequencies are rescaled (Hugging Face's config.json rope_scaling, whose
+// attention scaling is 1 for both kinds, so only the frequencies change): none; linear (every
+// frequency divided by ropeFactor: positions interpolated); llama3 (LLaMA 3.1/3.2: long wavelengths
+// divided by ropeFactor, short ones kept, a smooth blend between; see ropeInverseFrequency).
+enum class RopeScaling : int { none = 0, linear = 1, llama3 = 2 };
+
 struct LlamaDims {
     int vocab = 0;
     int hidden = 0;
@@ -42,14 +48,31 @@ struct LlamaDims {
     int maxSeq = 0;
     double ropeTheta = 10000.0;
     double rmsEps = 1e-6;
+    RopeScaling ropeScaling = RopeScaling::none;
+    // rope_scaling's numbers: factor (linear, llama3); low_freq_factor, high_freq_factor and
+    // original_max_position_embeddings (llama3 only). Not read under RopeScaling::none.
+    double ropeFactor = 1.0;
+    double ropeLowFreqFactor = 1.0;
+    double ropeHighFreqFactor = 4.0;
+    double ropeOriginalMaxSeq = 8192.0;
 
     int headDim() const { return hidden / heads; }
     int kvDim() const { return headDim() * kvHeads; }
 };
 
 // Throws InvalidArgument unless every size is positive, heads divides hidden, kvHeads divides
-// heads and headDim is even.
+// heads and headDim is even, and the rotary scaling's numbers are usable (factor > 0; llama3:
+// 0 < low_freq_factor < high_freq_factor, original_max_position_embeddings > 0).
 void validate(const LlamaDims& dims);
+
+// The inverse frequency of rotary pair i (0 ≤ i < headDim/2) under dims' theta and scaling, in
+// double. The one definition of the frequencies: the CPU kernels' tables and the CUDA backend's
+// host-built tables both call it, so the backends rotate by the same angles.
+double ropeInverseFrequency(const LlamaDims& dims, int i);
+
+// Whether a and b give the same rotary tables (theta, head size, scaling): what a cached table is
+// keyed on.
+bool sameRotary(const LlamaDims& a, const LlamaDims& b);
 
 // LoRA dropout (PEFT's lora_dropout): y = x·Wᵀ + scale·(dropout(x)·Aᵀ)·Bᵀ, where dropout is
 // inverted dropout of probability p on the LoRA branch's input only. It applies only in a

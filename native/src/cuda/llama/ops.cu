@@ -369,13 +369,14 @@ void dropWorkspace(DeviceContext& ctx) {
 }
 
 void ensureRope(DeviceContext& ctx, Workspace& ws, const model::LlamaDims& dims) {
-    if (ws.ropeTheta == dims.ropeTheta && ws.ropeHeadDim == dims.headDim() && ws.ropePositions >= dims.maxSeq) return;
+    if (ws.ropeBuilt && model::sameRotary(ws.ropeDims, dims) && ws.ropePositions >= dims.maxSeq) return;
     const int headDim = dims.headDim();
     const int half = headDim / 2;
     const int positions = dims.maxSeq;
     std::vector<float> cosines(static_cast<std::size_t>(positions) * half), sines(cosines.size());
     for (int i = 0; i < half; ++i) {
-        const double inverseFrequency = ew::ropeInverseFrequency(dims.ropeTheta, i, headDim);
+        // The CPU's definition (scaling included), so both backends rotate by the same angles.
+        const double inverseFrequency = model::ropeInverseFrequency(dims, i);
         for (int p = 0; p < positions; ++p) {
             const double angle = ew::ropeAngle(p, inverseFrequency);
             cosines[static_cast<std::size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
@@ -388,9 +389,9 @@ void ensureRope(DeviceContext& ctx, Workspace& ws, const model::LlamaDims& dims)
     MIXZ_CUDA_CHECK(cudaMemcpyAsync(s, sines.data(), sines.size() * sizeof(float), cudaMemcpyHostToDevice, ctx.stream));
     // The host vectors die here: wait for the copies (pageable copies may still read them).
     MIXZ_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
-    ws.ropeTheta = dims.ropeTheta;
-    ws.ropeHeadDim = headDim;
+    ws.ropeDims = dims;
     ws.ropePositions = positions;
+    ws.ropeBuilt = true;
 }
 
 // ---------------------------------------------------------------------------------------------

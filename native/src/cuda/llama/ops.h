@@ -117,8 +117,8 @@ struct Workspace {
     // Rotary tables cos/sin [positions, headDim/2], built on the host exactly as the CPU builds
     // them (double, then rounded to float) and uploaded: the device's double cos/sin could differ
     // from glibc's in the last bit.
-    double ropeTheta = 0;
-    int ropeHeadDim = 0;
+    bool ropeBuilt = false;
+    model::LlamaDims ropeDims; // what the tables were built for (model::sameRotary)
     int ropePositions = 0;
     DeviceBuffer ropeCos, ropeSin;
     std::vector<double> hostRowLoss;

@@ -17,6 +17,12 @@ export interface NativeLlamaDims {
     readonly maxSeq: number;
     readonly ropeTheta: number;
     readonly rmsEps: number;
+    /** Rotary scaling (LlamaConfig.ropeScaling); the four numbers are always sent, read as the kind needs. */
+    readonly ropeScaling: "none" | "linear" | "llama3";
+    readonly ropeFactor: number;
+    readonly ropeLowFreqFactor: number;
+    readonly ropeHighFreqFactor: number;
+    readonly ropeOriginalMaxSeq: number;
 }
 
 export interface NativeEngineDescriptor {

@@ -5,8 +5,13 @@
  * A model directory (what `save_pretrained` writes):
  *   config.json                     LlamaConfig: vocab_size, hidden_size, num_hidden_layers,
  *                                   num_attention_heads, num_key_value_heads, intermediate_size,
- *                                   max_position_embeddings, rope_theta, rms_norm_eps,
- *                                   tie_word_embeddings, torch_dtype (or dtype)
+ *                                   max_position_embeddings, rope_theta, rope_scaling ("linear",
+ *                                   "llama3"), rms_norm_eps, tie_word_embeddings, torch_dtype (or
+ *                                   dtype); model_type "llama", or "mistral" whose sliding_window
+ *                                   is null or at least the engine's longest sequence
+ * Anything else in config.json that would change the maths (qwen2, biases, another activation or
+ * rope_type, head_dim ≠ hidden_size / num_attention_heads, partial rotary, attention dropout) is
+ * refused in one line naming the field.
  *   model.safetensors               every tensor, or, when sharded:
  *   model.safetensors.index.json    {"metadata": {...}, "weight_map": {tensor name: shard file}}
  *   model-0000k-of-0000n.safetensors
@@ -45,7 +50,7 @@ import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
 import type {NativeModelDType, NativeParamInfo} from "../binding/AddonEngineTypes.js";
 import type {CheckpointAccess} from "../train/checkpoint.js";
-import {llama, type LlamaConfig, type LlamaModel} from "../model/llama.js";
+import {llama, type LlamaConfig, type LlamaModel, type LlamaRopeScaling} from "../model/llama.js";
 import {convertFloats} from "../quant/quantize.js";
 import {readSafetensorsHeader, readTensor, writeSafetensors, type SafetensorsHeader, type SafetensorsTensor} from "./safetensors.js";
 import {syncDirectory, writeDurably} from "./durableFiles.js";
@@ -235,15 +240,30 @@ function llamaConfigOf(
     const bad = (key: string, message: string): void => {
         problems.push({code: ErrorCodes.modelConfig, file, path: key, message});
     };
+    // Mistral is LLaMA's layout and maths (no biases) plus a sliding attention window, which is
+    // checked below against the sequence lengths the engine will use.
     const modelType = hf["model_type"];
-    if (modelType !== undefined && modelType !== "llama") bad("model_type", `mixz trains LLaMA models (model_type "llama"), got ${JSON.stringify(modelType)}`);
-    const architectures = hf["architectures"];
-    if (architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.includes("LlamaForCausalLM"))) {
-        bad("architectures", `mixz trains LlamaForCausalLM, got ${JSON.stringify(architectures)}`);
+    const family = modelType === "mistral" ? "mistral" : "llama";
+    if (modelType === "qwen2") {
+        bad("model_type", `"qwen2" is not supported yet (its q/k/v projections have biases); mixz trains model_type "llama" and "mistral"`);
+    } else if (modelType !== undefined && modelType !== "llama" && modelType !== "mistral") {
+        bad("model_type", `mixz trains LLaMA models (model_type "llama" or "mistral"), got ${JSON.stringify(modelType)}`);
     }
-    const ropeScaling = hf["rope_scaling"];
-    if (ropeScaling !== undefined && ropeScaling !== null) {
-        bad("rope_scaling", `rotary scaling (${JSON.stringify(ropeScaling)}) is not supported: the engine implements plain RoPE; remove it or set null`);
+    const architecture = family === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+    const architectures = hf["architectures"];
+    // Checked only for a model_type mixz trains (one line for an unsupported family, not two).
+    const knownType = modelType === undefined || modelType === "llama" || modelType === "mistral";
+    if (knownType && architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.includes(architecture))) {
+        bad("architectures", `mixz trains ${architecture} for model_type ${JSON.stringify(family)}, got ${JSON.stringify(architectures)}`);
+    }
+    const ropeScaling = ropeScalingOf(hf, family, bad, () => problems.length);
+    const partialRotary = hf["partial_rotary_factor"];
+    if (partialRotary !== undefined && partialRotary !== null && partialRotary !== 1) {
+        bad("partial_rotary_factor", `the engine rotates the whole head (factor 1), got ${JSON.stringify(partialRotary)}`);
+    }
+    const attentionDropout = hf["attention_dropout"];
+    if (attentionDropout !== undefined && attentionDropout !== null && attentionDropout !== 0) {
+        bad("attention_dropout", `the engine has no attention dropout (0), got ${JSON.stringify(attentionDropout)}; set it to 0.0`);
     }
     const act = hf["hidden_act"];
     if (act !== undefined && act !== "silu") bad("hidden_act", `the engine's MLP is SwiGLU (silu), got ${JSON.stringify(act)}`);
@@ -267,10 +287,9 @@ function llamaConfigOf(
     const maxPositions = required("max_position_embeddings");
     const headDim = hf["head_dim"];
     if (headDim !== undefined && headDim !== null && headDim !== hidden / heads) {
-        bad("head_dim", `must be hidden_size / num_attention_heads = ${hidden / heads} (the engine derives it), got ${JSON.stringify(headDim)}`);
+        bad("head_dim", `${JSON.stringify(headDim)} differs from hidden_size / num_attention_heads = ${hidden / heads}; mixz needs them equal`);
     }
-    const positive = (key: string, fallback: number): number => {
-        const value = hf[key];
+    const positive = (key: string, fallback: number, value: unknown = hf[key]): number => {
         if (value === undefined || value === null) return fallback;
         if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) {
             bad(key, `must be a positive number, got ${JSON.stringify(value)}`);
@@ -278,7 +297,9 @@ function llamaConfigOf(
         }
         return value;
     };
-    const ropeTheta = positive("rope_theta", 10_000);
+    const parameters = hf["rope_parameters"];
+    const nestedTheta = typeof parameters === "object" && parameters !== null ? (parameters as Record<string, unknown>)["rope_theta"] : undefined;
+    const ropeTheta = hf["rope_theta"] === undefined && nestedTheta !== undefined ? positive("rope_parameters.rope_theta", 10_000, nestedTheta) : positive("rope_theta", 10_000);
     const rmsEps = positive("rms_norm_eps", 1e-6);
     const initStd = positive("initializer_range", 0.02);
     const tiedValue = hf["tie_word_embeddings"] ?? false;
@@ -296,9 +317,104 @@ function llamaConfigOf(
             maxSeqLen = cap;
         }
     }
+    // Mistral's window: position t attends to the last sliding_window positions only. Sequences no
+    // longer than the window never reach its edge, so there the full causal attention the engine
+    // computes is exactly Mistral's.
+    const window = hf["sliding_window"];
+    if (family === "mistral" && window !== undefined && window !== null) {
+        if (typeof window !== "number" || !Number.isSafeInteger(window) || window < 1) {
+            bad("sliding_window", `must be null or a positive integer, got ${JSON.stringify(window)}`);
+        } else if (window < maxSeqLen) {
+            const limit = options.maxSeqLen !== undefined ? `options.maxSeqLen ${maxSeqLen}` : `max_position_embeddings ${maxSeqLen}`;
+            bad("sliding_window", `${window} is below the engine's longest sequence (${limit}); the engine attends over the whole causal window, so pass options.maxSeqLen ≤ ${window} to train within the window`);
+        }
+    }
     if (problems.length > 0) throw new InputError(problems);
-    const config: LlamaConfig = {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, rmsEps, initStd, seed: options.seed ?? 0};
+    const config: LlamaConfig = {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, rmsEps, initStd, seed: options.seed ?? 0};
     return {config, tied: tiedValue === true, torchDtype: dtypeValue as PretrainedSource["torchDtype"]};
+}
+
+/** rope_scaling's keys mixz reads, by kind (rope_type and its older name type besides). */
+const kRopeScalingKeys: Readonly<Record<"linear" | "llama3", readonly string[]>> = {
+    linear: ["factor"],
+    llama3: ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"]
+};
+
+/**
+ * config.json's rope_scaling → LlamaConfig.ropeScaling: "linear" and "llama3" (Hugging Face's
+ * formulas, computed natively), null, or "default" (none); anything else is refused naming the
+ * field. Keys mixz does not read are refused too, since they might change the maths.
+ */
+function ropeScalingOf(
+    hf: Record<string, unknown>,
+    family: "llama" | "mistral",
+    bad: (key: string, message: string) => void,
+    problemCount: () => number
+): LlamaRopeScaling | null {
+    // transformers 5 writes rope_parameters (rope_type, rope_theta and the scaling's numbers) instead.
+    const field = hf["rope_scaling"] === undefined && hf["rope_parameters"] !== undefined ? "rope_parameters" : "rope_scaling";
+    const value = hf[field];
+    if (value === undefined || value === null) return null;
+    if (family !== "llama") {
+        bad(field, `mixz reads ${field} for model_type "llama" only, got ${JSON.stringify(value)} for ${JSON.stringify(family)}; remove it or set null`);
+        return null;
+    }
+    if (typeof value !== "object" || Array.isArray(value)) {
+        bad(field, `must be null or an object with rope_type "linear" or "llama3", got ${JSON.stringify(value)}`);
+        return null;
+    }
+    const v = value as Record<string, unknown>;
+    const rt = v["rope_type"];
+    const legacy = v["type"];
+    if (rt !== undefined && legacy !== undefined && rt !== legacy) {
+        bad(`${field}.rope_type`, `${JSON.stringify(rt)} contradicts ${field}.type ${JSON.stringify(legacy)}`);
+        return null;
+    }
+    const kind = rt ?? legacy;
+    if (kind === "default") return null;
+    if (kind !== "linear" && kind !== "llama3") {
+        bad(`${field}.rope_type`, `${JSON.stringify(kind) ?? "nothing"} is not supported; mixz implements "linear" and "llama3" rotary scaling`);
+        return null;
+    }
+    const keys = kRopeScalingKeys[kind];
+    for (const key of Object.keys(v)) {
+        if (key !== "rope_type" && key !== "type" && !(field === "rope_parameters" && key === "rope_theta") && !keys.includes(key)) {
+            bad(`${field}.${key}`, `is not read by mixz's ${JSON.stringify(kind)} scaling (it reads ${keys.join(", ")}); remove it`);
+        }
+    }
+    const positive = (key: string): number => {
+        const x = v[key];
+        if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) {
+            bad(`${field}.${key}`, `must be a positive number for ${JSON.stringify(kind)} scaling, got ${JSON.stringify(x) ?? "nothing"}`);
+            return 1;
+        }
+        return x;
+    };
+    const factor = positive("factor");
+    if (kind === "linear") return {type: "linear", factor};
+    const before = problemCount();
+    const lowFreqFactor = positive("low_freq_factor");
+    const highFreqFactor = positive("high_freq_factor");
+    const originalMaxPositions = positive("original_max_position_embeddings");
+    // Compared only when both were given (no second line about a missing one's placeholder).
+    if (problemCount() === before && highFreqFactor <= lowFreqFactor) {
+        bad(`${field}.high_freq_factor`, `must be above low_freq_factor ${lowFreqFactor}, got ${highFreqFactor}`);
+    }
+    return {type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositions};
+}
+
+/** LlamaConfig.ropeScaling → config.json's rope_scaling (both key spellings, for older readers). */
+function hfRopeScalingOf(scaling: LlamaRopeScaling | null): Record<string, unknown> | null {
+    if (scaling === null) return null;
+    if (scaling.type === "linear") return {rope_type: "linear", type: "linear", factor: scaling.factor};
+    return {
+        rope_type: "llama3",
+        type: "llama3",
+        factor: scaling.factor,
+        low_freq_factor: scaling.lowFreqFactor,
+        high_freq_factor: scaling.highFreqFactor,
+        original_max_position_embeddings: scaling.originalMaxPositions
+    };
 }
 
 /** model.safetensors, or the index's weight map with every shard checked to exist. */
@@ -560,11 +676,14 @@ export async function exportPretrained(engine: CheckpointAccess, dir: string, fo
 export function hfConfigOf(model: LlamaModel, dtype: NativeModelDType): Record<string, unknown> {
     const c = model.config;
     const base: Record<string, unknown> = {...(model.pretrained?.hfConfig ?? {})};
-    for (const key of ["dtype", "head_dim", "rope_scaling", "pretraining_tp", "quantization_config"]) delete base[key];
+    // A Mistral model stays one (its sliding_window, kept, is at least every sequence trained on).
+    const mistral = base["model_type"] === "mistral";
+    for (const key of ["dtype", "head_dim", "rope_scaling", "rope_parameters", "pretraining_tp", "quantization_config"]) delete base[key];
+    if (!mistral) delete base["sliding_window"];
     return {
         ...base,
-        architectures: ["LlamaForCausalLM"],
-        model_type: "llama",
+        architectures: [mistral ? "MistralForCausalLM" : "LlamaForCausalLM"],
+        model_type: mistral ? "mistral" : "llama",
         vocab_size: c.vocabSize,
         hidden_size: c.hidden,
         intermediate_size: c.intermediate,
@@ -574,7 +693,7 @@ export function hfConfigOf(model: LlamaModel, dtype: NativeModelDType): Record<s
         head_dim: c.hidden / c.heads,
         max_position_embeddings: Math.max(c.maxSeqLen, typeof base["max_position_embeddings"] === "number" ? base["max_position_embeddings"] : 0),
         rope_theta: c.ropeTheta,
-        rope_scaling: null,
+        rope_scaling: hfRopeScalingOf(c.ropeScaling),
         rms_norm_eps: c.rmsEps,
         initializer_range: c.initStd,
         hidden_act: "silu",

@@ -2,6 +2,24 @@ import {ErrorCodes, InputError, type Problem} from "@mixz/protocol";
 import type {NativeLlamaDims} from "../binding/AddonEngineTypes.js";
 import type {PretrainedSource} from "../formats/pretrained.js";
 
+/**
+ * Rotary scaling, as Hugging Face's config.json rope_scaling (its attention scaling is 1 for both
+ * kinds, so only the inverse frequencies change). linear: every frequency divided by `factor`.
+ * llama3 (LLaMA 3.1/3.2): with wavelength 2π/f, wavelengths above originalMaxPositions /
+ * lowFreqFactor are divided by `factor`, those below originalMaxPositions / highFreqFactor kept,
+ * and those between blended smoothly. The native engine computes the frequencies (in double, for
+ * the CPU and CUDA backends alike).
+ */
+export type LlamaRopeScaling =
+    | {readonly type: "linear"; readonly factor: number}
+    | {
+          readonly type: "llama3";
+          readonly factor: number;
+          readonly lowFreqFactor: number;
+          readonly highFreqFactor: number;
+          readonly originalMaxPositions: number;
+      };
+
 /** A LLaMA-style model configuration (the names of DESIGN.md §3; Hugging Face's in comments). */
 export interface LlamaConfig {
     /** vocab_size */
@@ -20,6 +38,8 @@ export interface LlamaConfig {
     readonly maxSeqLen: number;
     /** rope_theta; default 10000. */
     readonly ropeTheta?: number;
+    /** rope_scaling; default null (plain RoPE). */
+    readonly ropeScaling?: LlamaRopeScaling | null;
     /** rms_norm_eps; default 1e-6. */
     readonly rmsEps?: number;
     /** initializer_range: the standard deviation of the normal init of matrices; default 0.02. */
@@ -70,7 +90,7 @@ export function llama(config: LlamaConfig): LlamaModel {
         }
         return value;
     };
-    const known = new Set(["vocabSize", "hidden", "layers", "heads", "kvHeads", "intermediate", "maxSeqLen", "ropeTheta", "rmsEps", "initStd", "seed"]);
+    const known = new Set(["vocabSize", "hidden", "layers", "heads", "kvHeads", "intermediate", "maxSeqLen", "ropeTheta", "ropeScaling", "rmsEps", "initStd", "seed"]);
     for (const key of Object.keys(config)) {
         if (!known.has(key)) bad(key, `unknown field (known: ${[...known].join(", ")})`);
     }
@@ -85,6 +105,7 @@ export function llama(config: LlamaConfig): LlamaModel {
     const rmsEps = positive("rmsEps", config.rmsEps ?? 1e-6);
     const initStd = positive("initStd", config.initStd ?? 0.02);
     const seed = integer("seed", config.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
+    const ropeScaling = ropeScalingOf(config.ropeScaling ?? null, bad);
     if (problems.length === 0) {
         if (hidden % heads !== 0) bad("heads", `${heads} heads do not divide hidden ${hidden}`);
         else if ((hidden / heads) % 2 !== 0) bad("heads", `the head dimension hidden/heads = ${hidden / heads} must be even for rotary embeddings`);
@@ -93,9 +114,51 @@ export function llama(config: LlamaConfig): LlamaModel {
     if (problems.length > 0) throw new InputError(problems);
     return {
         kind: "llama",
-        config: {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, rmsEps, initStd, seed},
-        dims: {vocab: vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeq: maxSeqLen, ropeTheta, rmsEps}
+        config: {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, rmsEps, initStd, seed},
+        dims: {
+            vocab: vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeq: maxSeqLen, ropeTheta, rmsEps,
+            ropeScaling: ropeScaling?.type ?? "none",
+            // The native defaults where a kind does not use a number (it is sent, not read).
+            ropeFactor: ropeScaling?.factor ?? 1,
+            ropeLowFreqFactor: ropeScaling?.type === "llama3" ? ropeScaling.lowFreqFactor : 1,
+            ropeHighFreqFactor: ropeScaling?.type === "llama3" ? ropeScaling.highFreqFactor : 4,
+            ropeOriginalMaxSeq: ropeScaling?.type === "llama3" ? ropeScaling.originalMaxPositions : 8192
+        }
     };
+}
+
+/** Checks ropeScaling (null: none) and returns a copy holding only its kind's fields. */
+function ropeScalingOf(value: unknown, bad: (path: string, message: string) => void): LlamaRopeScaling | null {
+    if (value === null) return null;
+    if (typeof value !== "object" || Array.isArray(value)) {
+        bad("ropeScaling", `must be null, {type: "linear", factor} or {type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositions}, got ${JSON.stringify(value) ?? String(value)}`);
+        return null;
+    }
+    const v = value as Record<string, unknown>;
+    const keys = v["type"] === "linear" ? ["type", "factor"] : v["type"] === "llama3" ? ["type", "factor", "lowFreqFactor", "highFreqFactor", "originalMaxPositions"] : null;
+    if (keys === null) {
+        bad("ropeScaling.type", `must be "linear" or "llama3", got ${JSON.stringify(v["type"]) ?? "nothing"}`);
+        return null;
+    }
+    for (const key of Object.keys(v)) {
+        if (!keys.includes(key)) bad(`ropeScaling.${key}`, `unknown field for ${JSON.stringify(v["type"])} scaling (known: ${keys.join(", ")})`);
+    }
+    const positive = (key: string): number => {
+        const x = v[key];
+        if (typeof x !== "number" || !Number.isFinite(x) || x <= 0) {
+            bad(`ropeScaling.${key}`, `must be a positive number, got ${JSON.stringify(x) ?? "nothing"}`);
+            return 1;
+        }
+        return x;
+    };
+    const factor = positive("factor");
+    if (v["type"] === "linear") return {type: "linear", factor};
+    const lowFreqFactor = positive("lowFreqFactor");
+    const highFreqFactor = positive("highFreqFactor");
+    const originalMaxPositions = positive("originalMaxPositions");
+    // The blend between the two wavelength bounds divides by their difference.
+    if (highFreqFactor <= lowFreqFactor) bad("ropeScaling.highFreqFactor", `must be above lowFreqFactor ${lowFreqFactor}, got ${highFreqFactor}`);
+    return {type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositions};
 }
 
 /** Parameter count of a model (the untied embedding and LM head counted separately). */

@@ -18,6 +18,9 @@ export interface HfModelOptions {
     readonly hfConfig?: Record<string, unknown>;
     /** Values are derived from it. */
     readonly seed?: number;
+    /** How far matrix entries (and norm weights, around 1) swing; default 0.05. Larger weights make
+     * attention depend visibly on positions (the rotary tests). */
+    readonly amplitude?: number;
     /** Changes a tensor before writing: return null to leave it out. */
     readonly edit?: (tensor: {name: string; shape: number[]}) => {name: string; shape: number[]} | null;
 }
@@ -57,6 +60,7 @@ export async function writeHfModel(dir: string, options: HfModelOptions): Promis
     const dtype = options.dtype ?? "F32";
     const model = llama(options.config);
     const seed = options.seed ?? 1;
+    const amplitude = options.amplitude ?? 0.05;
     const values = new Map<string, Float32Array>();
     const tensors: SafetensorsTensor[] = [];
     let t = 0;
@@ -67,7 +71,7 @@ export async function writeHfModel(dir: string, options: HfModelOptions): Promis
         if (edited === null) continue;
         const n = edited.shape.reduce((a, b) => a * b, 1);
         const isNorm = edited.shape.length === 1;
-        const exact = Float32Array.from({length: n}, (_, i) => (isNorm ? 1 : 0) + 0.05 * Math.sin(seed * 7.1 + t * 1.37 + i * 0.61));
+        const exact = Float32Array.from({length: n}, (_, i) => (isNorm ? 1 : 0) + amplitude * Math.sin(seed * 7.1 + t * 1.37 + i * 0.61));
         const data = dtype === "F32" ? exact : await convertFloats(exact, {from: "fp32", to: dtype === "F16" ? "fp16" : "bf16"});
         const rounded = data instanceof Float32Array ? data : await convertFloats(data, {from: dtype === "F16" ? "fp16" : "bf16", to: "fp32"});
         values.set(edited.name, rounded);
