@@ -125,6 +125,10 @@ describe("ZeroEngine: configurations it cannot train", () => {
         check({hidden: 12.5}, /hidden: must be an integer/);
         check({ropeTheta: -1}, /ropeTheta: must be a positive number, got -1/);
         check({layer: 2} as unknown as LlamaConfig, /layer: unknown field/);
+        check({ropeScaling: {type: "yarn"}} as unknown as LlamaConfig, /ropeScaling\.type: must be "linear" or "llama3", got "yarn"/);
+        check({ropeScaling: {type: "linear", factor: -2}}, /ropeScaling\.factor: must be a positive number, got -2/);
+        check({ropeScaling: {type: "llama3", factor: 8, lowFreqFactor: 4, highFreqFactor: 1, originalMaxPositions: 64}}, /ropeScaling\.highFreqFactor: must be above lowFreqFactor 4, got 1/);
+        check({ropeScaling: {type: "linear", factor: 2, lowFreqFactor: 1}} as unknown as LlamaConfig, /ropeScaling\.lowFreqFactor: unknown field for "linear" scaling/);
     });
 });
 
