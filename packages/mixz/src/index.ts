@@ -15,4 +15,6 @@ export type {LlamaBuilder} from "./models.js";
 export type {FromPretrainedOptions, TokenBatches} from "@mixz/engine";
 // tokenizers
 export {tokenizers} from "./tokenizers.js";
+export {generateText} from "./generateText.js";
+export type {GeneratedText, GenerateTextOptions} from "./generateText.js";
 export type {ChatMessage, ChatTemplateOptions, DecodeOptions, EncodeOptions, Tokenizer} from "@mixz/tokenizers";
