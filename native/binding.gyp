@@ -61,6 +61,7 @@
         "src/cudalib/library_search.cc",
         "src/cudalib/nccl_api.cc",
         "src/model/attention.cc",
+        "src/model/kernel_arguments.cc",
         "src/model/llama.cc",
         "src/model/sampling.cc",
         "src/optim/adamw.cc",

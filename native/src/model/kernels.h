@@ -1,7 +1,7 @@
 // The building blocks of the decoder kernels (llama.cc, attention.cc): the BLAS GEMM for float and
 // double, the split of element-wise loops over the thread pool, and the row kernels (RMSNorm,
 // rotary embedding, SwiGLU, exp) that both files share. Internal to src/model; the kernels trust
-// their arguments (validation is in llama.cc).
+// their arguments (checked by llama.cc, with mixz/model/kernel_arguments.h).
 //
 // Vocabulary: `rows` are tokens (batch × seq flattened, token-major), `width` the length of one
 // row. Loops that must vectorize at -O2 without -march (GCC's "very cheap" cost model only

@@ -1,10 +1,11 @@
 // One file on purpose (over 600 lines): a layer's forward, its backward and its KV-cache forward
-// share the cache's State layout and the private helpers (checks, RMSNorm, rotary tables, LoRA
-// linears with dropout masks), and each backward step must be read against the forward step whose
-// saved tensors it consumes. Everything is instantiated for float and double at the end.
+// share the cache's State layout and the private helpers (RMSNorm, rotary tables, LoRA linears
+// with dropout masks), and each backward step must be read against the forward step whose saved
+// tensors it consumes. Everything is instantiated for float and double at the end.
 //
-// The LLaMA decoder kernels of mixz/model/llama.h: validation, the decoder layer (forward,
-// backward, KV-cache forward), the embedding, and the head (final norm, LM head, loss, logits).
+// The LLaMA decoder kernels of mixz/model/llama.h: LlamaDims' validation, the decoder layer
+// (forward, backward, KV-cache forward), the embedding, and the head (final norm, LM head, loss,
+// logits). Their argument checks are mixz/model/kernel_arguments.h's, shared with the CUDA backend.
 //
 // Vocabulary: `rows` = batch · seq tokens, token-major; every linear is one GEMM over all rows. A
 // layer's forward keeps, in its cache's State, what its backward reads: the input x, the two
@@ -25,13 +26,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "attention.h"
 #include "kernels.h"
 #include "mixz/common/error.h"
 #include "mixz/common/thread_pool.h"
 #include "mixz/model/elementwise.h"
+#include "mixz/model/kernel_arguments.h"
 
 namespace mixz::model {
 
@@ -186,70 +187,6 @@ bool sameRotary(const LlamaDims& a, const LlamaDims& b) {
 }
 
 namespace {
-
-// ---------------------------------------------------------------------------------------------
-// Argument checks
-
-void checkShape(const LlamaDims& dims, int batch, int seq, const char* what) {
-    validate(dims);
-    if (batch <= 0) MIXZ_THROW(InvalidArgument, what, ": batch must be positive, got ", batch);
-    if (seq <= 0) MIXZ_THROW(InvalidArgument, what, ": seq must be positive, got ", seq);
-    if (seq > dims.maxSeq) {
-        MIXZ_THROW(InvalidArgument, what, ": seq ", seq, " is longer than LlamaDims.maxSeq ", dims.maxSeq);
-    }
-    const auto rows = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq);
-    if (rows > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-        MIXZ_THROW(InvalidArgument, what, ": batch · seq = ", rows, " tokens is more than one call can take");
-    }
-}
-
-void checkPointer(const void* pointer, const char* what, const char* name) {
-    if (pointer == nullptr) MIXZ_THROW(InvalidArgument, what, ": ", name, " is null");
-}
-
-template <typename T>
-bool hasLora(const LinearParams<T>& p) {
-    return p.loraA != nullptr;
-}
-
-template <typename T>
-void checkLinear(const LinearParams<T>& p, const char* what, const char* name) {
-    if (p.weight == nullptr) MIXZ_THROW(InvalidArgument, what, ": ", name, ".weight is null");
-    if ((p.loraA == nullptr) != (p.loraB == nullptr)) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".loraA and ", name, ".loraB must both be set or both be null");
-    }
-    if (p.loraA != nullptr && p.rank <= 0) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".rank must be positive with LoRA, got ", p.rank);
-    }
-    if (!(p.loraDropout >= 0 && p.loraDropout < 1)) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".loraDropout must be in [0, 1), got ", p.loraDropout);
-    }
-}
-
-template <typename T>
-void checkLinearGrads(const LinearParams<T>& p, const LinearGrads<T>& g, const char* what, const char* name) {
-    if (!hasLora(p) && (g.loraA != nullptr || g.loraB != nullptr)) {
-        MIXZ_THROW(InvalidArgument, what, ": LoRA gradients of ", name, " requested, but ", name, " has no LoRA");
-    }
-}
-
-template <typename T>
-void checkLayerParams(const DecoderLayerParams<T>& p, const char* what) {
-    checkPointer(p.inputNorm, what, "inputNorm");
-    checkPointer(p.postNorm, what, "postNorm");
-    checkLinear(p.q, what, "q");
-    checkLinear(p.k, what, "k");
-    checkLinear(p.v, what, "v");
-    checkLinear(p.o, what, "o");
-    checkLinear(p.gate, what, "gate");
-    checkLinear(p.up, what, "up");
-    checkLinear(p.down, what, "down");
-}
-
-template <typename T>
-int loraRank(const LinearParams<T>& p) {
-    return hasLora(p) ? p.rank : 0;
-}
 
 // The mask a training forward draws for a linear's LoRA input (inactive without LoRA or dropout).
 template <typename T>
@@ -451,15 +388,7 @@ void copyParallel(std::size_t n, const T* from, T* to) {
 // Decoder layer
 
 template <typename T>
-struct DecoderLayerCache<T>::State {
-    // Shape of the forward that filled it (batch 0: nothing kept).
-    int batch = 0;
-    int seq = 0;
-    int hidden = 0;
-    int kvDim = 0;
-    int intermediate = 0;
-    int heads = 0;
-
+struct DecoderLayerCache<T>::State : LayerCallShape { // the forward that filled it (batch 0: nothing kept)
     std::vector<T> x, rstd1, xn1, q, k, v, probs, ctx, h1, rstd2, xn2, gate, up, act;
     std::vector<T> loraQ, loraK, loraV, loraO, loraGate, loraUp, loraDown;
     // The LoRA dropout masks the training forward drew (inactive otherwise), for the backward.
@@ -526,12 +455,7 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     const std::size_t n = static_cast<std::size_t>(rows);
     const T eps = static_cast<T>(dims.rmsEps);
 
-    s.batch = batch;
-    s.seq = seq;
-    s.hidden = hidden;
-    s.kvDim = kvDim;
-    s.intermediate = inter;
-    s.heads = dims.heads;
+    s.record(dims, batch, seq);
     if (train) copyParallel(n * hidden, x, grow(s.x, n * hidden));
     s.maskQ = train ? dropoutMask(p.q) : DropoutMask{};
     s.maskK = train ? dropoutMask(p.k) : DropoutMask{};
@@ -630,11 +554,7 @@ LayerBackwardScratch<T>& layerBackwardScratch() {
 template <typename T>
 void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params, const T* x,
                          T* y, DecoderLayerCache<T>* cache) {
-    constexpr const char* what = "decoderLayerForward";
-    checkShape(dims, batch, seq, what);
-    checkLayerParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(y, what, "y");
+    checkLayerForward(dims, batch, seq, params, x, y, "decoderLayerForward");
     if (cache == nullptr) {
         layerForward(dims, batch, seq, 0, params, x, y, scratchLayerState<T>(), false,
                      static_cast<KvCache<T>*>(nullptr));
@@ -647,17 +567,7 @@ void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const Decode
 template <typename T>
 void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params,
                           const DecoderLayerCache<T>& cache, const T* dy, T* dx, const DecoderLayerGrads<T>& grads) {
-    constexpr const char* what = "decoderLayerBackward";
-    checkShape(dims, batch, seq, what);
-    checkLayerParams(params, what);
-    checkPointer(dy, what, "dy");
-    checkLinearGrads(params.q, grads.q, what, "q");
-    checkLinearGrads(params.k, grads.k, what, "k");
-    checkLinearGrads(params.v, grads.v, what, "v");
-    checkLinearGrads(params.o, grads.o, what, "o");
-    checkLinearGrads(params.gate, grads.gate, what, "gate");
-    checkLinearGrads(params.up, grads.up, what, "up");
-    checkLinearGrads(params.down, grads.down, what, "down");
+    checkLayerBackward(dims, batch, seq, params, dy, grads, "decoderLayerBackward");
     MIXZ_ENFORCE(cache.state && cache.state->batch != 0, "decoderLayerBackward: the cache holds no forward");
     const LayerState<T>& s = *cache.state;
     MIXZ_ENFORCE(s.batch == batch && s.seq == seq && s.hidden == dims.hidden && s.kvDim == dims.kvDim() &&
@@ -739,21 +649,9 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
 template <typename T>
 void decoderLayerForwardCached(const LlamaDims& dims, int seq, const DecoderLayerParams<T>& params, const T* x, T* y,
                                KvCache<T>& kv) {
-    constexpr const char* what = "decoderLayerForwardCached";
-    checkShape(dims, kv.batch(), seq, what);
-    checkLayerParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(y, what, "y");
-    const std::size_t expected = static_cast<std::size_t>(kv.batch()) * dims.maxSeq * dims.kvDim();
-    if (kv.keys().size() != expected || kv.values().size() != expected) {
-        MIXZ_THROW(InvalidArgument, what, ": the KV cache holds ", kv.keys().size(), " keys, not the ", expected,
-                   " of batch ", kv.batch(), " with these dims (made for other dims?)");
-    }
     const int past = kv.length();
-    if (past < 0 || past + seq > dims.maxSeq) {
-        MIXZ_THROW(InvalidArgument, what, ": positions [", past, ", ", past + seq, ") pass LlamaDims.maxSeq ",
-                   dims.maxSeq);
-    }
+    checkLayerForwardCached(dims, kv.batch(), seq, past, kv.keys().size(), kv.values().size(), params, x, y,
+                            "decoderLayerForwardCached");
     layerForward(dims, kv.batch(), seq, past, params, x, y, scratchLayerState<T>(), false, &kv);
     kv.setLength(past + seq);
 }
@@ -761,28 +659,10 @@ void decoderLayerForwardCached(const LlamaDims& dims, int seq, const DecoderLaye
 // -------------------------------------------------------------------------------------------------
 // Embedding
 
-namespace {
-
-void checkIds(const LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const char* what) {
-    validate(dims);
-    if (tokens > 0) checkPointer(ids, what, "ids");
-    for (std::size_t i = 0; i < tokens; ++i) {
-        if (ids[i] < 0 || ids[i] >= dims.vocab) {
-            MIXZ_THROW(InvalidArgument, what, ": token id ", ids[i], " at position ", i,
-                       " is outside the vocabulary [0, ", dims.vocab, ")");
-        }
-    }
-}
-
-} // namespace
-
 template <typename T>
 void embeddingForward(const LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const T* table, T* out) {
-    constexpr const char* what = "embeddingForward";
-    checkIds(dims, ids, tokens, what);
+    checkEmbeddingForward(dims, ids, tokens, table, out, "embeddingForward");
     if (tokens == 0) return;
-    checkPointer(table, what, "table");
-    checkPointer(out, what, "out");
     const std::size_t hidden = dims.hidden;
     forChunks(tokens, 64, [&](std::size_t begin, std::size_t end) {
         for (std::size_t i = begin; i < end; ++i) {
@@ -793,10 +673,7 @@ void embeddingForward(const LlamaDims& dims, const std::int32_t* ids, std::size_
 
 template <typename T>
 void embeddingBackward(const LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const T* dOut, T* dTable) {
-    constexpr const char* what = "embeddingBackward";
-    checkIds(dims, ids, tokens, what);
-    checkPointer(dTable, what, "dTable");
-    if (tokens > 0) checkPointer(dOut, what, "dOut");
+    checkEmbeddingBackward(dims, ids, tokens, dOut, dTable, "embeddingBackward");
     const std::size_t hidden = dims.hidden;
     forChunks(static_cast<std::size_t>(dims.vocab), 256, [&](std::size_t begin, std::size_t end) {
         std::fill(dTable + begin * hidden, dTable + end * hidden, T(0));
@@ -859,12 +736,6 @@ void HeadCache<T>::release() {
 namespace {
 
 template <typename T>
-void checkHeadParams(const HeadParams<T>& p, const char* what) {
-    checkPointer(p.norm, what, "norm");
-    checkLinear(p.lmHead, what, "lmHead");
-}
-
-template <typename T>
 typename HeadCache<T>::State& scratchHeadState() {
     thread_local typename HeadCache<T>::State state;
     return state;
@@ -886,26 +757,11 @@ HeadScratch<T>& headScratch() {
 template <typename T>
 LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>& params, const T* x,
                        const std::int32_t* labels, std::int32_t ignoreIndex, HeadCache<T>* cache) {
-    constexpr const char* what = "headForward";
-    checkShape(dims, batch, seq, what);
-    checkHeadParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(labels, what, "labels");
+    const std::size_t counted = checkHeadForward(dims, batch, seq, params, x, labels, ignoreIndex, "headForward");
     const int hidden = dims.hidden;
     const int vocab = dims.vocab;
     const int rows = batch * seq;
     const std::size_t n = static_cast<std::size_t>(rows);
-    std::size_t counted = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::int32_t label = labels[i];
-        if (label == ignoreIndex) continue;
-        if (label < 0 || label >= vocab) {
-            MIXZ_THROW(InvalidArgument, what, ": label ", label, " at position ", i, " (sequence ", i / seq, ", token ",
-                       i % seq, ") is outside the vocabulary [0, ", vocab, ") and is not the ignore index ",
-                       ignoreIndex);
-        }
-        if (i % seq != 0) ++counted; // the label of token 0 is never predicted
-    }
 
     if (cache != nullptr && !cache->state) cache->state = std::make_unique<typename HeadCache<T>::State>();
     typename HeadCache<T>::State& s = cache != nullptr ? *cache->state : scratchHeadState<T>();
@@ -954,10 +810,7 @@ LossResult headForward(const LlamaDims& dims, int batch, int seq, const HeadPara
 template <typename T>
 void headBackward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>& params, const HeadCache<T>& cache,
                   T lossGrad, T* dx, const HeadGrads<T>& grads) {
-    constexpr const char* what = "headBackward";
-    checkShape(dims, batch, seq, what);
-    checkHeadParams(params, what);
-    checkLinearGrads(params.lmHead, grads.lmHead, what, "lmHead");
+    checkHeadBackward(dims, batch, seq, params, grads, "headBackward");
     MIXZ_ENFORCE(cache.state && cache.state->batch != 0, "headBackward: the cache holds no forward");
     const typename HeadCache<T>::State& s = *cache.state;
     MIXZ_ENFORCE(s.batch == batch && s.seq == seq && s.hidden == dims.hidden && s.vocab == dims.vocab,
@@ -979,15 +832,8 @@ void headBackward(const LlamaDims& dims, int batch, int seq, const HeadParams<T>
 
 template <typename T>
 void headLogits(const LlamaDims& dims, std::size_t rows, const HeadParams<T>& params, const T* x, T* logits) {
-    constexpr const char* what = "headLogits";
-    validate(dims);
-    checkHeadParams(params, what);
+    checkHeadLogits(dims, rows, params, x, logits, "headLogits");
     if (rows == 0) return;
-    checkPointer(x, what, "x");
-    checkPointer(logits, what, "logits");
-    if (rows > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-        MIXZ_THROW(InvalidArgument, what, ": ", rows, " rows are more than one call can take");
-    }
     typename HeadCache<T>::State& s = scratchHeadState<T>();
     T* rstd = grow(s.rstd, rows);
     T* xn = grow(s.xn, rows * dims.hidden);

@@ -2,8 +2,9 @@
 //
 // The embedding and the head (final norm, LM head, shifted cross-entropy, logits) on the device,
 // the CPU's embeddingForward / embeddingBackward / headForward / headBackward / headLogits
-// (src/model/llama.cc) step for step. Token ids and labels are host memory: they are validated
-// there (naming the first bad one, as the CPU does) and uploaded.
+// (src/model/llama.cc) step for step. Token ids and labels are host memory: they are checked
+// there by the CPU's own checks (mixz/model/kernel_arguments.h, naming the first bad one) and
+// uploaded.
 //
 // Determinism without atomics: the embedding backward groups token positions by id on the host
 // (a stable counting sort) and uploads the grouping with the ids; one thread per (id, column)
@@ -56,10 +57,8 @@ void releaseWorkspace(DeviceContext& ctx) {
 void embeddingForward(DeviceContext& ctx, const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens,
                       const float* table, float* out) {
     constexpr const char* what = "embeddingForward";
-    checkIds(dims, ids, tokens, what);
+    model::checkEmbeddingForward(dims, ids, tokens, table, out, what);
     if (tokens == 0) return;
-    checkPointer(table, what, "table");
-    checkPointer(out, what, "out");
     MIXZ_ENFORCE(tokens <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what, ": ", tokens,
                  " tokens are more than one call can take");
     Workspace& ws = workspaceOf(ctx);
@@ -72,9 +71,7 @@ void embeddingForward(DeviceContext& ctx, const model::LlamaDims& dims, const st
 void embeddingBackward(DeviceContext& ctx, const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens,
                        const float* dOut, float* dTable) {
     constexpr const char* what = "embeddingBackward";
-    checkIds(dims, ids, tokens, what);
-    checkPointer(dTable, what, "dTable");
-    if (tokens > 0) checkPointer(dOut, what, "dOut");
+    model::checkEmbeddingBackward(dims, ids, tokens, dOut, dTable, what);
     MIXZ_ENFORCE(tokens <= static_cast<std::size_t>(std::numeric_limits<int>::max()), what, ": ", tokens,
                  " tokens are more than one call can take");
     Workspace& ws = workspaceOf(ctx);
@@ -122,25 +119,11 @@ model::LossResult headForward(DeviceContext& ctx, const model::LlamaDims& dims, 
                               const model::HeadParams<float>& params, const float* x, const std::int32_t* labels,
                               std::int32_t ignoreIndex, backend::ActivationCache* cache) {
     constexpr const char* what = "headForward";
-    checkShape(dims, batch, seq, what);
-    checkHeadParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(labels, what, "labels");
+    const std::size_t counted = model::checkHeadForward(dims, batch, seq, params, x, labels, ignoreIndex, what);
     const int hidden = dims.hidden;
     const int vocab = dims.vocab;
     const int rows = batch * seq;
     const std::size_t n = static_cast<std::size_t>(rows);
-    std::size_t counted = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const std::int32_t label = labels[i];
-        if (label == ignoreIndex) continue;
-        if (label < 0 || label >= vocab) {
-            MIXZ_THROW(InvalidArgument, what, ": label ", label, " at position ", i, " (sequence ", i / seq, ", token ",
-                       i % seq, ") is outside the vocabulary [0, ", vocab, ") and is not the ignore index ",
-                       ignoreIndex);
-        }
-        if (i % seq != 0) ++counted; // the label of token 0 is never predicted
-    }
     HeadCache* own = nullptr;
     if (cache != nullptr) {
         own = dynamic_cast<HeadCache*>(cache);
@@ -195,9 +178,7 @@ void headBackward(DeviceContext& ctx, const model::LlamaDims& dims, int batch, i
                   const model::HeadParams<float>& params, const backend::ActivationCache& cache, float lossGrad,
                   float* dx, const model::HeadGrads<float>& grads) {
     constexpr const char* what = "headBackward";
-    checkShape(dims, batch, seq, what);
-    checkHeadParams(params, what);
-    checkLinearGrads(params.lmHead, grads.lmHead, what, "lmHead");
+    model::checkHeadBackward(dims, batch, seq, params, grads, what);
     const auto* own = dynamic_cast<const HeadCache*>(&cache);
     MIXZ_ENFORCE(own != nullptr, what, ": the cache was not made by this backend's makeHeadCache");
     const HeadStore& s = own->store;
@@ -224,15 +205,8 @@ void headBackward(DeviceContext& ctx, const model::LlamaDims& dims, int batch, i
 
 void headLogits(DeviceContext& ctx, const model::LlamaDims& dims, std::size_t rows,
                 const model::HeadParams<float>& params, const float* x, float* logits) {
-    constexpr const char* what = "headLogits";
-    model::validate(dims);
-    checkHeadParams(params, what);
+    model::checkHeadLogits(dims, rows, params, x, logits, "headLogits");
     if (rows == 0) return;
-    checkPointer(x, what, "x");
-    checkPointer(logits, what, "logits");
-    if (rows > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-        MIXZ_THROW(InvalidArgument, what, ": ", rows, " rows are more than one call can take");
-    }
     Workspace& ws = workspaceOf(ctx);
     std::lock_guard<std::mutex> lock(ws.mutex);
     HeadStore& s = ws.head;

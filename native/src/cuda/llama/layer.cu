@@ -146,12 +146,7 @@ void layerForward(DeviceContext& ctx, Workspace& ws, const model::LlamaDims& dim
     const std::size_t n = static_cast<std::size_t>(rows);
     const float eps = static_cast<float>(dims.rmsEps);
 
-    s.batch = batch;
-    s.seq = seq;
-    s.hidden = hidden;
-    s.kvDim = kvDim;
-    s.intermediate = inter;
-    s.heads = dims.heads;
+    s.record(dims, batch, seq);
     if (train) {
         MIXZ_CUDA_CHECK(cudaMemcpyAsync(s.x.grow<float>(ctx, n * hidden), x, n * hidden * sizeof(float),
                                         cudaMemcpyDeviceToDevice, ctx.stream));
@@ -226,10 +221,7 @@ void decoderLayerForward(DeviceContext& ctx, const model::LlamaDims& dims, int b
                          const model::DecoderLayerParams<float>& params, const float* x, float* y,
                          backend::ActivationCache* cache) {
     constexpr const char* what = "decoderLayerForward";
-    checkShape(dims, batch, seq, what);
-    checkLayerParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(y, what, "y");
+    model::checkLayerForward(dims, batch, seq, params, x, y, what);
     LayerCache* own = nullptr;
     if (cache != nullptr) {
         own = dynamic_cast<LayerCache*>(cache);
@@ -251,20 +243,8 @@ void decoderLayerForwardCached(DeviceContext& ctx, const model::LlamaDims& dims,
     constexpr const char* what = "decoderLayerForwardCached";
     auto* kv = dynamic_cast<DeviceKvCache*>(&kvCache);
     MIXZ_ENFORCE(kv != nullptr, what, ": the KV cache was not made by this backend's makeKvCache");
-    checkShape(dims, kv->batch(), seq, what);
-    checkLayerParams(params, what);
-    checkPointer(x, what, "x");
-    checkPointer(y, what, "y");
-    const std::size_t expected = static_cast<std::size_t>(kv->batch()) * dims.maxSeq * dims.kvDim();
-    if (kv->elements() != expected) {
-        MIXZ_THROW(InvalidArgument, what, ": the KV cache holds ", kv->elements(), " keys, not the ", expected,
-                   " of batch ", kv->batch(), " with these dims (made for other dims?)");
-    }
     const int past = kv->length();
-    if (past < 0 || past + seq > dims.maxSeq) {
-        MIXZ_THROW(InvalidArgument, what, ": positions [", past, ", ", past + seq, ") pass LlamaDims.maxSeq ",
-                   dims.maxSeq);
-    }
+    model::checkLayerForwardCached(dims, kv->batch(), seq, past, kv->elements(), kv->elements(), params, x, y, what);
     Workspace& ws = workspaceOf(ctx);
     std::lock_guard<std::mutex> lock(ws.mutex);
     layerForward(ctx, ws, dims, kv->batch(), seq, past, params, x, y, ws.layer, false, kv);
@@ -276,16 +256,7 @@ void decoderLayerBackward(DeviceContext& ctx, const model::LlamaDims& dims, int 
                           const model::DecoderLayerParams<float>& params, const backend::ActivationCache& cache,
                           const float* dy, float* dx, const model::DecoderLayerGrads<float>& grads) {
     constexpr const char* what = "decoderLayerBackward";
-    checkShape(dims, batch, seq, what);
-    checkLayerParams(params, what);
-    checkPointer(dy, what, "dy");
-    checkLinearGrads(params.q, grads.q, what, "q");
-    checkLinearGrads(params.k, grads.k, what, "k");
-    checkLinearGrads(params.v, grads.v, what, "v");
-    checkLinearGrads(params.o, grads.o, what, "o");
-    checkLinearGrads(params.gate, grads.gate, what, "gate");
-    checkLinearGrads(params.up, grads.up, what, "up");
-    checkLinearGrads(params.down, grads.down, what, "down");
+    model::checkLayerBackward(dims, batch, seq, params, dy, grads, what);
     const auto* own = dynamic_cast<const LayerCache*>(&cache);
     MIXZ_ENFORCE(own != nullptr, what, ": the cache was not made by this backend's makeLayerCache");
     const LayerStore& s = own->store;

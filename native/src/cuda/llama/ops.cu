@@ -1,15 +1,13 @@
 // NOT YET RUN ON A GPU (see llama_device.h).
 //
-// The element-wise and row kernels of the LLaMA layers, the row-major GEMM mapping, the
-// workspace registry and the validation (worded as src/model/llama.cc's). Row kernels run one
-// block of kThreads threads per row; each thread walks its row with stride kThreads (coalesced),
-// and block reductions combine the threads' partial results in a fixed tree, so results are
-// deterministic. Element-wise kernels are grid-stride loops over flat arrays.
+// The element-wise and row kernels of the LLaMA layers, the row-major GEMM mapping and the
+// workspace registry. Row kernels run one block of kThreads threads per row; each thread walks its
+// row with stride kThreads (coalesced), and block reductions combine the threads' partial results
+// in a fixed tree, so results are deterministic. Element-wise kernels are grid-stride loops over flat arrays.
 #include "ops.h"
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <memory>
 #include <unordered_map>
 
@@ -576,74 +574,6 @@ void linearBackward(DeviceContext& ctx, Workspace& ws, int rows, int in, int out
     float* dDropped = ws.slot(ctx, kDroppedGrad, n);
     gemm(ctx, false, false, rows, in, rank, 1.0f, dHidden, rank, p.loraA, in, 0.0f, dDropped, in);
     dropoutApply(ctx, n, mask, dDropped, dx, true);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Validation (the CPU's checks and messages, src/model/llama.cc)
-
-void checkShape(const model::LlamaDims& dims, int batch, int seq, const char* what) {
-    model::validate(dims);
-    if (batch <= 0) MIXZ_THROW(InvalidArgument, what, ": batch must be positive, got ", batch);
-    if (seq <= 0) MIXZ_THROW(InvalidArgument, what, ": seq must be positive, got ", seq);
-    if (seq > dims.maxSeq) {
-        MIXZ_THROW(InvalidArgument, what, ": seq ", seq, " is longer than LlamaDims.maxSeq ", dims.maxSeq);
-    }
-    const auto rows = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq);
-    if (rows > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
-        MIXZ_THROW(InvalidArgument, what, ": batch · seq = ", rows, " tokens is more than one call can take");
-    }
-}
-
-void checkPointer(const void* pointer, const char* what, const char* name) {
-    if (pointer == nullptr) MIXZ_THROW(InvalidArgument, what, ": ", name, " is null");
-}
-
-void checkLinear(const model::LinearParams<float>& p, const char* what, const char* name) {
-    if (p.weight == nullptr) MIXZ_THROW(InvalidArgument, what, ": ", name, ".weight is null");
-    if ((p.loraA == nullptr) != (p.loraB == nullptr)) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".loraA and ", name, ".loraB must both be set or both be null");
-    }
-    if (p.loraA != nullptr && p.rank <= 0) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".rank must be positive with LoRA, got ", p.rank);
-    }
-    if (!(p.loraDropout >= 0 && p.loraDropout < 1)) {
-        MIXZ_THROW(InvalidArgument, what, ": ", name, ".loraDropout must be in [0, 1), got ", p.loraDropout);
-    }
-}
-
-void checkLinearGrads(const model::LinearParams<float>& p, const model::LinearGrads<float>& g, const char* what,
-                      const char* name) {
-    if (!hasLora(p) && (g.loraA != nullptr || g.loraB != nullptr)) {
-        MIXZ_THROW(InvalidArgument, what, ": LoRA gradients of ", name, " requested, but ", name, " has no LoRA");
-    }
-}
-
-void checkLayerParams(const model::DecoderLayerParams<float>& p, const char* what) {
-    checkPointer(p.inputNorm, what, "inputNorm");
-    checkPointer(p.postNorm, what, "postNorm");
-    checkLinear(p.q, what, "q");
-    checkLinear(p.k, what, "k");
-    checkLinear(p.v, what, "v");
-    checkLinear(p.o, what, "o");
-    checkLinear(p.gate, what, "gate");
-    checkLinear(p.up, what, "up");
-    checkLinear(p.down, what, "down");
-}
-
-void checkHeadParams(const model::HeadParams<float>& p, const char* what) {
-    checkPointer(p.norm, what, "norm");
-    checkLinear(p.lmHead, what, "lmHead");
-}
-
-void checkIds(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const char* what) {
-    model::validate(dims);
-    if (tokens > 0) checkPointer(ids, what, "ids");
-    for (std::size_t i = 0; i < tokens; ++i) {
-        if (ids[i] < 0 || ids[i] >= dims.vocab) {
-            MIXZ_THROW(InvalidArgument, what, ": token id ", ids[i], " at position ", i,
-                       " is outside the vocabulary [0, ", dims.vocab, ")");
-        }
-    }
 }
 
 } // namespace mixz::cuda::llamadev

@@ -1,9 +1,9 @@
 // NOT YET RUN ON A GPU (see llama_device.h).
 //
 // Internal to src/cuda/llama: device buffers, the per-context workspace, the row-major GEMM
-// mapping onto cuBLAS, the validation shared with the CPU's wording, and the launchers of the
-// element-wise and row kernels (ops.cu). Launchers enqueue on ctx.stream and do not synchronize;
-// the public entry points synchronize once at their end.
+// mapping onto cuBLAS, and the launchers of the element-wise and row kernels (ops.cu). Launchers
+// enqueue on ctx.stream and do not synchronize; the public entry points synchronize once at their
+// end. The kernels' argument checks are the CPU's own (mixz/model/kernel_arguments.h).
 #pragma once
 
 #include <cstddef>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cuda/device_context.h"
+#include "mixz/model/kernel_arguments.h"
 #include "mixz/model/llama.h"
 
 namespace mixz::cuda::llamadev {
@@ -57,13 +58,7 @@ struct Dropout {
 };
 
 // What a decoder layer's forward keeps (the CPU's DecoderLayerCache::State, on the device).
-struct LayerStore {
-    int batch = 0; // 0: nothing kept
-    int seq = 0;
-    int hidden = 0;
-    int kvDim = 0;
-    int intermediate = 0;
-    int heads = 0;
+struct LayerStore : model::LayerCallShape { // the forward that filled it (batch 0: nothing kept)
     DeviceBuffer x, rstd1, xn1, q, k, v, probs, ctx, h1, rstd2, xn2, gate, up, act;
     DeviceBuffer lora[7]; // q, k, v, o, gate, up, down
     Dropout masks[7];
@@ -183,22 +178,8 @@ void embeddingGather(DeviceContext& ctx, std::size_t tokens, int hidden, const s
 void embeddingScatter(DeviceContext& ctx, int uniqueCount, int hidden, const std::int32_t* groups,
                       std::size_t tokens, const float* dOut, float* dTable);
 
-// --- validation, worded as the CPU's (src/model/llama.cc)
-void checkShape(const model::LlamaDims& dims, int batch, int seq, const char* what);
-void checkPointer(const void* pointer, const char* what, const char* name);
-void checkLinear(const model::LinearParams<float>& p, const char* what, const char* name);
-void checkLinearGrads(const model::LinearParams<float>& p, const model::LinearGrads<float>& g, const char* what,
-                      const char* name);
-void checkLayerParams(const model::DecoderLayerParams<float>& p, const char* what);
-void checkHeadParams(const model::HeadParams<float>& p, const char* what);
-void checkIds(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const char* what);
-
-inline bool hasLora(const model::LinearParams<float>& p) {
-    return p.loraA != nullptr;
-}
-inline int loraRank(const model::LinearParams<float>& p) {
-    return hasLora(p) ? p.rank : 0;
-}
+using model::hasLora;
+using model::loraRank;
 // The mask a training forward draws (inactive without LoRA or dropout).
 inline Dropout dropoutOf(const model::LinearParams<float>& p) {
     return hasLora(p) ? Dropout::of(p.loraDropout, p.loraDropoutSeed) : Dropout{};
