@@ -280,6 +280,16 @@ Napi::Value AddonEngine::forward(const Napi::CallbackInfo& info) {
             keep.add(labels);
             batch.labels = labels.Data();
         }
+        // Optional (TypeScript passes null when absent; older callers may leave it out).
+        const Napi::Value positionsValue = descriptor.Get("positionIds");
+        if (!positionsValue.IsNull() && !positionsValue.IsUndefined()) {
+            const Napi::Int32Array positions = int32Field(descriptor, "positionIds", what);
+            if (positions.ElementLength() != tokens) {
+                MIXZ_THROW(InvalidArgument, what, ".positionIds has ", positions.ElementLength(), " entries, the shape needs ", tokens);
+            }
+            keep.add(positions);
+            batch.positions = positions.Data();
+        }
         auto result = std::make_shared<zero::ForwardResult>();
         *busy_ = true;
         auto busy = busy_;

@@ -232,8 +232,8 @@ public:
         model::embeddingBackward<float>(dims, ids, tokens, dOut, dTable);
     }
     void decoderLayerForward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
-                             const float* x, float* y, ActivationCache* cache) override {
-        model::decoderLayerForward<float>(dims, batch, seq, params, x, y, cache ? &ours<CpuLayerCache>(*cache).cache : nullptr);
+                             const float* x, float* y, ActivationCache* cache, const std::int32_t* positions) override {
+        model::decoderLayerForward<float>(dims, batch, seq, params, x, y, cache ? &ours<CpuLayerCache>(*cache).cache : nullptr, positions);
     }
     void decoderLayerForwardCached(const model::LlamaDims& dims, int seq, const model::DecoderLayerParams<float>& params,
                                    const float* x, float* y, KvCache& kv) override {

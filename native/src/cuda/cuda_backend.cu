@@ -360,7 +360,10 @@ public:
         cuda::embeddingBackward(ctx_, dims, ids, tokens, dOut, dTable);
     }
     void decoderLayerForward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
-                             const float* x, float* y, ActivationCache* cache) override {
+                             const float* x, float* y, ActivationCache* cache, const std::int32_t* positions) override {
+        if (positions != nullptr) {
+            MIXZ_THROW(InvalidArgument, "packed rows (positionIds) are not supported by the CUDA backend yet: its attention has no per-example mask; pass one example per row");
+        }
         CurrentDevice current(device_);
         cuda::decoderLayerForward(ctx_, dims, batch, seq, params, x, y, cache);
     }

@@ -24,13 +24,14 @@
 namespace mixz::model::detail {
 namespace {
 
-// Softmax of one score row over its first `visible` entries, in place; entries [visible, span)
-// are set to 0.
+// Softmax of one score row over its entries [from, visible), in place; entries [0, from) and
+// [visible, span) are set to 0 (from > 0: a packed sequence's earlier examples).
 template <typename T>
-void causalSoftmaxRow(T* row, int visible, int span) {
-    const T largest = maxOf(row, visible);
-    const T sum = expShiftedInPlace(row, visible, largest);
-    scaleInPlace(row, visible, elementwise::softmaxInverseSum(sum));
+void causalSoftmaxRow(T* row, int from, int visible, int span) {
+    const T largest = maxOf(row + from, visible - from);
+    const T sum = expShiftedInPlace(row + from, visible - from, largest);
+    scaleInPlace(row + from, visible - from, elementwise::softmaxInverseSum(sum));
+    std::fill(row, row + from, T(0));
     std::fill(row + visible, row + span, T(0));
 }
 
@@ -73,7 +74,8 @@ void attentionForward(const AttentionForwardArgs<T>& args) {
             gemm(false, true, rows, span, headDim, scale, q + static_cast<std::size_t>(first) * width, width, k,
                  kvWidth, T(0), scores, keys);
             for (int r = 0; r < rows; ++r) {
-                causalSoftmaxRow(scores + static_cast<std::size_t>(r) * keys, args.past + first + r + 1, span);
+                const int from = args.keyFrom != nullptr ? args.keyFrom[static_cast<std::size_t>(b) * queries + first + r] : 0;
+                causalSoftmaxRow(scores + static_cast<std::size_t>(r) * keys, from, args.past + first + r + 1, span);
             }
             gemm(false, false, rows, headDim, span, T(1), scores, keys, v, kvWidth, T(0),
                  out + static_cast<std::size_t>(first) * width, width);

@@ -26,6 +26,9 @@ struct AttentionForwardArgs {
     const T* k = nullptr; // rows of kvHeads · headDim; sequence b starts at k + b · kvBatchStride
     const T* v = nullptr; // as k
     std::size_t kvBatchStride = 0;
+    // [batch, queries]: the first key each query sees, for packed sequences (several examples in
+    // one row: a query sees the keys of its own example only). Null: key 0 for every query.
+    const int* keyFrom = nullptr;
     T* out = nullptr;     // [batch, queries, heads · headDim]
     // [batch, heads, queries, keys]: the softmax probabilities, kept for the backward (entries a
     // query cannot see inside its block's span are 0; those past the span are not written).
@@ -36,7 +39,8 @@ struct AttentionForwardArgs {
 template <typename T>
 void attentionForward(const AttentionForwardArgs<T>& args);
 
-// The backward of a full-sequence forward (past = 0, keys = queries = seq) that kept probs.
+// The backward of a full-sequence forward (past = 0, keys = queries = seq) that kept probs. The
+// keys a query did not see have probability 0, so packed sequences need nothing more here.
 template <typename T>
 struct AttentionBackwardArgs {
     int batch = 0;

@@ -352,14 +352,15 @@ const RopeTable<T>& ropeTable(const LlamaDims& dims) {
 // Rotates (or, inverse, un-rotates) the `heads` heads of each row of x [batch·seq, heads·headDim];
 // row (b, t) is at position past + t.
 template <typename T>
-void rope(const LlamaDims& dims, int batch, int seq, int past, int heads, T* x, bool inverse) {
+void rope(const LlamaDims& dims, int batch, int seq, int past, int heads, T* x, bool inverse, const std::int32_t* positions = nullptr) {
     const RopeTable<T>& table = ropeTable<T>(dims);
     const int headDim = dims.headDim();
     const int half = headDim / 2;
     const std::size_t width = static_cast<std::size_t>(heads) * headDim;
     forChunks(static_cast<std::size_t>(batch) * seq, kRowGrain, [&](std::size_t begin, std::size_t end) {
         for (std::size_t r = begin; r < end; ++r) {
-            const std::size_t position = past + r % seq;
+            // Packed rows: the token's position in its own example.
+            const std::size_t position = positions != nullptr ? static_cast<std::size_t>(positions[r]) : past + r % seq;
             const T* cosines = table.cosines.data() + position * half;
             const T* sines = table.sines.data() + position * half;
             for (int h = 0; h < heads; ++h) detail::ropeRow(x + r * width + h * headDim, cosines, sines, half, inverse);
@@ -391,6 +392,9 @@ template <typename T>
 struct DecoderLayerCache<T>::State : LayerCallShape { // the forward that filled it (batch 0: nothing kept)
     std::vector<T> x, rstd1, xn1, q, k, v, probs, ctx, h1, rstd2, xn2, gate, up, act;
     std::vector<T> loraQ, loraK, loraV, loraO, loraGate, loraUp, loraDown;
+    // Packed rows: the positions (for the backward's inverse rotation) and each query's first key.
+    std::vector<std::int32_t> positions;
+    std::vector<int> keyFrom;
     // The LoRA dropout masks the training forward drew (inactive otherwise), for the backward.
     DropoutMask maskQ, maskK, maskV, maskO, maskGate, maskUp, maskDown;
 
@@ -447,7 +451,7 @@ using LayerState = typename DecoderLayerCache<T>::State;
 // the new tokens alone.
 template <typename T>
 void layerForward(const LlamaDims& dims, int batch, int seq, int past, const DecoderLayerParams<T>& p, const T* x,
-                  T* y, LayerState<T>& s, bool train, KvCache<T>* kv) {
+                  T* y, LayerState<T>& s, bool train, KvCache<T>* kv, const std::int32_t* positions = nullptr) {
     const int hidden = dims.hidden;
     const int kvDim = dims.kvDim();
     const int inter = dims.intermediate;
@@ -475,10 +479,20 @@ void layerForward(const LlamaDims& dims, int batch, int seq, int past, const Dec
     linearForward(rows, hidden, hidden, p.q, xn1, q, grow(s.loraQ, n * loraRank(p.q)), s.maskQ);
     linearForward(rows, hidden, kvDim, p.k, xn1, k, grow(s.loraK, n * loraRank(p.k)), s.maskK);
     linearForward(rows, hidden, kvDim, p.v, xn1, v, grow(s.loraV, n * loraRank(p.v)), s.maskV);
-    rope(dims, batch, seq, past, dims.heads, q, false);
-    rope(dims, batch, seq, past, dims.kvHeads, k, false);
+    // Packed rows (positions given): each query sees its own example's keys, from where it starts.
+    if (positions != nullptr) {
+        s.positions.assign(positions, positions + n);
+        s.keyFrom.resize(n);
+        for (std::size_t r = 0; r < n; ++r) s.keyFrom[r] = static_cast<int>(r % seq) - positions[r];
+    } else {
+        s.positions.clear();
+        s.keyFrom.clear();
+    }
+    rope(dims, batch, seq, past, dims.heads, q, false, positions);
+    rope(dims, batch, seq, past, dims.kvHeads, k, false, positions);
 
     detail::AttentionForwardArgs<T> attention;
+    attention.keyFrom = positions != nullptr ? s.keyFrom.data() : nullptr;
     attention.batch = batch;
     attention.heads = dims.heads;
     attention.kvHeads = dims.kvHeads;
@@ -553,15 +567,28 @@ LayerBackwardScratch<T>& layerBackwardScratch() {
 
 template <typename T>
 void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params, const T* x,
-                         T* y, DecoderLayerCache<T>* cache) {
+                         T* y, DecoderLayerCache<T>* cache, const std::int32_t* positions) {
     checkLayerForward(dims, batch, seq, params, x, y, "decoderLayerForward");
+    validatePositions(positions, batch, seq);
     if (cache == nullptr) {
         layerForward(dims, batch, seq, 0, params, x, y, scratchLayerState<T>(), false,
-                     static_cast<KvCache<T>*>(nullptr));
+                     static_cast<KvCache<T>*>(nullptr), positions);
         return;
     }
     if (!cache->state) cache->state = std::make_unique<LayerState<T>>();
-    layerForward(dims, batch, seq, 0, params, x, y, *cache->state, true, static_cast<KvCache<T>*>(nullptr));
+    layerForward(dims, batch, seq, 0, params, x, y, *cache->state, true, static_cast<KvCache<T>*>(nullptr), positions);
+}
+
+void validatePositions(const std::int32_t* positions, int batch, int seq) {
+    if (positions == nullptr) return;
+    const std::size_t n = static_cast<std::size_t>(batch) * static_cast<std::size_t>(seq);
+    for (std::size_t r = 0; r < n; ++r) {
+        const bool start = r % static_cast<std::size_t>(seq) == 0;
+        const std::int32_t p = positions[r];
+        if (start ? p != 0 : (p != 0 && p != positions[r - 1] + 1)) {
+            MIXZ_THROW(InvalidArgument, "positions[", r, "] = ", p, ": a row starts at 0, and each position is 0 (a new example) or the previous one + 1");
+        }
+    }
 }
 
 template <typename T>
@@ -626,8 +653,9 @@ void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const Decod
     attention.dk = grow(w.dk, n * kvDim);
     attention.dv = grow(w.dv, n * kvDim);
     detail::attentionBackward(attention);
-    rope(dims, batch, seq, 0, dims.heads, attention.dq, true);
-    rope(dims, batch, seq, 0, dims.kvHeads, attention.dk, true);
+    const std::int32_t* positions = s.positions.empty() ? nullptr : s.positions.data();
+    rope(dims, batch, seq, 0, dims.heads, attention.dq, true, positions);
+    rope(dims, batch, seq, 0, dims.kvHeads, attention.dk, true, positions);
 
     // dxn1 is needed for dx and for the input norm's gradient; without either, only the
     // projections' parameter gradients remain.
@@ -850,7 +878,7 @@ void headLogits(const LlamaDims& dims, std::size_t rows, const HeadParams<T>& pa
     template class KvCache<T>;                                                                                        \
     template class HeadCache<T>;                                                                                      \
     template void decoderLayerForward<T>(const LlamaDims&, int, int, const DecoderLayerParams<T>&, const T*, T*,     \
-                                         DecoderLayerCache<T>*);                                                      \
+                                         DecoderLayerCache<T>*, const std::int32_t*);                                 \
     template void decoderLayerBackward<T>(const LlamaDims&, int, int, const DecoderLayerParams<T>&,                  \
                                           const DecoderLayerCache<T>&, const T*, T*, const DecoderLayerGrads<T>&);    \
     template void decoderLayerForwardCached<T>(const LlamaDims&, int, const DecoderLayerParams<T>&, const T*, T*,    \

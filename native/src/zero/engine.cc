@@ -101,6 +101,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
     if (batch.seq > d.maxSeq) MIXZ_THROW(InvalidArgument, "sequence length ", batch.seq, " exceeds the model's maxSeqLen ", d.maxSeq);
     const std::size_t tokens = static_cast<std::size_t>(batch.micro) * static_cast<std::size_t>(batch.seq);
     s.validateIds(batch.inputIds, tokens);
+    model::validatePositions(batch.positions, batch.micro, batch.seq);
     if (train && batch.labels == nullptr) MIXZ_THROW(InvalidArgument, "a training forward needs labels");
     return s.guarded([&]() -> ForwardResult {
         s.prepareCompute();
@@ -120,7 +121,7 @@ ForwardResult Engine::forward(const Batch& batch, bool train) {
             const std::size_t at = static_cast<std::size_t>(i);
             s.fetcher.ensure(u, order, at + 1);
             s.backend->decoderLayerForward(d, batch.micro, batch.seq, s.views.layerParams(i), s.hidden[at].data(), s.hidden[at + 1].data(),
-                                           train ? s.caches[at].get() : nullptr);
+                                           train ? s.caches[at].get() : nullptr, batch.positions);
             s.fetcher.release(u);
         }
         ForwardResult result;

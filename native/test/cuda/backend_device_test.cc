@@ -390,12 +390,12 @@ Outputs decoderCase(Side& side, const LayerHost& layer, int batch, int seq, cons
     // Training forward (keeps the cache; draws the dropout masks).
     auto cache = b.makeLayerCache();
     float* y = side.out(n);
-    b.decoderLayerForward(d, batch, seq, params, xIn, y, cache.get());
+    b.decoderLayerForward(d, batch, seq, params, xIn, y, cache.get(), nullptr);
     outputs.push_back({"y", side.get(y, n)});
 
     // Evaluation forward (no cache, no dropout).
     float* yEval = side.out(n);
-    b.decoderLayerForward(d, batch, seq, params, xIn, yEval, nullptr);
+    b.decoderLayerForward(d, batch, seq, params, xIn, yEval, nullptr, nullptr);
     outputs.push_back({"y_eval", side.get(yEval, n)});
 
     const float* dyIn = side.in(dy);
@@ -468,7 +468,7 @@ Outputs cachedCase(Side& side, const LayerHost& layer, int batch, int prompt, in
         at += len;
     }
     float* full = side.out(cached.size());
-    b.decoderLayerForward(d, batch, total, params, side.in(x), full, nullptr);
+    b.decoderLayerForward(d, batch, total, params, side.in(x), full, nullptr, nullptr);
     return {{"y_cached", cached}, {"y_full", side.get(full, cached.size())}, {"kv_length", {static_cast<float>(kv->length())}, true}};
 }
 

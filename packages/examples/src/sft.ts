@@ -3,7 +3,7 @@
 //
 //   bin/mixz launch --hostfile configs/hostfile.local --config configs/mixzpp-local.json \
 //       packages/examples/src/sft.ts --model DIR --data train.jsonl [--eval eval.jsonl]
-//       [--format messages|prompt_completion|text] [--steps N] [--seq-len N] [--r N] [--out DIR]
+//       [--format messages|prompt_completion|text] [--steps N] [--seq-len N] [--r N] [--packing] [--out DIR]
 //       [--log-every N] [--max-new-tokens N]
 //
 // The model directory holds config.json, the weights and the tokenizer files (tokenizer.json,
@@ -51,8 +51,9 @@ const total = engine.parameters.reduce((sum, p) => sum + p.numel, 0);
 log(`sft: ${modelDir} (${total.toLocaleString("en-US")} parameters, ${trainable.toLocaleString("en-US")} trainable LoRA), ` +
     `${engine.worldSize} ranks, hpZ groups of ${engine.hpzSize}, frozen weights ${quantized === null ? "in the model dtype" : "int8"}`);
 
-const train = await data.jsonl(trainFile, {tokenizer, format, seqLen, microBatch: micro, epochs: Infinity, seed: 1, truncation: true});
-log(`   train: ${train.examples} examples from ${trainFile} (${train.truncated} cut to ${seqLen} tokens)`);
+const packing = args.includes("--packing");
+const train = await data.jsonl(trainFile, {tokenizer, format, seqLen, microBatch: micro, epochs: Infinity, seed: 1, truncation: true, packing});
+log(`   train: ${train.examples} examples from ${trainFile} (${train.truncated} cut to ${seqLen} tokens)${packing ? `, packed into ${train.rows} rows` : ""}`);
 // Held-out batches: every rank evaluates the same rows (worldSize 1, rank 0), so the loss is the file's.
 const heldOut = evalFile === undefined ? null : [...(await data.jsonl(evalFile, {tokenizer, format, seqLen, microBatch: micro, shuffle: false, rank: 0, worldSize: 1, truncation: true}))];
 

@@ -161,8 +161,10 @@ public:
                                   float* out) = 0;
     virtual void embeddingBackward(const model::LlamaDims& dims, const std::int32_t* ids, std::size_t tokens, const float* dOut,
                                    float* dTable) = 0;
+    // positions: packed rows (host memory, [batch, seq]; null: one sequence per row), as
+    // model::decoderLayerForward takes them.
     virtual void decoderLayerForward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,
-                                     const float* x, float* y, ActivationCache* cache) = 0;
+                                     const float* x, float* y, ActivationCache* cache, const std::int32_t* positions) = 0;
     virtual void decoderLayerForwardCached(const model::LlamaDims& dims, int seq, const model::DecoderLayerParams<float>& params,
                                            const float* x, float* y, KvCache& kv) = 0;
     virtual void decoderLayerBackward(const model::LlamaDims& dims, int batch, int seq, const model::DecoderLayerParams<float>& params,

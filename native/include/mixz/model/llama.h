@@ -137,9 +137,17 @@ public:
 
 // y = layer(x) for `batch` sequences of `seq` tokens at positions [0, seq). `cache` null: no
 // backward will follow (evaluation), nothing is kept. x and y must not alias.
+// `positions` (packed rows, [batch, seq]; null: 0, 1, … per row): several examples share a row;
+// each token's position in its own example is 0 where the example starts, else the previous
+// token's + 1, and every row starts at 0 (validatePositions). A token attends only to the earlier
+// tokens of its own example, and the rotary embedding uses these positions; the cache keeps them
+// for the backward.
 template <typename T>
 void decoderLayerForward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params, const T* x,
-                         T* y, DecoderLayerCache<T>* cache);
+                         T* y, DecoderLayerCache<T>* cache, const std::int32_t* positions = nullptr);
+
+// Throws InvalidArgument naming the first position that breaks the rule above (null: nothing to check).
+void validatePositions(const std::int32_t* positions, int batch, int seq);
 
 // dx and the parameter gradients from dy and what the forward kept. dx and dy must not alias.
 // dx null: not wanted (the first layer under a frozen embedding), which saves the q/k/v input

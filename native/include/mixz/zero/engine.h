@@ -183,6 +183,9 @@ struct Batch {
     const std::int32_t* labels = nullptr; // null: evaluation without a loss
     int micro = 0;
     int seq = 0;
+    // Packed rows: each token's position in its own example (0 starts one; model::validatePositions
+    // says exactly what is accepted). Null: one sequence per row.
+    const std::int32_t* positions = nullptr;
 };
 
 struct ForwardResult {

@@ -92,6 +92,8 @@ export interface NativeBatch {
     readonly micro: number;
     readonly seq: number;
     readonly train: boolean;
+    /** Packed rows' per-example positions (ZeroEngine's Batch.positionIds, checked), or null. */
+    readonly positionIds: Int32Array | null;
 }
 
 export type NativeSliceKind = "param" | "master" | "exp_avg" | "exp_avg_sq" | "grad";

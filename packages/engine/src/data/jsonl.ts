@@ -24,9 +24,10 @@
  * prefix of B and B of the whole conversation's tokens, else the line is refused naming the message.
  *
  * Labels are the input ids (the engine shifts them, as Hugging Face causal LMs do) with −100 where
- * the loss does not count: prompts, non-assistant turns, padding. packing: false (the default and,
- * for now, the only choice) puts one example per row, right-padded to seqLen with padTokenId ??
- * eosTokenIds[0] ?? 0. An example longer than seqLen is an error unless truncation: true, which keeps
+ * the loss does not count: prompts, non-assistant turns, padding. packing: false (the default)
+ * puts one example per row, right-padded to seqLen with padTokenId ?? eosTokenIds[0] ?? 0; packing:
+ * true fills rows with several examples (packRows) and yields their positionIds, with which the
+ * engine keeps attention inside each example (the CPU backend; the CUDA backend refuses them yet). An example longer than seqLen is an error unless truncation: true, which keeps
  * its first seqLen tokens (its labels too: a prompt that fills seqLen leaves nothing to train).
  *
  * Order and sharding are data.tokens' scheme over examples instead of sequences (see data.ts):
@@ -83,7 +84,7 @@ export interface JsonlDataOptions {
     /** This rank and the world size (the mixz facade fills them in from runtime). */
     readonly rank: number;
     readonly worldSize: number;
-    /** Several examples per row; default false. true is not available yet (see jsonlData). */
+    /** Several examples per row (Batch.positionIds; see packRows); default false. */
     readonly packing?: boolean;
     /** Keep the first seqLen tokens of a longer example instead of refusing the line; default false. */
     readonly truncation?: boolean;
@@ -122,6 +123,8 @@ export interface JsonlBatches extends Iterable<Batch> {
     readonly format: JsonlFormat;
     /** Examples in the file (every rank holds all of them; each yields its own shard). */
     readonly examples: number;
+    /** Rows per epoch: the examples, or with packing the packed rows (what is shuffled and sharded). */
+    readonly rows: number;
     /** Batches per epoch (the same on every rank). */
     readonly batchesPerEpoch: number;
     /** Batches an iteration would yield from the current position (Infinity for endless epochs). */
@@ -141,13 +144,52 @@ interface Example {
     readonly ids: Int32Array;
     /** The ids where the loss counts, −100 elsewhere. */
     readonly labels: Int32Array;
+    /** Packed rows: each token's position in its own example (the engine's Batch.positionIds). */
+    readonly positions?: Int32Array;
+}
+
+/**
+ * packing: true. Examples in file order go into rows of seqLen, next-fit (an example that does not
+ * fit the current row starts the next one); positions restart at 0 for each example and the
+ * engine keeps attention inside each one; the first token of each example gets label −100 (the
+ * loss at a position predicts the next token, which must not cross from one example into the
+ * next); the rest of a row is padding, one more "example" of its own with labels −100. The rows
+ * are then shuffled and sharded like examples. The same rows whatever the seed, rank or world.
+ */
+function packRows(examples: readonly Example[], seqLen: number, pad: number): Example[] {
+    const rows: Example[] = [];
+    let current: Example[] = [];
+    let used = 0;
+    const close = (): void => {
+        const ids = new Int32Array(seqLen).fill(pad);
+        const labels = new Int32Array(seqLen).fill(kIgnore);
+        const positions = new Int32Array(seqLen);
+        let at = 0;
+        for (const example of current) {
+            ids.set(example.ids, at);
+            labels.set(example.labels, at);
+            labels[at] = kIgnore;
+            for (let t = 0; t < example.ids.length; t++) positions[at + t] = t;
+            at += example.ids.length;
+        }
+        for (let t = at; t < seqLen; t++) positions[t] = t - at;
+        rows.push({ids, labels, positions});
+        current = [];
+        used = 0;
+    };
+    for (const example of examples) {
+        if (used + example.ids.length > seqLen) close();
+        current.push(example);
+        used += example.ids.length;
+    }
+    if (current.length > 0) close();
+    return rows;
 }
 
 /**
  * data.jsonl(file, options): a JSON Lines file of examples as this rank's padded, masked batches
  * (see the module comment). Throws InputError MIXZ_ERR_DATA listing every bad line as
- * `file:line: …`, or for a bad option; MIXZ_ERR_FILE_READ; MixzError MIXZ_ERR_NOT_YET_AVAILABLE for
- * packing: true.
+ * `file:line: …`, or for a bad option; MIXZ_ERR_FILE_READ.
  */
 export async function jsonlData(file: string, options: JsonlDataOptions): Promise<JsonlBatches> {
     if (typeof file !== "string" || file === "") throw optionError(kFn, "file", `must be a non-empty path string, got ${JSON.stringify(file) ?? typeof file}`);
@@ -177,13 +219,7 @@ export async function jsonlData(file: string, options: JsonlDataOptions): Promis
     if (epochs !== Infinity) integer("epochs", epochs, 1, Number.MAX_SAFE_INTEGER);
     const shuffle = boolean("shuffle", options.shuffle, true);
     const truncation = boolean("truncation", options.truncation, false);
-    if (boolean("packing", options.packing, false)) {
-        throw new MixzError(
-            ErrorCodes.notYetAvailable,
-            `${kFn}: packing needs per-example attention in the engine (position ids restarting per example, attention kept inside each example), which it does not have yet; use packing: false`,
-            {category: "user"}
-        );
-    }
+    const packing = boolean("packing", options.packing, false);
     const tokenizer = checkTokenizer(options.tokenizer, format);
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenIds[0] ?? 0;
 
@@ -226,7 +262,9 @@ export async function jsonlData(file: string, options: JsonlDataOptions): Promis
         throw new InputError([{code: ErrorCodes.data, file: path, line: 1, message: "no examples: the file is empty (a JSONL file holds one JSON object per line)"}]);
     }
 
-    const n = examples.length;
+    // Packed, the rows are the units that are shuffled and sharded.
+    const units = packing ? packRows(examples, seqLen, pad) : examples;
+    const n = units.length;
     const perBatch = worldSize * micro;
     const batchesPerEpoch = Math.floor(n / perBatch);
     if (batchesPerEpoch === 0) {
@@ -248,13 +286,15 @@ export async function jsonlData(file: string, options: JsonlDataOptions): Promis
             const first = (global % batchesPerEpoch) * perBatch + rank * micro;
             const inputIds = new Int32Array(micro * seqLen).fill(pad);
             const labels = new Int32Array(micro * seqLen).fill(kIgnore);
+            const positionIds = packing ? new Int32Array(micro * seqLen) : undefined;
             for (let b = 0; b < micro; b++) {
-                const example = examples[order === null ? first + b : order[first + b]!]!;
+                const example = units[order === null ? first + b : order[first + b]!]!;
                 inputIds.set(example.ids, b * seqLen);
                 labels.set(example.labels, b * seqLen);
+                if (positionIds !== undefined) positionIds.set(example.positions!, b * seqLen);
             }
             next = global + 1;
-            yield {inputIds, labels, shape: [micro, seqLen]};
+            yield positionIds === undefined ? {inputIds, labels, shape: [micro, seqLen]} : {inputIds, labels, shape: [micro, seqLen], positionIds};
         }
     }
 
@@ -292,7 +332,8 @@ export async function jsonlData(file: string, options: JsonlDataOptions): Promis
     return {
         file: path,
         format,
-        examples: n,
+        examples: examples.length,
+        rows: n,
         batchesPerEpoch,
         get length() {
             return Math.max(0, total - next);

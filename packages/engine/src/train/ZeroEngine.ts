@@ -21,6 +21,15 @@ export interface Batch {
     readonly labels?: Int32Array;
     /** [micro-batch, sequence length]. */
     readonly shape: readonly [number, number];
+    /**
+     * Packed rows (several examples in one row, as Hugging Face's DataCollatorWithFlattening
+     * makes them): each token's position in its own example, 0 where an example starts, else the
+     * previous token's + 1; each row starts at 0. A token attends only to its own example's
+     * earlier tokens, and the rotary embedding uses these positions. Absent: every row is one
+     * sequence at positions 0, 1, …. Give the first token of each example the label −100 (what
+     * data.jsonl's packing does): the loss at a position predicts the next token's label.
+     */
+    readonly positionIds?: Int32Array;
 }
 
 /** What forward() returns; pass it to backward(). */
@@ -781,6 +790,7 @@ interface CheckedBatch {
     readonly labels: Int32Array | null;
     readonly micro: number;
     readonly seq: number;
+    readonly positionIds: Int32Array | null;
 }
 
 function batchError(message: string): InputError {
@@ -802,9 +812,10 @@ function checkBatch(batch: Batch, vocab: number, maxSeq: number, needLabels: boo
         const id = inputIds[i]!;
         if (id < 0 || id >= vocab) throw batchError(`inputIds[${i}] = ${id} is outside the vocabulary [0, ${vocab})`);
     }
+    const positionIds = checkPositions(batch.positionIds, micro, seq);
     if (labels === undefined) {
         if (needLabels) throw batchError("labels are required for a loss (use -100 to ignore a position)");
-        return {inputIds, labels: null, micro, seq};
+        return {inputIds, labels: null, micro, seq, positionIds};
     }
     if (!(labels instanceof Int32Array)) throw batchError(`labels must be an Int32Array, got ${describeValue(labels)}`);
     if (labels.length !== inputIds.length) throw batchError(`labels has ${labels.length} entries, inputIds has ${inputIds.length}`);
@@ -814,7 +825,22 @@ function checkBatch(batch: Batch, vocab: number, maxSeq: number, needLabels: boo
             throw batchError(`labels[${i}] = ${label} is outside the vocabulary [0, ${vocab}) and is not the ignore index -100`);
         }
     }
-    return {inputIds, labels, micro, seq};
+    return {inputIds, labels, micro, seq, positionIds};
+}
+
+/** Packed rows' positions: 0 at each example's start (and each row's), else the previous + 1. */
+function checkPositions(positions: Int32Array | undefined, micro: number, seq: number): Int32Array | null {
+    if (positions === undefined) return null;
+    if (!(positions instanceof Int32Array)) throw batchError(`positionIds must be an Int32Array, got ${describeValue(positions)}`);
+    if (positions.length !== micro * seq) throw batchError(`positionIds has ${positions.length} entries, shape [${micro}, ${seq}] needs ${micro * seq}`);
+    for (let i = 0; i < positions.length; i++) {
+        const p = positions[i]!;
+        const start = i % seq === 0;
+        if (start ? p !== 0 : p !== 0 && p !== positions[i - 1]! + 1) {
+            throw batchError(`positionIds[${i}] = ${p}: ${start ? "a row starts at position 0" : `expected 0 (a new example) or ${positions[i - 1]! + 1}`}`);
+        }
+    }
+    return positions;
 }
 
 function describeValue(value: unknown): string {

@@ -258,14 +258,46 @@ describe("data.jsonl: errors", () => {
         await throwsExactly(() => jsonlData(short, base({worldSize: 2, microBatch: 2})), ErrorCodes.data, `${short}: too short: 3 example(s), one batch of 2 rank(s) × microBatch 2 needs 4`);
     });
 
-    it("options: an unknown format, packing: true (not available yet), a tokenizer without EOS, a missing file", async () => {
+    it("options: an unknown format, a tokenizer without EOS, a missing file", async () => {
         const path = file("one.jsonl", [{text: "a"}]);
         await throwsExactly(() => jsonlData(path, base({format: "chat" as "text"})), ErrorCodes.data, 'data.jsonl: format: must be "text", "prompt_completion" or "messages", got "chat"');
-        await throwsExactly(() => jsonlData(path, base({packing: true})), ErrorCodes.notYetAvailable,
-            "data.jsonl: packing needs per-example attention in the engine (position ids restarting per example, attention kept inside each example), which it does not have yet; use packing: false");
         await throwsExactly(() => jsonlData(path, base({tokenizer: fakeTokenizer({eosTokenIds: []})})), ErrorCodes.data,
             'data.jsonl: tokenizer: has no EOS token (eosTokenIds is empty): format "text" appends one after each example');
         await assert.rejects(jsonlData(join(scratch, "missing.jsonl"), base()), (error: unknown) => error instanceof MixzError && error.code === ErrorCodes.fileRead);
+    });
+});
+
+describe("data.jsonl: packing", () => {
+    it("next-fit rows: positions restart per example, each example's first label is −100, the rest of a row is its own padding", async () => {
+        // Ids per example: BOS + bytes + EOS: "ab" → 4 tokens, "cde" → 5, "f" → 3, "ghij" → 6.
+        const path = file("pack.jsonl", [{text: "ab"}, {text: "cde"}, {text: "f"}, {text: "ghij"}]);
+        const batches = await jsonlData(path, base({seqLen: 10, packing: true, microBatch: 1}));
+        assert.equal(batches.examples, 4);
+        assert.equal(batches.rows, 2, "ab + cde fit in 10; f + ghij in the next row");
+        const got = [...batches];
+        assert.equal(got.length, 2);
+        const expectRow = (parts: string[]) => {
+            const ids = parts.flatMap((t) => [BOS, ...b(t), EOS]);
+            const labels = parts.flatMap((t) => [-100, ...b(t), EOS]);
+            const positions = parts.flatMap((t) => Array.from({length: t.length + 2}, (_, i) => i));
+            const padding = 10 - ids.length;
+            return {
+                ids: [...ids, ...new Array(padding).fill(EOS)],
+                labels: [...labels, ...new Array(padding).fill(-100)],
+                positions: [...positions, ...Array.from({length: padding}, (_, i) => i)]
+            };
+        };
+        for (const [k, parts] of [["ab", "cde"], ["f", "ghij"]].entries()) {
+            const expected = expectRow(parts);
+            assert.deepEqual(Array.from(got[k]!.inputIds), expected.ids, `row ${k} ids`);
+            assert.deepEqual(Array.from(got[k]!.labels!), expected.labels, `row ${k} labels`);
+            assert.deepEqual(Array.from(got[k]!.positionIds!), expected.positions, `row ${k} positions`);
+        }
+        // Packed rows shard and shuffle like examples: 2 ranks get disjoint rows.
+        const r0 = [...(await jsonlData(path, base({seqLen: 10, packing: true, rank: 0, worldSize: 2, shuffle: true, seed: 1})))];
+        const r1 = [...(await jsonlData(path, base({seqLen: 10, packing: true, rank: 1, worldSize: 2, shuffle: true, seed: 1})))];
+        assert.equal(r0.length, 1);
+        assert.notDeepEqual(Array.from(r0[0]!.inputIds), Array.from(r1[0]!.inputIds));
     });
 });
 
