@@ -74,6 +74,7 @@ zero::EngineOptions engineOptions(const Napi::Object& descriptor) {
     options.dims.ropeLowFreqFactor = numberField(dims, "ropeLowFreqFactor", d);
     options.dims.ropeHighFreqFactor = numberField(dims, "ropeHighFreqFactor", d);
     options.dims.ropeOriginalMaxSeq = numberField(dims, "ropeOriginalMaxSeq", d);
+    options.dims.attentionBias = booleanField(dims, "attentionBias", d);
     const std::string dtype = stringField(descriptor, "dtype", what);
     if (dtype == "fp32") {
         options.dtype = tensor::DType::kFloat32;

@@ -4,7 +4,7 @@
 //                                                  unit: a collective; each group a Communicator or null)
 //     descriptor: {dims: {vocab, hidden, layers, heads, kvHeads, intermediate, maxSeq, ropeTheta, rmsEps,
 //                  ropeScaling ("none" | "linear" | "llama3"), ropeFactor, ropeLowFreqFactor,
-//                  ropeHighFreqFactor, ropeOriginalMaxSeq},
+//                  ropeHighFreqFactor, ropeOriginalMaxSeq, attentionBias (q/k/v biases: Qwen2)},
 //                  dtype, seed, initStd, zero: {prefetchBucketSize, maxLiveParameters, persistenceThreshold,
 //                  reduceBucketSize, overlapComm}, hasOptimizer (false: inference, every parameter frozen),
 //                  optimizer: {beta1, beta2, eps, weightDecay,

@@ -96,6 +96,7 @@ struct Linear {
     double dropout = 0; // LoRA dropout p, with its mask's seed
     std::uint64_t dropoutSeed = 0;
     Vec weight, loraA, loraB;
+    Vec bias; // empty: no bias
 
     Linear() = default;
     Linear(int inSize, int outSize, int loraRank) : in(inSize), out(outSize), rank(loraRank) {
@@ -110,11 +111,13 @@ struct Linear {
 
 template <typename T>
 struct LinearView {
-    std::vector<T> weight, loraA, loraB;
+    std::vector<T> weight, loraA, loraB, bias;
     LinearParams<T> params;
 
-    LinearView(const Linear& l) : weight(convert<T>(l.weight)), loraA(convert<T>(l.loraA)), loraB(convert<T>(l.loraB)) {
+    LinearView(const Linear& l)
+        : weight(convert<T>(l.weight)), loraA(convert<T>(l.loraA)), loraB(convert<T>(l.loraB)), bias(convert<T>(l.bias)) {
         params.weight = weight.data();
+        if (!l.bias.empty()) params.bias = bias.data();
         if (l.rank > 0) {
             params.loraA = loraA.data();
             params.loraB = loraB.data();
@@ -127,13 +130,17 @@ struct LinearView {
 };
 
 struct LinearGradBuffers {
-    Vec weight, loraA, loraB;
+    Vec weight, loraA, loraB, bias;
     LinearGrads<double> grads;
 
     LinearGradBuffers(const Linear& l, bool base, bool lora) {
         if (base) {
             weight.assign(l.weight.size(), std::nan(""));
             grads.weight = weight.data();
+        }
+        if (base && !l.bias.empty()) {
+            bias.assign(l.bias.size(), std::nan(""));
+            grads.bias = bias.data();
         }
         if (lora && l.rank > 0) {
             loraA.assign(l.loraA.size(), std::nan(""));
@@ -161,6 +168,11 @@ struct Layer {
     }
 
     std::vector<Linear*> linears() { return {&q, &k, &v, &o, &gate, &up, &down}; }
+
+    // Qwen2: biases on q, k and v.
+    void addAttentionBias() {
+        for (Linear* linear : {&q, &k, &v}) linear->bias = randomVec(static_cast<std::size_t>(linear->out), -0.5, 0.5);
+    }
 
     // LoRA dropout p on every linear, each with its own seed.
     void setDropout(double p, std::uint64_t seed) {
@@ -308,9 +320,10 @@ Vec layerForwardValue(const LlamaDims& d, int batch, int seq, const Layer& layer
 // dropout > 0: LoRA dropout on every linear with fixed seeds, so every forward of the finite
 // differences (training forwards) draws the masks the analytic backward used.
 void testLayerGradients(const char* name, const LlamaDims& d, int batch, int seq, int rank, bool base, bool lora,
-                        std::size_t limit, double dropout = 0) {
+                        std::size_t limit, double dropout = 0, bool attentionBias = false) {
     Layer layer(d, rank);
     layer.setDropout(dropout, 1000);
+    if (attentionBias) layer.addAttentionBias();
     const bool train = dropout > 0;
     const std::size_t tokens = static_cast<std::size_t>(batch) * seq;
     Vec x = randomVec(tokens * d.hidden, -1.0, 1.0);
@@ -344,6 +357,7 @@ void testLayerGradients(const char* name, const LlamaDims& d, int batch, int seq
     std::vector<Linear*> linears = layer.linears();
     for (int i = 0; i < 7; ++i) {
         if (base) check(std::string(kLinearNames[i]) + ".weight", linears[i]->weight, g.linears[i].weight);
+        if (base && !linears[i]->bias.empty()) check(std::string(kLinearNames[i]) + ".bias", linears[i]->bias, g.linears[i].bias);
         if (lora && rank > 0) {
             check(std::string(kLinearNames[i]) + ".loraA", linears[i]->loraA, g.linears[i].loraA);
             check(std::string(kLinearNames[i]) + ".loraB", linears[i]->loraB, g.linears[i].loraB);
@@ -421,8 +435,9 @@ void testFrozenGradients() {
 // KV cache
 
 void testCachedForward(const char* name, const LlamaDims& d, int batch, int seq, const std::vector<int>& steps,
-                       int rank) {
+                       int rank, bool attentionBias = false) {
     Layer layer(d, rank);
+    if (attentionBias) layer.addAttentionBias();
     LayerView<double> view(layer);
     const Vec x = randomVec(static_cast<std::size_t>(batch) * seq * d.hidden, -1, 1);
     const Vec full = layerForwardValue(d, batch, seq, layer, x);
@@ -995,6 +1010,17 @@ void testInvalidArguments() {
                         "k.loraA and k.loraB must both be set"),
           "half a LoRA");
     CHECK(throwsInvalid([&] { KvCache<double> kv(d, 0); }, "batch must be positive"), "KV batch 0");
+    {
+        // A bias gradient of a linear without bias.
+        DecoderLayerCache<double> cache;
+        decoderLayerForward(d, 1, 5, view.params, x.data(), y.data(), &cache);
+        DecoderLayerGrads<double> grads;
+        Vec dBias(d.hidden);
+        grads.o.bias = dBias.data();
+        CHECK(throwsInvalid([&] { decoderLayerBackward(d, 1, 5, view.params, cache, y.data(), x.data(), grads); },
+                            "a bias gradient of o requested, but o has no bias"),
+              "bias gradient without bias");
+    }
     for (double p : {1.0, -0.1, std::nan(""), 1.5}) {
         missing = view.params;
         missing.up.loraDropout = p;
@@ -1018,12 +1044,16 @@ int main() {
         testLayerGradients("tiny, LoRA rank 2 + dropout 0.3", tinyDims(), 2, 5, 2, false, true, 100000, 0.3);
         testLayerGradients("tiny, LoRA + base + dropout 0.6", tinyDims(), 2, 5, 2, true, true, 100000, 0.6);
         testLayerGradients("blocked, LoRA + dropout 0.1", blockedDims(), 2, 70, 3, false, true, 40, 0.1);
+        testLayerGradients("tiny, q/k/v biases, full training", tinyDims(), 2, 5, 0, true, false, 100000, 0, true);
+        testLayerGradients("tiny, q/k/v biases, LoRA + base + dropout", tinyDims(), 2, 5, 2, true, true, 100000, 0.3, true);
+        testLayerGradients("blocked, q/k/v biases, LoRA + base", blockedDims(), 2, 70, 3, true, true, 40, 0, true);
         setKernelThreads(3);
         testLayerGradients("blocked, 3 threads", blockedDims(), 1, 67, 0, true, false, 25);
         setKernelThreads(1);
         testFrozenGradients();
         testCachedForward("tiny (steps 2, 1, 2)", tinyDims(), 2, 5, {2, 1, 2}, 2);
         testCachedForward("tiny (one token at a time)", tinyDims(), 2, 8, {1, 1, 1, 1, 1, 1, 1, 1}, 0);
+        testCachedForward("tiny, q/k/v biases (steps 3, 1, 4)", tinyDims(), 2, 8, {3, 1, 4}, 2, true);
         testCachedForward("blocked (steps 30, 70, 1, 59)", blockedDims(), 2, 160, {30, 70, 1, 59}, 1);
         testEmbedding();
         testHead("LM head, full training", 0, true);

@@ -47,6 +47,9 @@ void checkLinearGrads(const LinearParams<T>& p, const LinearGrads<T>& g, const c
     if (!hasLora(p) && (g.loraA != nullptr || g.loraB != nullptr)) {
         MIXZ_THROW(InvalidArgument, what, ": LoRA gradients of ", name, " requested, but ", name, " has no LoRA");
     }
+    if (p.bias == nullptr && g.bias != nullptr) {
+        MIXZ_THROW(InvalidArgument, what, ": a bias gradient of ", name, " requested, but ", name, " has no bias");
+    }
 }
 
 template <typename T>

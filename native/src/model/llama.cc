@@ -218,12 +218,22 @@ const T* droppedInput(const DropoutMask& mask, std::size_t n, const T* x) {
 // ---------------------------------------------------------------------------------------------
 // Linear layers with optional LoRA
 
-// y[rows, out] = x·Wᵀ + scale·(x̃·Aᵀ)·Bᵀ with x̃ = x, or its dropout when `mask` is active; the
+// y[rows, out] = x·Wᵀ + b + scale·(x̃·Aᵀ)·Bᵀ (b when p.bias is set) with x̃ = x, or its dropout when `mask` is active; the
 // LoRA hidden x̃·Aᵀ goes to `hidden` [rows, rank].
 template <typename T>
 void linearForward(int rows, int in, int out, const LinearParams<T>& p, const T* x, T* y, T* hidden,
                    const DropoutMask& mask = DropoutMask{}) {
     gemmSliced(false, true, rows, out, in, T(1), x, in, p.weight, in, T(0), y, out, kTokenSlice);
+    if (p.bias != nullptr) {
+        // y = x·Wᵀ + b first; the LoRA branch is added onto that below.
+        const T* b = p.bias;
+        forChunks(static_cast<std::size_t>(rows), kRowGrain, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r) {
+                T* yr = y + r * out;
+                for (int j = 0; j < out; ++j) yr[j] += b[j];
+            }
+        });
+    }
     if (hasLora(p)) {
         const T* loraInput = mask.active() ? droppedInput(mask, static_cast<std::size_t>(rows) * in, x) : x;
         gemm(false, true, rows, p.rank, in, T(1), loraInput, in, p.loraA, in, T(0), hidden, p.rank);
@@ -241,6 +251,16 @@ void linearBackward(int rows, int in, int out, const LinearParams<T>& p, const T
                     const DropoutMask& mask = DropoutMask{}) {
     if (g.weight != nullptr) {
         gemmSliced(true, false, out, in, rows, gradScale, dy, out, x, in, T(0), g.weight, in, kFeatureSlice);
+    }
+    if (g.bias != nullptr) {
+        // db = gradScale · Σ rows dy, in row order per feature (independent of the thread count).
+        forChunks(static_cast<std::size_t>(out), 64, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t j = begin; j < end; ++j) {
+                T sum = T(0);
+                for (int r = 0; r < rows; ++r) sum += dy[static_cast<std::size_t>(r) * out + j];
+                g.bias[j] = gradScale * sum;
+            }
+        });
     }
     if (dx != nullptr) {
         gemmSliced(false, false, rows, in, out, gradScale, dy, out, p.weight, in, accumulate ? T(1) : T(0), dx, in,

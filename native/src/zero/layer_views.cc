@@ -27,6 +27,7 @@ model::LinearParams<float> LayerViews::linear(int layer, const std::string& name
     const std::string path = linearPath(layer, name);
     model::LinearParams<float> lp;
     lp.weight = fetcher_.valueOf(path + ".weight");
+    if (store_.has(path + ".bias")) lp.bias = fetcher_.valueOf(path + ".bias");
     if (store_.has(path + ".lora_A.weight")) {
         lp.loraA = fetcher_.valueOf(path + ".lora_A.weight");
         lp.loraB = fetcher_.valueOf(path + ".lora_B.weight");
@@ -57,6 +58,7 @@ model::LinearGrads<float> LayerViews::linearGrads(int layer, const std::string& 
     const std::string path = linearPath(layer, name);
     model::LinearGrads<float> lg;
     lg.weight = gradOf(store_.indexOf(path + ".weight"), grads);
+    if (store_.has(path + ".bias")) lg.bias = gradOf(store_.indexOf(path + ".bias"), grads);
     if (store_.has(path + ".lora_A.weight")) {
         lg.loraA = gradOf(store_.indexOf(path + ".lora_A.weight"), grads);
         lg.loraB = gradOf(store_.indexOf(path + ".lora_B.weight"), grads);

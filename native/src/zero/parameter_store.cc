@@ -98,6 +98,12 @@ void ParameterStore::build() {
         addParam(p + "self_attn.q_proj.weight", {h, h}, u, 0, true);
         addParam(p + "self_attn.k_proj.weight", {kv, h}, u, 0, true);
         addParam(p + "self_attn.v_proj.weight", {kv, h}, u, 0, true);
+        if (d.attentionBias) {
+            // Qwen2: biases on q, k and v (none on o or the MLP), trainable as their weights.
+            addParam(p + "self_attn.q_proj.bias", {h}, u, 0, true);
+            addParam(p + "self_attn.k_proj.bias", {kv}, u, 0, true);
+            addParam(p + "self_attn.v_proj.bias", {kv}, u, 0, true);
+        }
         addParam(p + "self_attn.o_proj.weight", {h, h}, u, 0, true);
         addParam(p + "mlp.gate_proj.weight", {inter, h}, u, 0, true);
         addParam(p + "mlp.up_proj.weight", {inter, h}, u, 0, true);
@@ -112,10 +118,15 @@ void ParameterStore::build() {
     }
     std::vector<float> values;
     for (std::size_t i = 0; i < params.size(); ++i) {
-        const bool isNorm = params[i].shape.size() == 1;
+        // Vectors: norm weights start at 1, biases at 0 (as Hugging Face initializes them).
+        const bool isVector = params[i].shape.size() == 1;
+        const std::string& name = params[i].name;
+        const bool isBias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
         values.assign(params[i].partition, 0.0f);
         const std::size_t begin = sliceBegin(i), length = sliceLength(i);
-        for (std::size_t j = 0; j < length; ++j) values[j] = isNorm ? 1.0f : normalAt(options_.seed, i, begin + j, options_.initStd);
+        for (std::size_t j = 0; j < length; ++j) {
+            values[j] = isBias ? 0.0f : isVector ? 1.0f : normalAt(options_.seed, i, begin + j, options_.initStd);
+        }
         writePartition(i, values.data(), true);
     }
 }

@@ -58,7 +58,7 @@ void checkPointer(const void* pointer, const char* what, const char* name);
 // dropout in [0, 1).
 template <typename T>
 void checkLinear(const LinearParams<T>& p, const char* what, const char* name);
-// No LoRA gradients asked of a linear without LoRA.
+// No LoRA gradients asked of a linear without LoRA, no bias gradient of a linear without bias.
 template <typename T>
 void checkLinearGrads(const LinearParams<T>& p, const LinearGrads<T>& g, const char* what, const char* name);
 template <typename T>

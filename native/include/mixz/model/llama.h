@@ -6,6 +6,7 @@
 // Layouts follow Hugging Face LLaMA so pretrained checkpoints and PEFT adapters line up:
 //   activations      [batch, seq, hidden] row-major, token-major
 //   linear weight    [out, in]   y = x·Wᵀ
+//   linear bias      [out]       y = x·Wᵀ + b (optional: Qwen2's q/k/v), added before the LoRA branch
 //   LoRA A           [r, in]     y += scale·(x·Aᵀ)·Bᵀ, scale = alpha / r (x through LoRA dropout
 //                                when training with LinearParams::loraDropout > 0)
 //   LoRA B           [out, r]
@@ -55,6 +56,10 @@ struct LlamaDims {
     double ropeLowFreqFactor = 1.0;
     double ropeHighFreqFactor = 4.0;
     double ropeOriginalMaxSeq = 8192.0;
+    // Biases on q, k and v (Qwen2): the parameter set has model.layers.{i}.self_attn.{q,k,v}_proj.bias.
+    // The kernels read the biases from LinearParams::bias; this flag is what the parameter store
+    // builds the set from.
+    bool attentionBias = false;
 
     int headDim() const { return hidden / heads; }
     int kvDim() const { return headDim() * kvHeads; }
@@ -85,6 +90,9 @@ bool sameRotary(const LlamaDims& a, const LlamaDims& b);
 template <typename T>
 struct LinearParams {
     const T* weight = nullptr; // [out, in]
+    // [out], null without bias. y = x·Wᵀ + b + scale·(dropout(x)·Aᵀ)·Bᵀ, added in that order
+    // (the bias onto the base GEMM's output, then the LoRA branch onto that).
+    const T* bias = nullptr;
     const T* loraA = nullptr;  // [rank, in], null without LoRA
     const T* loraB = nullptr;  // [out, rank]
     int rank = 0;
@@ -96,6 +104,7 @@ struct LinearParams {
 template <typename T>
 struct LinearGrads {
     T* weight = nullptr; // null: frozen
+    T* bias = nullptr;   // [out] = Σ over rows of dy; null: frozen (InvalidArgument without a bias)
     T* loraA = nullptr;
     T* loraB = nullptr;
 };
@@ -151,8 +160,8 @@ void validatePositions(const std::int32_t* positions, int batch, int seq);
 
 // dx and the parameter gradients from dy and what the forward kept. dx and dy must not alias.
 // dx null: not wanted (the first layer under a frozen embedding), which saves the q/k/v input
-// GEMMs unless grads.inputNorm is wanted. A LoRA gradient for a linear without LoRA is an
-// InvalidArgument.
+// GEMMs unless grads.inputNorm is wanted. A LoRA gradient for a linear without LoRA, or a bias
+// gradient for a linear without bias, is an InvalidArgument.
 template <typename T>
 void decoderLayerBackward(const LlamaDims& dims, int batch, int seq, const DecoderLayerParams<T>& params,
                           const DecoderLayerCache<T>& cache, const T* dy, T* dx, const DecoderLayerGrads<T>& grads);

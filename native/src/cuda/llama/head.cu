@@ -119,6 +119,9 @@ model::LossResult headForward(DeviceContext& ctx, const model::LlamaDims& dims, 
                               const model::HeadParams<float>& params, const float* x, const std::int32_t* labels,
                               std::int32_t ignoreIndex, backend::ActivationCache* cache) {
     constexpr const char* what = "headForward";
+    if (params.lmHead.bias != nullptr) {
+        MIXZ_THROW(InvalidArgument, what, ": lmHead has a bias; linear biases are not supported by the CUDA backend yet");
+    }
     const std::size_t counted = model::checkHeadForward(dims, batch, seq, params, x, labels, ignoreIndex, what);
     const int hidden = dims.hidden;
     const int vocab = dims.vocab;
@@ -178,6 +181,9 @@ void headBackward(DeviceContext& ctx, const model::LlamaDims& dims, int batch, i
                   const model::HeadParams<float>& params, const backend::ActivationCache& cache, float lossGrad,
                   float* dx, const model::HeadGrads<float>& grads) {
     constexpr const char* what = "headBackward";
+    if (params.lmHead.bias != nullptr) {
+        MIXZ_THROW(InvalidArgument, what, ": lmHead has a bias; linear biases are not supported by the CUDA backend yet");
+    }
     model::checkHeadBackward(dims, batch, seq, params, grads, what);
     const auto* own = dynamic_cast<const HeadCache*>(&cache);
     MIXZ_ENFORCE(own != nullptr, what, ": the cache was not made by this backend's makeHeadCache");

@@ -13,6 +13,7 @@
 #include "llama_device.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "mixz/common/error.h"
 #include "mixz/model/elementwise.h"
@@ -207,6 +208,18 @@ void layerForward(DeviceContext& ctx, Workspace& ws, const model::LlamaDims& dim
     addInPlace(ctx, n * hidden, y, h1);
 }
 
+// Linear biases (Qwen2's q/k/v) are computed by the CPU kernels only so far.
+void refuseBiases(const model::DecoderLayerParams<float>& p, const char* what) {
+    const std::pair<const char*, const model::LinearParams<float>*> linears[] = {
+        {"q", &p.q}, {"k", &p.k}, {"v", &p.v}, {"o", &p.o}, {"gate", &p.gate}, {"up", &p.up}, {"down", &p.down}};
+    for (const auto& [name, linear] : linears) {
+        if (linear->bias != nullptr) {
+            MIXZ_THROW(InvalidArgument, what, ": ", name,
+                       " has a bias; linear biases are not supported by the CUDA backend yet");
+        }
+    }
+}
+
 } // namespace
 
 std::unique_ptr<backend::ActivationCache> makeLayerCache(DeviceContext& ctx) {
@@ -221,6 +234,7 @@ void decoderLayerForward(DeviceContext& ctx, const model::LlamaDims& dims, int b
                          const model::DecoderLayerParams<float>& params, const float* x, float* y,
                          backend::ActivationCache* cache) {
     constexpr const char* what = "decoderLayerForward";
+    refuseBiases(params, what);
     model::checkLayerForward(dims, batch, seq, params, x, y, what);
     LayerCache* own = nullptr;
     if (cache != nullptr) {
@@ -241,6 +255,7 @@ void decoderLayerForwardCached(DeviceContext& ctx, const model::LlamaDims& dims,
                                const model::DecoderLayerParams<float>& params, const float* x, float* y,
                                backend::KvCache& kvCache) {
     constexpr const char* what = "decoderLayerForwardCached";
+    refuseBiases(params, what);
     auto* kv = dynamic_cast<DeviceKvCache*>(&kvCache);
     MIXZ_ENFORCE(kv != nullptr, what, ": the KV cache was not made by this backend's makeKvCache");
     const int past = kv->length();
@@ -256,6 +271,7 @@ void decoderLayerBackward(DeviceContext& ctx, const model::LlamaDims& dims, int 
                           const model::DecoderLayerParams<float>& params, const backend::ActivationCache& cache,
                           const float* dy, float* dx, const model::DecoderLayerGrads<float>& grads) {
     constexpr const char* what = "decoderLayerBackward";
+    refuseBiases(params, what);
     model::checkLayerBackward(dims, batch, seq, params, dy, grads, what);
     const auto* own = dynamic_cast<const LayerCache*>(&cache);
     MIXZ_ENFORCE(own != nullptr, what, ": the cache was not made by this backend's makeLayerCache");

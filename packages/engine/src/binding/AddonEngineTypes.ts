@@ -23,6 +23,8 @@ export interface NativeLlamaDims {
     readonly ropeLowFreqFactor: number;
     readonly ropeHighFreqFactor: number;
     readonly ropeOriginalMaxSeq: number;
+    /** LlamaConfig.attentionBias: q/k/v biases (Qwen2) in the parameter set. */
+    readonly attentionBias: boolean;
 }
 
 export interface NativeEngineDescriptor {

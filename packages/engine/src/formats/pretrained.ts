@@ -7,11 +7,15 @@
  *                                   num_attention_heads, num_key_value_heads, intermediate_size,
  *                                   max_position_embeddings, rope_theta, rope_scaling ("linear",
  *                                   "llama3"), rms_norm_eps, tie_word_embeddings, torch_dtype (or
- *                                   dtype); model_type "llama", or "mistral" whose sliding_window
- *                                   is null or at least the engine's longest sequence
- * Anything else in config.json that would change the maths (qwen2, biases, another activation or
- * rope_type, head_dim ≠ hidden_size / num_attention_heads, partial rotary, attention dropout) is
- * refused in one line naming the field.
+ *                                   dtype); model_type "llama", "mistral" whose sliding_window
+ *                                   is null or at least the engine's longest sequence, or "qwen2"
+ *                                   (Qwen2ForCausalLM: LLaMA plus biases on q_proj, k_proj and
+ *                                   v_proj, read as model.layers.N.self_attn.{q,k,v}_proj.bias;
+ *                                   use_sliding_window must be false, and then sliding_window and
+ *                                   max_window_layers are not read)
+ * Anything else in config.json that would change the maths (attention_bias or mlp_bias on a llama,
+ * another activation or rope_type, head_dim ≠ hidden_size / num_attention_heads, partial rotary,
+ * attention dropout, a Qwen2 sliding window) is refused in one line naming the field.
  *   model.safetensors               every tensor, or, when sharded:
  *   model.safetensors.index.json    {"metadata": {...}, "weight_map": {tensor name: shard file}}
  *   model-0000k-of-0000n.safetensors
@@ -21,7 +25,9 @@
  * Tied embeddings (tie_word_embeddings: true, no lm_head.weight in the files): the engine's LM head
  * is a separate parameter, so it is loaded from model.embed_tokens.weight — the same values — and
  * trains apart from the embedding from then on. An export therefore always writes lm_head.weight
- * and tie_word_embeddings: false.
+ * and tie_word_embeddings: false. (Small Qwen2 models are tied: the same holds for them.) An export
+ * keeps the family: a mistral stays a mistral, a qwen2 (or any model with attentionBias) is written
+ * as model_type "qwen2" / Qwen2ForCausalLM with its q/k/v biases.
  *
  * Loading is two-phase. fromPretrainedLlama reads config.json and the safetensors headers only
  * (never tensor data) and checks that every tensor the config implies exists with its shape and a
@@ -128,7 +134,8 @@ const kIgnoredTensor = /^model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq$/;
 
 /**
  * The parameters of a LLaMA model with their Hugging Face names and shapes, in the engine's order
- * (embedding, per layer q, k, v, o, gate, up, down, the two norms, final norm, LM head).
+ * (embedding, per layer q, k, v, [q, k, v biases with attentionBias], o, gate, up, down, the two
+ * norms, final norm, LM head).
  */
 export function llamaTensorShapes(config: Required<LlamaConfig>): {name: string; shape: number[]}[] {
     const {vocabSize: v, hidden: h, layers, heads, kvHeads, intermediate: i} = config;
@@ -139,7 +146,16 @@ export function llamaTensorShapes(config: Required<LlamaConfig>): {name: string;
         out.push(
             {name: `${p}.self_attn.q_proj.weight`, shape: [h, h]},
             {name: `${p}.self_attn.k_proj.weight`, shape: [kv, h]},
-            {name: `${p}.self_attn.v_proj.weight`, shape: [kv, h]},
+            {name: `${p}.self_attn.v_proj.weight`, shape: [kv, h]}
+        );
+        if (config.attentionBias) {
+            out.push(
+                {name: `${p}.self_attn.q_proj.bias`, shape: [h]},
+                {name: `${p}.self_attn.k_proj.bias`, shape: [kv]},
+                {name: `${p}.self_attn.v_proj.bias`, shape: [kv]}
+            );
+        }
+        out.push(
             {name: `${p}.self_attn.o_proj.weight`, shape: [h, h]},
             {name: `${p}.mlp.gate_proj.weight`, shape: [i, h]},
             {name: `${p}.mlp.up_proj.weight`, shape: [i, h]},
@@ -241,18 +257,18 @@ function llamaConfigOf(
         problems.push({code: ErrorCodes.modelConfig, file, path: key, message});
     };
     // Mistral is LLaMA's layout and maths (no biases) plus a sliding attention window, which is
-    // checked below against the sequence lengths the engine will use.
+    // checked below against the sequence lengths the engine will use. Qwen2 is LLaMA's layout plus
+    // biases on q, k and v (always: Qwen2's config has no switch for them), with its sliding window
+    // off.
     const modelType = hf["model_type"];
-    const family = modelType === "mistral" ? "mistral" : "llama";
-    if (modelType === "qwen2") {
-        bad("model_type", `"qwen2" is not supported yet (its q/k/v projections have biases); mixz trains model_type "llama" and "mistral"`);
-    } else if (modelType !== undefined && modelType !== "llama" && modelType !== "mistral") {
-        bad("model_type", `mixz trains LLaMA models (model_type "llama" or "mistral"), got ${JSON.stringify(modelType)}`);
+    const family = modelType === "mistral" ? "mistral" : modelType === "qwen2" ? "qwen2" : "llama";
+    if (modelType !== undefined && modelType !== "llama" && modelType !== "mistral" && modelType !== "qwen2") {
+        bad("model_type", `mixz trains LLaMA-family models (model_type "llama", "mistral" or "qwen2"), got ${JSON.stringify(modelType)}`);
     }
-    const architecture = family === "mistral" ? "MistralForCausalLM" : "LlamaForCausalLM";
+    const architecture = family === "mistral" ? "MistralForCausalLM" : family === "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
     const architectures = hf["architectures"];
     // Checked only for a model_type mixz trains (one line for an unsupported family, not two).
-    const knownType = modelType === undefined || modelType === "llama" || modelType === "mistral";
+    const knownType = modelType === undefined || modelType === "llama" || modelType === "mistral" || modelType === "qwen2";
     if (knownType && architectures !== undefined && architectures !== null && !(Array.isArray(architectures) && architectures.includes(architecture))) {
         bad("architectures", `mixz trains ${architecture} for model_type ${JSON.stringify(family)}, got ${JSON.stringify(architectures)}`);
     }
@@ -267,7 +283,9 @@ function llamaConfigOf(
     }
     const act = hf["hidden_act"];
     if (act !== undefined && act !== "silu") bad("hidden_act", `the engine's MLP is SwiGLU (silu), got ${JSON.stringify(act)}`);
-    for (const key of ["attention_bias", "mlp_bias"]) {
+    // A llama's attention_bias would put biases on o_proj too; Qwen2 does not read the key (its
+    // q/k/v biases are fixed by the architecture), and neither does mixz for it.
+    for (const key of family === "qwen2" ? ["mlp_bias"] : ["attention_bias", "mlp_bias"]) {
         if (hf[key] !== undefined && hf[key] !== false) bad(key, `biases are not supported (got ${JSON.stringify(hf[key])})`);
     }
     const required = (key: string): number => {
@@ -321,6 +339,18 @@ function llamaConfigOf(
     // longer than the window never reach its edge, so there the full causal attention the engine
     // computes is exactly Mistral's.
     const window = hf["sliding_window"];
+    if (family === "qwen2") {
+        // Qwen2 slides its window only with use_sliding_window (then over the layers from
+        // max_window_layers on); off, sliding_window and max_window_layers change nothing.
+        const sliding = hf["use_sliding_window"];
+        if (sliding !== undefined && sliding !== null && sliding !== false) {
+            bad("use_sliding_window", `must be false: the engine attends over the whole causal window, got ${JSON.stringify(sliding)}`);
+        }
+        const layerTypes = hf["layer_types"];
+        if (Array.isArray(layerTypes) && layerTypes.some((t) => t !== "full_attention")) {
+            bad("layer_types", `every layer must be "full_attention" (the engine has no sliding window), got ${JSON.stringify(layerTypes)}`);
+        }
+    }
     if (family === "mistral" && window !== undefined && window !== null) {
         if (typeof window !== "number" || !Number.isSafeInteger(window) || window < 1) {
             bad("sliding_window", `must be null or a positive integer, got ${JSON.stringify(window)}`);
@@ -330,7 +360,7 @@ function llamaConfigOf(
         }
     }
     if (problems.length > 0) throw new InputError(problems);
-    const config: LlamaConfig = {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, rmsEps, initStd, seed: options.seed ?? 0};
+    const config: LlamaConfig = {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, attentionBias: family === "qwen2", rmsEps, initStd, seed: options.seed ?? 0};
     return {config, tied: tiedValue === true, torchDtype: dtypeValue as PretrainedSource["torchDtype"]};
 }
 
@@ -347,7 +377,7 @@ const kRopeScalingKeys: Readonly<Record<"linear" | "llama3", readonly string[]>>
  */
 function ropeScalingOf(
     hf: Record<string, unknown>,
-    family: "llama" | "mistral",
+    family: "llama" | "mistral" | "qwen2",
     bad: (key: string, message: string) => void,
     problemCount: () => number
 ): LlamaRopeScaling | null {
@@ -355,8 +385,9 @@ function ropeScalingOf(
     const field = hf["rope_scaling"] === undefined && hf["rope_parameters"] !== undefined ? "rope_parameters" : "rope_scaling";
     const value = hf[field];
     if (value === undefined || value === null) return null;
-    if (family !== "llama") {
-        bad(field, `mixz reads ${field} for model_type "llama" only, got ${JSON.stringify(value)} for ${JSON.stringify(family)}; remove it or set null`);
+    // Qwen2 computes its rotary frequencies as LLaMA does (the same rope_scaling kinds).
+    if (family === "mistral") {
+        bad(field, `mixz reads ${field} for model_type "llama" and "qwen2" only, got ${JSON.stringify(value)} for ${JSON.stringify(family)}; remove it or set null`);
         return null;
     }
     if (typeof value !== "object" || Array.isArray(value)) {
@@ -677,13 +708,19 @@ export function hfConfigOf(model: LlamaModel, dtype: NativeModelDType): Record<s
     const c = model.config;
     const base: Record<string, unknown> = {...(model.pretrained?.hfConfig ?? {})};
     // A Mistral model stays one (its sliding_window, kept, is at least every sequence trained on).
-    const mistral = base["model_type"] === "mistral";
-    for (const key of ["dtype", "head_dim", "rope_scaling", "rope_parameters", "pretraining_tp", "quantization_config"]) delete base[key];
-    if (!mistral) delete base["sliding_window"];
+    // A model with q/k/v biases is a Qwen2 (its use_sliding_window, false, and the window keys that
+    // then mean nothing are kept); a Qwen2 config has no attention_bias or mlp_bias.
+    const qwen2 = c.attentionBias;
+    const mistral = !qwen2 && base["model_type"] === "mistral";
+    for (const key of ["dtype", "head_dim", "rope_scaling", "rope_parameters", "pretraining_tp", "quantization_config", "attention_bias", "mlp_bias"]) delete base[key];
+    if (!mistral && !qwen2) delete base["sliding_window"];
+    if (!qwen2) {
+        for (const key of ["use_sliding_window", "max_window_layers", "layer_types"]) delete base[key];
+    }
     return {
         ...base,
-        architectures: [mistral ? "MistralForCausalLM" : "LlamaForCausalLM"],
-        model_type: mistral ? "mistral" : "llama",
+        architectures: [mistral ? "MistralForCausalLM" : qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"],
+        model_type: mistral ? "mistral" : qwen2 ? "qwen2" : "llama",
         vocab_size: c.vocabSize,
         hidden_size: c.hidden,
         intermediate_size: c.intermediate,
@@ -697,8 +734,7 @@ export function hfConfigOf(model: LlamaModel, dtype: NativeModelDType): Record<s
         rms_norm_eps: c.rmsEps,
         initializer_range: c.initStd,
         hidden_act: "silu",
-        attention_bias: false,
-        mlp_bias: false,
+        ...(qwen2 ? {use_sliding_window: false} : {attention_bias: false, mlp_bias: false}),
         // The engine's LM head is its own parameter (a tied model's was loaded from the embedding).
         tie_word_embeddings: false,
         torch_dtype: torchDTypeOf[dtype]

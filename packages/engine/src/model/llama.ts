@@ -40,6 +40,11 @@ export interface LlamaConfig {
     readonly ropeTheta?: number;
     /** rope_scaling; default null (plain RoPE). */
     readonly ropeScaling?: LlamaRopeScaling | null;
+    /**
+     * Biases on the q, k and v projections (Qwen2: model.layers.N.self_attn.{q,k,v}_proj.bias; none
+     * on o_proj or the MLP); default false. They start at 0 and train as their weights do.
+     */
+    readonly attentionBias?: boolean;
     /** rms_norm_eps; default 1e-6. */
     readonly rmsEps?: number;
     /** initializer_range: the standard deviation of the normal init of matrices; default 0.02. */
@@ -64,8 +69,8 @@ export interface LlamaModel {
 const maxInt = 2 ** 31 - 1;
 
 /**
- * Describes a LLaMA-family decoder (RMSNorm, rotary attention with grouped KV heads, SwiGLU MLP,
- * untied LM head) with Hugging Face parameter names. Throws InputError (MIXZ_ERR_MODEL_CONFIG)
+ * Describes a LLaMA-family decoder (RMSNorm, rotary attention with grouped KV heads, optional q/k/v
+ * biases, SwiGLU MLP, untied LM head) with Hugging Face parameter names. Throws InputError (MIXZ_ERR_MODEL_CONFIG)
  * naming every field that is wrong.
  */
 export function llama(config: LlamaConfig): LlamaModel {
@@ -90,7 +95,7 @@ export function llama(config: LlamaConfig): LlamaModel {
         }
         return value;
     };
-    const known = new Set(["vocabSize", "hidden", "layers", "heads", "kvHeads", "intermediate", "maxSeqLen", "ropeTheta", "ropeScaling", "rmsEps", "initStd", "seed"]);
+    const known = new Set(["vocabSize", "hidden", "layers", "heads", "kvHeads", "intermediate", "maxSeqLen", "ropeTheta", "ropeScaling", "attentionBias", "rmsEps", "initStd", "seed"]);
     for (const key of Object.keys(config)) {
         if (!known.has(key)) bad(key, `unknown field (known: ${[...known].join(", ")})`);
     }
@@ -106,6 +111,8 @@ export function llama(config: LlamaConfig): LlamaModel {
     const initStd = positive("initStd", config.initStd ?? 0.02);
     const seed = integer("seed", config.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
     const ropeScaling = ropeScalingOf(config.ropeScaling ?? null, bad);
+    const attentionBias = config.attentionBias ?? false;
+    if (typeof attentionBias !== "boolean") bad("attentionBias", `must be true or false, got ${JSON.stringify(attentionBias) ?? String(attentionBias)}`);
     if (problems.length === 0) {
         if (hidden % heads !== 0) bad("heads", `${heads} heads do not divide hidden ${hidden}`);
         else if ((hidden / heads) % 2 !== 0) bad("heads", `the head dimension hidden/heads = ${hidden / heads} must be even for rotary embeddings`);
@@ -114,7 +121,7 @@ export function llama(config: LlamaConfig): LlamaModel {
     if (problems.length > 0) throw new InputError(problems);
     return {
         kind: "llama",
-        config: {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, rmsEps, initStd, seed},
+        config: {vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeqLen, ropeTheta, ropeScaling, attentionBias, rmsEps, initStd, seed},
         dims: {
             vocab: vocabSize, hidden, layers, heads, kvHeads, intermediate, maxSeq: maxSeqLen, ropeTheta, rmsEps,
             ropeScaling: ropeScaling?.type ?? "none",
@@ -122,7 +129,8 @@ export function llama(config: LlamaConfig): LlamaModel {
             ropeFactor: ropeScaling?.factor ?? 1,
             ropeLowFreqFactor: ropeScaling?.type === "llama3" ? ropeScaling.lowFreqFactor : 1,
             ropeHighFreqFactor: ropeScaling?.type === "llama3" ? ropeScaling.highFreqFactor : 4,
-            ropeOriginalMaxSeq: ropeScaling?.type === "llama3" ? ropeScaling.originalMaxPositions : 8192
+            ropeOriginalMaxSeq: ropeScaling?.type === "llama3" ? ropeScaling.originalMaxPositions : 8192,
+            attentionBias
         }
     };
 }
@@ -161,10 +169,10 @@ function ropeScalingOf(value: unknown, bad: (path: string, message: string) => v
     return {type: "llama3", factor, lowFreqFactor, highFreqFactor, originalMaxPositions};
 }
 
-/** Parameter count of a model (the untied embedding and LM head counted separately). */
+/** Parameter count of a model (the untied embedding and LM head counted separately; q/k/v biases with attentionBias). */
 export function llamaParameterCount(model: LlamaModel): number {
-    const {vocabSize: v, hidden: h, layers, heads, kvHeads, intermediate: i} = model.config;
+    const {vocabSize: v, hidden: h, layers, heads, kvHeads, intermediate: i, attentionBias} = model.config;
     const kv = (h / heads) * kvHeads;
-    const perLayer = 2 * h * h + 2 * kv * h + 3 * i * h + 2 * h;
+    const perLayer = 2 * h * h + 2 * kv * h + 3 * i * h + 2 * h + (attentionBias ? h + 2 * kv : 0);
     return 2 * v * h + layers * perLayer + h;
 }

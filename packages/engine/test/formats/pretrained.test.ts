@@ -99,7 +99,7 @@ describe("fromPretrained: loading Hugging Face models", () => {
             const hf = await writeHfModel(fresh("config"), {config: tiny, hfConfig});
             await rejectsWith(fromPretrainedLlama(hf.dir), "MIXZ_ERR_MODEL_CONFIG", message);
         };
-        await check({model_type: "phi3"}, /config\.json: model_type: mixz trains LLaMA models \(model_type "llama" or "mistral"\), got "phi3"/);
+        await check({model_type: "phi3"}, /config\.json: model_type: mixz trains LLaMA-family models \(model_type "llama", "mistral" or "qwen2"\), got "phi3"/);
         await check({architectures: ["MistralForCausalLM"]}, /architectures: mixz trains LlamaForCausalLM for model_type "llama"/);
         await check({hidden_act: "gelu"}, /hidden_act: the engine's MLP is SwiGLU/);
         await check({num_attention_heads: 5}, /5 heads do not divide hidden 12/);

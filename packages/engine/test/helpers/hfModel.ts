@@ -18,7 +18,7 @@ export interface HfModelOptions {
     readonly hfConfig?: Record<string, unknown>;
     /** Values are derived from it. */
     readonly seed?: number;
-    /** How far matrix entries (and norm weights, around 1) swing; default 0.05. Larger weights make
+    /** How far matrix entries and biases (and norm weights, around 1) swing; default 0.05. Larger weights make
      * attention depend visibly on positions (the rotary tests). */
     readonly amplitude?: number;
     /** Changes a tensor before writing: return null to leave it out. */
@@ -70,7 +70,8 @@ export async function writeHfModel(dir: string, options: HfModelOptions): Promis
         const edited = options.edit === undefined ? spec : options.edit({name: spec.name, shape: [...spec.shape]});
         if (edited === null) continue;
         const n = edited.shape.reduce((a, b) => a * b, 1);
-        const isNorm = edited.shape.length === 1;
+        // Norm weights swing around 1, biases (Qwen2's q/k/v) around 0.
+        const isNorm = edited.shape.length === 1 && !edited.name.endsWith(".bias");
         const exact = Float32Array.from({length: n}, (_, i) => (isNorm ? 1 : 0) + amplitude * Math.sin(seed * 7.1 + t * 1.37 + i * 0.61));
         const data = dtype === "F32" ? exact : await convertFloats(exact, {from: "fp32", to: dtype === "F16" ? "fp16" : "bf16"});
         const rounded = data instanceof Float32Array ? data : await convertFloats(data, {from: dtype === "F16" ? "fp16" : "bf16", to: "fp32"});

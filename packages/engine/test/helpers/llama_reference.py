@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""An fp64 reference for a Hugging Face LLaMA / Mistral causal LM, independent of mixz.
+"""An fp64 reference for a Hugging Face LLaMA / Mistral / Qwen2 causal LM, independent of mixz.
 
 Usage: llama_reference.py MODEL_DIR BATCH_JSON
 
@@ -10,7 +10,9 @@ computed in float64 with torch autograd.
 
 The maths is written from the model definition (RMSNorm, rotary embedding with rotate_half and
 rope_scaling "linear" / "llama3" as config.json describes them, grouped-query causal attention,
-SwiGLU MLP, untied LM head, next-token cross-entropy), reading config.json itself, so that it
+q/k/v projection biases where the files hold them (Qwen2: model_type "qwen2" must have them, no
+other model may), SwiGLU MLP, untied LM head, next-token cross-entropy), reading config.json
+itself, so that it
 shares nothing with mixz but the weights. Needs torch (Debian's python3-torch); run it with
 /usr/bin/python3.
 """
@@ -81,6 +83,13 @@ def rotate(x, cos, sin):
     return torch.cat([lo * cos - hi * sin, hi * cos + lo * sin], dim=-1)
 
 
+def project(w, name, h):
+    """h·Wᵀ + b, the bias where the model has one."""
+    out = h @ w[name + ".weight"].T
+    bias = w.get(name + ".bias")
+    return out if bias is None else out + bias
+
+
 def forward(config, w, ids, labels):
     hidden = config["hidden_size"]
     heads = config["num_attention_heads"]
@@ -94,13 +103,19 @@ def forward(config, w, ids, labels):
     cos, sin = torch.cos(angles), torch.sin(angles)
     causal = torch.ones(seq, seq, dtype=torch.bool).tril()
 
+    qwen2 = config.get("model_type") == "qwen2"
+    for layer in range(config["num_hidden_layers"]):
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            name = f"model.layers.{layer}.self_attn.{proj}.bias"
+            if (name in w) != qwen2:
+                raise SystemExit(f"{name}: {'missing' if qwen2 else 'unexpected'} for model_type {config.get('model_type')!r}")
     x = w["model.embed_tokens.weight"][ids]  # [batch, seq, hidden]
     for layer in range(config["num_hidden_layers"]):
         p = f"model.layers.{layer}."
         h = rms_norm(x, w[p + "input_layernorm.weight"], eps)
-        q = (h @ w[p + "self_attn.q_proj.weight"].T).view(batch, seq, heads, head_dim).transpose(1, 2)
-        k = (h @ w[p + "self_attn.k_proj.weight"].T).view(batch, seq, kv_heads, head_dim).transpose(1, 2)
-        v = (h @ w[p + "self_attn.v_proj.weight"].T).view(batch, seq, kv_heads, head_dim).transpose(1, 2)
+        q = project(w, p + "self_attn.q_proj", h).view(batch, seq, heads, head_dim).transpose(1, 2)
+        k = project(w, p + "self_attn.k_proj", h).view(batch, seq, kv_heads, head_dim).transpose(1, 2)
+        v = project(w, p + "self_attn.v_proj", h).view(batch, seq, kv_heads, head_dim).transpose(1, 2)
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         group = heads // kv_heads
         k = k.repeat_interleave(group, dim=1)  # query head j reads KV head j // group
