@@ -15,9 +15,10 @@
 namespace mixz::backend {
 namespace {
 
-// Full fp32 buffers for gathered parameters and their gradients, kept for reuse by size: freeing
-// and re-faulting tens of megabytes per layer per step costs more than the copies (measured in
-// issue 4's all-gather). Bounded in practice by the prefetch depth.
+// Full fp32 buffers for gathered parameters, their gradients and activations, kept for reuse by
+// size: freeing and re-faulting tens of megabytes per layer per step costs more than the copies
+// (measured in issue 4's all-gather). What is kept idle is bounded by the most ever in use at once:
+// batches of many shapes (forward takes any) would otherwise leave a buffer of every size behind.
 class BufferPool {
 public:
     float* take(std::size_t elements) {
@@ -31,17 +32,26 @@ public:
             free.pop_back();
             return buffer;
         }
-        owned_.push_back(std::make_unique<float[]>(elements));
+        auto owned = std::make_unique<float[]>(elements);
+        float* buffer = owned.get();
+        owned_.emplace(buffer, std::make_pair(std::move(owned), elements));
         held_ += elements;
-        sizes_[owned_.back().get()] = elements;
-        return owned_.back().get();
+        return buffer;
     }
 
     void give(float* buffer) {
         if (buffer == nullptr) return;
         std::lock_guard<std::mutex> lock(mutex_);
-        const std::size_t elements = sizes_.at(buffer);
+        auto it = owned_.find(buffer);
+        MIXZ_ENFORCE(it != owned_.end(), "a buffer not taken from this pool was given back");
+        const std::size_t elements = it->second.second;
         inUse_ -= elements;
+        if (held_ - inUse_ > peakInUse_) {
+            // More idle than was ever in use at once: this one goes back to the system.
+            held_ -= elements;
+            owned_.erase(it);
+            return;
+        }
         free_[elements].push_back(buffer);
     }
 
@@ -56,8 +66,7 @@ public:
 
 private:
     mutable std::mutex mutex_;
-    std::vector<std::unique_ptr<float[]>> owned_;
-    std::map<float*, std::size_t> sizes_;
+    std::map<float*, std::pair<std::unique_ptr<float[]>, std::size_t>> owned_;
     std::map<std::size_t, std::vector<float*>> free_;
     std::size_t held_ = 0;
     std::size_t inUse_ = 0;

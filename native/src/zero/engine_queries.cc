@@ -139,10 +139,12 @@ MemoryReport Engine::memory() const {
     const State& s = *state_;
     MemoryReport report;
     s.store.addPartitionBytes(report);
-    // The persistent unit's buffers come from the backend's pool too; they are reported apart.
+    // The persistent unit's values, the activations and the reducer's upload buffer come from the
+    // backend's buffers too; they are reported in their own categories, not as gathered parameters.
     report.persistentParameters = s.fetcher.persistentBytes();
-    report.gatheredParameters = s.backend->bufferBytesHeld() - std::min(s.backend->bufferBytesHeld(), report.persistentParameters);
-    report.gatheredParametersPeak = s.backend->bufferBytesPeak() - std::min(s.backend->bufferBytesPeak(), report.persistentParameters);
+    const std::size_t elsewhere = report.persistentParameters + s.activationBufferBytes() + s.reducer.uploadBytes();
+    report.gatheredParameters = s.backend->bufferBytesHeld() - std::min(s.backend->bufferBytesHeld(), elsewhere);
+    report.gatheredParametersPeak = s.backend->bufferBytesPeak() - std::min(s.backend->bufferBytesPeak(), elsewhere);
     report.activations = s.activationBytes();
     report.activationsPeak = std::max(s.activationsPeak, report.activations);
     report.communicationBuffers = s.fetcher.bufferBytes() + s.reducer.bufferBytes();

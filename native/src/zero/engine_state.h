@@ -81,6 +81,11 @@ struct Engine::State {
     // The communication queue is drained and joined before anything its tasks touch goes; the
     // buffers and caches go back to the backend before it goes.
     ~State() {
+        // The queue runs in order: once this empty task has run, no earlier one touches anything.
+        try {
+            backend->communicationQueue().submit([] {}).wait();
+        } catch (...) {
+        }
         hidden.clear();
         caches.clear();
         headCache.reset();
@@ -141,6 +146,14 @@ struct Engine::State {
     void prepareCompute() {
         if (reducer.pending()) reducer.waitReduces();
         if (store.persistentDirty) fetcher.gatherPersistent();
+    }
+
+    // Activations held in backend buffers (the backend counts them among its buffers too).
+    std::size_t activationBufferBytes() const {
+        std::size_t bytes = gradA.bytes() + gradB.bytes();
+        for (const auto& h : hidden) bytes += h.bytes();
+        for (const auto& g : persistentGrads) bytes += g.bytes();
+        return bytes;
     }
 
     std::size_t activationBytes() const {

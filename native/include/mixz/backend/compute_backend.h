@@ -130,7 +130,8 @@ public:
     virtual void downloadBytes(void* host, const void* from, std::size_t bytes) = 0;
     virtual void zeroBytes(void* to, std::size_t bytes) = 0;
 
-    // --- partition arithmetic on state memory and buffers (never host memory on a device backend)
+    // --- partition arithmetic on state memory and buffers (never host memory on a device backend);
+    // thread-safe: the communication queue and the engine's thread both call it.
     // `n` values from inType to outType (fp32, fp16, bf16; a copy when equal): tensor::convert.
     virtual void convert(const void* in, tensor::DType inType, void* out, tensor::DType outType, std::size_t n) = 0;
     // `n` fp32 values from int8 codes and float32 scales in blocks of `blockSize`:

@@ -47,6 +47,7 @@ public:
     std::size_t bufferBytes() const;
     // Gives the backend buffers back (before the backend goes; no reduction may be pending).
     void releaseBuffers() { upload_.release(); }
+    std::size_t uploadBytes() const { return upload_.bytes(); }
 
 private:
     void reduceInto(std::size_t u, std::size_t gi, const float* grads);
