@@ -69,6 +69,11 @@ export interface StepMetrics {
     readonly reduceMs: number;
     /** Time the communication thread spent gathering (hidden or not). */
     readonly gatherBusyMs: number;
+    /**
+     * Time of the step spent outside engine calls: the script's own work between them, above all
+     * producing the next batches (data loading). Near 0 means data never held up the step.
+     */
+    readonly outsideMs: number;
     readonly gatheredBytes: number;
     readonly reducedBytes: number;
     /**
@@ -179,6 +184,9 @@ export class ZeroEngine {
     #losses: number[] = [];
     #tokens = 0;
     #stepStarted = performance.now();
+    /** Time inside engine calls since the step started (for StepMetrics.outsideMs). */
+    #insideMs = 0;
+    #callStarted = performance.now();
     #busy = false;
     #disposed = false;
     #lastMetrics: StepMetrics | null = null;
@@ -628,6 +636,8 @@ export class ZeroEngine {
             computeMs: m.computeSeconds * 1000,
             reduceMs: m.reduceSeconds * 1000,
             gatherBusyMs: m.gatherSeconds * 1000,
+            // The step call itself is still running: it counts as inside up to now.
+            outsideMs: Math.max(0, elapsed - this.#insideMs - (now - this.#callStarted)),
             gatheredBytes: m.gatheredBytes,
             reducedBytes: m.reducedBytes,
             traffic: {
@@ -642,6 +652,8 @@ export class ZeroEngine {
         this.#losses = [];
         this.#tokens = 0;
         this.#stepStarted = now;
+        this.#insideMs = 0;
+        this.#callStarted = now;
         void skipped;
         this.#lastMetrics = metrics;
         this.#onStep?.(metrics);
@@ -725,9 +737,11 @@ export class ZeroEngine {
         const site = callSite();
         this.#checkIdle(fn);
         this.#busy = true;
+        this.#callStarted = performance.now();
         try {
             return await callNative(site, body);
         } finally {
+            this.#insideMs += performance.now() - this.#callStarted;
             this.#busy = false;
             // Secondaries come and go with gathers and steps: the snapshot is taken again when read,
             // not after every call (forward, backward and step are the hot path).
