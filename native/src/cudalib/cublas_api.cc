@@ -1,6 +1,5 @@
 #include "mixz/cudalib/cublas_api.h"
 
-#include <mutex>
 #include <string>
 
 #include "mixz/common/error.h"
@@ -61,21 +60,6 @@ std::string CublasApi::version() const {
     return std::to_string(major) + "." + std::to_string(minor) + "." + std::to_string(patch);
 }
 
-const CublasApi& cublasApi() {
-    // Loaded once; a failure is remembered too (the files on disk do not change under a running
-    // rank) and rethrown with the same message on every call.
-    static std::once_flag once;
-    static CublasApi api;
-    static std::string error;
-    std::call_once(once, [] {
-        try {
-            api = load();
-        } catch (const Exception& failure) {
-            error = failure.what();
-        }
-    });
-    if (!error.empty()) throw IoError(error);
-    return api;
-}
+const CublasApi& cublasApi() { return loadedOnce<CublasApi, load>(); }
 
 } // namespace mixz::cudalib

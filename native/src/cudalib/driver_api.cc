@@ -1,6 +1,5 @@
 #include "mixz/cudalib/driver_api.h"
 
-#include <mutex>
 #include <string>
 
 #include "mixz/backend/compute_backend.h"
@@ -65,20 +64,7 @@ std::string DriverApi::describe(int result) const {
     return "CUDA driver error " + std::to_string(result);
 }
 
-const DriverApi& driverApi() {
-    static std::once_flag once;
-    static DriverApi api;
-    static std::string error;
-    std::call_once(once, [] {
-        try {
-            api = load();
-        } catch (const Exception& failure) {
-            error = failure.what();
-        }
-    });
-    if (!error.empty()) throw IoError(error);
-    return api;
-}
+const DriverApi& driverApi() { return loadedOnce<DriverApi, load>(); }
 
 CudaProbe probeCuda() {
     CudaProbe probe;

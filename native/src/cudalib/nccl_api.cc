@@ -1,6 +1,5 @@
 #include "mixz/cudalib/nccl_api.h"
 
-#include <mutex>
 #include <string>
 
 #include "mixz/common/error.h"
@@ -74,20 +73,6 @@ std::string NcclApi::describe(int result) const {
     return text != nullptr ? std::string(text) + " (" + std::to_string(result) + ")" : "NCCL error " + std::to_string(result);
 }
 
-const NcclApi& ncclApi() {
-    // Once, failures included (see cublasApi()).
-    static std::once_flag once;
-    static NcclApi api;
-    static std::string error;
-    std::call_once(once, [] {
-        try {
-            api = load();
-        } catch (const Exception& failure) {
-            error = failure.what();
-        }
-    });
-    if (!error.empty()) throw IoError(error);
-    return api;
-}
+const NcclApi& ncclApi() { return loadedOnce<NcclApi, load>(); }
 
 } // namespace mixz::cudalib

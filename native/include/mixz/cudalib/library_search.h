@@ -13,8 +13,11 @@
 // No CUDA header is needed: this is plain dlopen/dlsym, compiled by g++ into every build.
 #pragma once
 
+#include <mutex>
 #include <string>
 #include <vector>
+
+#include "mixz/common/error.h"
 
 namespace mixz::cudalib {
 
@@ -43,5 +46,24 @@ std::vector<std::string> librarySearchDirectories();
 
 // dlsym or null; the shared definition so every table reports missing symbols the same way.
 void* findSymbol(void* handle, const char* name);
+
+// The table `load` builds, loaded once per process (thread-safe). A failure is remembered too —
+// the files on disk do not change under a running rank — and rethrown as the same IoError on
+// every call. One instantiation per table type (cuBLAS, NCCL, the driver).
+template <typename Api, Api (*load)()>
+const Api& loadedOnce() {
+    static std::once_flag once;
+    static Api api;
+    static std::string error;
+    std::call_once(once, [] {
+        try {
+            api = load();
+        } catch (const Exception& failure) {
+            error = failure.what();
+        }
+    });
+    if (!error.empty()) throw IoError(error);
+    return api;
+}
 
 } // namespace mixz::cudalib
