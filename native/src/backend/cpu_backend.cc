@@ -175,34 +175,10 @@ public:
     }
 
     void convert(const void* in, tensor::DType inType, void* out, tensor::DType outType, std::size_t n) override {
-        if (n == 0) return;
-        if (inType == outType) {
-            std::memmove(out, in, n * (inType == tensor::DType::kFloat32 ? 4 : 2));
-            return;
-        }
-        tensor::ConvertOptions options;
-        options.input = in;
-        options.inputType = inType;
-        options.output = out;
-        options.outputType = outType;
-        options.elements = n;
-        tensor::convert(options);
+        tensor::convertElements(in, inType, out, outType, n);
     }
     void dequantize8(const std::uint8_t* codes, const float* scales, std::size_t n, std::size_t blockSize, float* out) override {
-        if (n == 0) return;
-        quant::DequantizeOptions q;
-        q.input = codes;
-        q.inputBytes = quant::quantizedBytes(n, 8);
-        q.bits = 8;
-        q.scales = scales;
-        q.scaleCount = quant::blockCount(n, blockSize);
-        q.elements = n;
-        q.blockSize = blockSize;
-        q.output = out;
-        q.outputType = tensor::DType::kFloat32;
-        q.outputElements = n;
-        q.threads = 1;
-        quant::dequantize(q);
+        quant::dequantizeInt8(codes, scales, n, blockSize, out);
     }
     void accumulate(void* grad, tensor::DType gradType, const float* values, std::size_t n) override {
         if (gradType == tensor::DType::kFloat32) {
@@ -213,9 +189,9 @@ public:
         // The caller's thread's scratch (the communication queue's, reused: no allocation per chunk).
         thread_local std::vector<float> sum;
         sum.resize(n);
-        convert(grad, gradType, sum.data(), tensor::DType::kFloat32, n);
+        tensor::convertElements(grad, gradType, sum.data(), tensor::DType::kFloat32, n);
         for (std::size_t j = 0; j < n; ++j) sum[j] += values[j];
-        convert(sum.data(), tensor::DType::kFloat32, grad, gradType, n);
+        tensor::convertElements(sum.data(), tensor::DType::kFloat32, grad, gradType, n);
     }
     double sumOfSquares(const float* values, std::size_t n) override { return optim::sumOfSquares(values, n); }
     void adamUpdate(const optim::AdamStepCoefficients& c, const float* grad, float* param, float* expAvg, float* expAvgSq,

@@ -331,4 +331,21 @@ void dequantizeSegments(const DequantizeSegmentsOptions& options) {
         });
 }
 
+void dequantizeInt8(const std::uint8_t* codes, const float* scales, std::size_t elements, std::size_t blockSize, float* output) {
+    if (elements == 0) return;
+    DequantizeOptions q;
+    q.input = codes;
+    q.inputBytes = quantizedBytes(elements, 8);
+    q.bits = 8;
+    q.scales = scales;
+    q.scaleCount = blockCount(elements, blockSize);
+    q.elements = elements;
+    q.blockSize = blockSize;
+    q.output = output;
+    q.outputType = tensor::DType::kFloat32;
+    q.outputElements = elements;
+    q.threads = 1;
+    dequantize(q);
+}
+
 } // namespace mixz::quant

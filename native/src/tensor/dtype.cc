@@ -1,6 +1,7 @@
 #include "mixz/tensor/dtype.h"
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 
 #include "mixz/common/error.h"
@@ -210,6 +211,21 @@ void convert(const ConvertOptions& options) {
         const std::size_t begin = task * kTaskElements;
         convertRange(options, avx2, begin, std::min(n, begin + kTaskElements));
     });
+}
+
+void convertElements(const void* input, DType inputType, void* output, DType outputType, std::size_t elements) {
+    if (elements == 0) return;
+    if (inputType == outputType) {
+        std::memmove(output, input, elements * (inputType == DType::kFloat32 ? 4 : 2));
+        return;
+    }
+    ConvertOptions options;
+    options.input = input;
+    options.inputType = inputType;
+    options.output = output;
+    options.outputType = outputType;
+    options.elements = elements;
+    convert(options);
 }
 
 } // namespace mixz::tensor

@@ -11,18 +11,7 @@ namespace mixz::zero {
 using tensor::DType;
 
 void convertInto(const void* input, DType inputType, void* output, DType outputType, std::size_t elements) {
-    if (elements == 0) return;
-    if (inputType == outputType) {
-        std::memcpy(output, input, elements * elementBytes(inputType));
-        return;
-    }
-    tensor::ConvertOptions options;
-    options.input = input;
-    options.inputType = inputType;
-    options.output = output;
-    options.outputType = outputType;
-    options.elements = elements;
-    tensor::convert(options);
+    tensor::convertElements(input, inputType, output, outputType, elements);
 }
 
 bool allFinite(const void* data, DType type, std::size_t n) {

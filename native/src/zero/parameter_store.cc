@@ -190,20 +190,8 @@ void ParameterStore::quantizeInto(const void* input, DType inputType, std::size_
 
 void ParameterStore::dequantizeFrom(const std::uint8_t* blob, const Layout& layout, std::size_t k, std::size_t valid,
                                     float* out) const {
-    if (valid == 0) return;
-    quant::DequantizeOptions q;
-    q.input = blob + layout.qoff[k];
-    q.inputBytes = quant::quantizedBytes(valid, 8);
-    q.bits = 8;
-    q.scales = reinterpret_cast<const float*>(blob + layout.scaleBase) + layout.soff[k];
-    q.scaleCount = quant::blockCount(valid, options_.quantBlockSize);
-    q.elements = valid;
-    q.blockSize = options_.quantBlockSize;
-    q.output = out;
-    q.outputType = DType::kFloat32;
-    q.outputElements = valid;
-    q.threads = 1;
-    quant::dequantize(q);
+    quant::dequantizeInt8(blob + layout.qoff[k], reinterpret_cast<const float*>(blob + layout.scaleBase) + layout.soff[k], valid,
+                          options_.quantBlockSize, out);
 }
 
 bool ParameterStore::writesParameter(std::size_t i, const std::string& kind) const {

@@ -132,6 +132,10 @@ struct DequantizeOptions {
 
 void dequantize(const DequantizeOptions& options);
 
+// The engine's common case on this thread: `elements` fp32 values from int8 codes and their
+// float32 scales in blocks of `blockSize` (dequantize() with bits 8, one thread). 0 elements: nothing.
+void dequantizeInt8(const std::uint8_t* codes, const float* scales, std::size_t elements, std::size_t blockSize, float* output);
+
 // One parameter's slice of a coalesced quantized buffer.
 struct DequantizeSegment {
     std::size_t elements = 0;

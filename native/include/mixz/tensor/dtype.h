@@ -73,4 +73,9 @@ struct ConvertOptions {
 // and output ranges that overlap (unless they are the same buffer of the same type, a no-op).
 void convert(const ConvertOptions& options);
 
+// `elements` values between the float types (fp32, fp16, bf16) on this thread: a copy (memmove,
+// so the same buffer is fine) when the types are equal, else convert(). The one shorthand the
+// engine's storage (mixz::zero) and the CPU backend's arithmetic both use.
+void convertElements(const void* input, DType inputType, void* output, DType outputType, std::size_t elements);
+
 } // namespace mixz::tensor
