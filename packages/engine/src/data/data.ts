@@ -90,23 +90,8 @@ export function textData(file: string, options: TextDataOptions): TokenBatches {
 function batches(fn: string, file: string, dtype: AnyTokenDType, options: Omit<TokenDataOptions, "dtype">): TokenBatches {
     if (typeof file !== "string" || file === "") throw optionError(fn, "file", `must be a non-empty path string, got ${JSON.stringify(file) ?? typeof file}`);
     if (typeof options !== "object" || options === null) throw optionError(fn, "options", "must be an object {seqLen, microBatch, ...}");
-    const integer = (key: string, value: unknown, min: number, max = 2 ** 31 - 1): number => {
-        if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
-            throw optionError(fn, key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(value) ?? String(value)}`);
-        }
-        return value;
-    };
-    const seqLen = integer("seqLen", options.seqLen, 2);
-    const micro = integer("microBatch", options.microBatch, 1);
-    const worldSize = integer("worldSize", options.worldSize, 1);
-    const rank = integer("rank", options.rank, 0, worldSize - 1);
-    const seed = integer("seed", options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
-    const startBatch = integer("startBatch", options.startBatch ?? 0, 0, Number.MAX_SAFE_INTEGER);
-    const epochs = options.epochs ?? 1;
-    if (epochs !== Infinity) integer("epochs", epochs, 1, Number.MAX_SAFE_INTEGER);
-    const shuffle = options.shuffle ?? true;
-    if (typeof shuffle !== "boolean") throw optionError(fn, "shuffle", `must be true or false, got ${JSON.stringify(shuffle)}`);
-    const vocabSize = options.vocabSize === undefined ? undefined : integer("vocabSize", options.vocabSize, 1);
+    const {seqLen, micro, worldSize, rank, seed, startBatch, epochs, shuffle} = shardOptions(fn, options);
+    const vocabSize = options.vocabSize === undefined ? undefined : optionInteger(fn, "vocabSize", options.vocabSize, 1);
 
     const path = resolve(file);
     const itemSize = itemSizeOf[dtype];
@@ -240,6 +225,38 @@ function withFile<T>(path: string, body: (fd: number) => T): T {
 /** @internal An option of a data loader is wrong (shared by jsonl.ts). */
 export function optionError(fn: string, key: string, message: string): InputError {
     return new InputError([{code: ErrorCodes.data, path: `${fn}: ${key}`, message}]);
+}
+
+/** @internal An integer option in [min, max], else optionError naming it. */
+export function optionInteger(fn: string, key: string, value: unknown, min: number, max = 2 ** 31 - 1): number {
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
+        throw optionError(fn, key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(value) ?? String(value)}`);
+    }
+    return value;
+}
+
+/** @internal A boolean option (`fallback` when absent), else optionError naming it. */
+export function optionBoolean(fn: string, key: string, value: unknown, fallback: boolean): boolean {
+    if (value === undefined) return fallback;
+    if (typeof value !== "boolean") throw optionError(fn, key, `must be true or false, got ${JSON.stringify(value)}`);
+    return value;
+}
+
+/** @internal The batch, shard and order options every loader takes, checked in one order. */
+export function shardOptions(fn: string, options: {
+    readonly seqLen: number; readonly microBatch: number; readonly rank: number; readonly worldSize: number;
+    readonly seed?: number; readonly startBatch?: number; readonly epochs?: number; readonly shuffle?: boolean;
+}): {seqLen: number; micro: number; worldSize: number; rank: number; seed: number; startBatch: number; epochs: number; shuffle: boolean} {
+    const seqLen = optionInteger(fn, "seqLen", options.seqLen, 2);
+    const micro = optionInteger(fn, "microBatch", options.microBatch, 1);
+    const worldSize = optionInteger(fn, "worldSize", options.worldSize, 1);
+    const rank = optionInteger(fn, "rank", options.rank, 0, worldSize - 1);
+    const seed = optionInteger(fn, "seed", options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
+    const startBatch = optionInteger(fn, "startBatch", options.startBatch ?? 0, 0, Number.MAX_SAFE_INTEGER);
+    const epochs = options.epochs ?? 1;
+    if (epochs !== Infinity) optionInteger(fn, "epochs", epochs, 1, Number.MAX_SAFE_INTEGER);
+    const shuffle = optionBoolean(fn, "shuffle", options.shuffle, true);
+    return {seqLen, micro, worldSize, rank, seed, startBatch, epochs, shuffle};
 }
 
 function dataError(path: string, message: string): InputError {

@@ -50,7 +50,7 @@ import {resolve} from "node:path";
 import {ErrorCodes, InputError, MixzError, type Problem} from "@mixz/protocol";
 
 import type {Batch} from "../train/ZeroEngine.js";
-import {optionError, permutation, readError} from "./data.js";
+import {optionBoolean, optionError, permutation, readError, shardOptions} from "./data.js";
 
 /** One message of a conversation. */
 export interface ChatMessage {
@@ -194,32 +194,13 @@ function packRows(examples: readonly Example[], seqLen: number, pad: number): Ex
 export async function jsonlData(file: string, options: JsonlDataOptions): Promise<JsonlBatches> {
     if (typeof file !== "string" || file === "") throw optionError(kFn, "file", `must be a non-empty path string, got ${JSON.stringify(file) ?? typeof file}`);
     if (typeof options !== "object" || options === null) throw optionError(kFn, "options", "must be an object {tokenizer, format, seqLen, microBatch, ...}");
-    const integer = (key: string, value: unknown, min: number, max = 2 ** 31 - 1): number => {
-        if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min || value > max) {
-            throw optionError(kFn, key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(value) ?? String(value)}`);
-        }
-        return value;
-    };
-    const boolean = (key: string, value: unknown, fallback: boolean): boolean => {
-        if (value === undefined) return fallback;
-        if (typeof value !== "boolean") throw optionError(kFn, key, `must be true or false, got ${JSON.stringify(value)}`);
-        return value;
-    };
     const format = options.format;
     if (format !== "text" && format !== "prompt_completion" && format !== "messages") {
         throw optionError(kFn, "format", `must be "text", "prompt_completion" or "messages", got ${JSON.stringify(format) ?? String(format)}`);
     }
-    const seqLen = integer("seqLen", options.seqLen, 2);
-    const micro = integer("microBatch", options.microBatch, 1);
-    const worldSize = integer("worldSize", options.worldSize, 1);
-    const rank = integer("rank", options.rank, 0, worldSize - 1);
-    const seed = integer("seed", options.seed ?? 0, 0, Number.MAX_SAFE_INTEGER);
-    const startBatch = integer("startBatch", options.startBatch ?? 0, 0, Number.MAX_SAFE_INTEGER);
-    const epochs = options.epochs ?? 1;
-    if (epochs !== Infinity) integer("epochs", epochs, 1, Number.MAX_SAFE_INTEGER);
-    const shuffle = boolean("shuffle", options.shuffle, true);
-    const truncation = boolean("truncation", options.truncation, false);
-    const packing = boolean("packing", options.packing, false);
+    const {seqLen, micro, worldSize, rank, seed, startBatch, epochs, shuffle} = shardOptions(kFn, options);
+    const truncation = optionBoolean(kFn, "truncation", options.truncation, false);
+    const packing = optionBoolean(kFn, "packing", options.packing, false);
     const tokenizer = checkTokenizer(options.tokenizer, format);
     const pad = tokenizer.padTokenId ?? tokenizer.eosTokenIds[0] ?? 0;
 
